@@ -1,0 +1,24 @@
+package broker
+
+import "time"
+
+// Status is a point-in-time view of one profile for status pages and
+// readiness checks. It never holds a secret: only the public key id.
+type Status struct {
+	Profile string `json:"profile"`
+	Source  Source `json:"source"`
+	// Healthy is true when the profile holds a key that may be served now.
+	Healthy     bool       `json:"healthy"`
+	Principal   string     `json:"principal,omitempty"`
+	AccessKeyID string     `json:"accessKeyId,omitempty"`
+	Expiration  *time.Time `json:"expiration,omitempty"`
+	// RefreshAt is when the background refresh will replace the key.
+	RefreshAt   *time.Time `json:"refreshAt,omitempty"`
+	LastRefresh *time.Time `json:"lastRefresh,omitempty"`
+	LastError   string     `json:"lastError,omitempty"`
+	LastErrorAt *time.Time `json:"lastErrorAt,omitempty"`
+	// NextAttempt is set while the profile is backing off after failures.
+	NextAttempt *time.Time `json:"nextAttempt,omitempty"`
+	// ConsecutiveFailures counts failed mints since the last success.
+	ConsecutiveFailures int `json:"consecutiveFailures,omitempty"`
+}

@@ -1,0 +1,148 @@
+// Package config reads and validates the cwcreds daemon's configuration,
+// which comes entirely from CWCREDS_* environment variables (see Usage for
+// the reference, or Vars for the same data structured).
+//
+// A configuration names its profiles in CWCREDS_PROFILES and configures each
+// one with CWCREDS_PROFILE_<NAME>_* variables, where <NAME> is the profile
+// name upper-cased with '-' as '_':
+//
+//	CWCREDS_PROFILES=train,fast-eval
+//	CWCREDS_PROFILE_TRAIN_SOURCE=oidc
+//	CWCREDS_PROFILE_TRAIN_TOKEN_FILE=/var/run/secrets/tokens/cwcreds
+//	CWCREDS_PROFILE_TRAIN_ORG_ID=cw1234
+//	CWCREDS_PROFILE_FAST_EVAL_SOURCE=api-token
+//	CWCREDS_PROFILE_FAST_EVAL_TOKEN_FILE=api-token # in $CREDENTIALS_DIRECTORY
+//
+// Load reports every problem at once, each naming the variable at fault and
+// the fix, and rejects CWCREDS_* variables that nothing reads, so a typo
+// never silently falls back to a default. It never reads the token files
+// and never puts a value that could be a secret into an error.
+//
+// The package is plain data and validation: it imports no other cwcreds
+// package, and callers hand the parts they need down to broker and server.
+package config
+
+import (
+	"slices"
+	"time"
+)
+
+// Config is the daemon's validated configuration.
+type Config struct {
+	// ListenAddr is the host:port the daemon listens on
+	// (CWCREDS_LISTEN_ADDR).
+	ListenAddr string
+	// APIURL is the base URL of the CoreWeave API (CWCREDS_API_URL).
+	APIURL string
+	// LogLevel is trace, debug, info, warn or error (CWCREDS_LOG_LEVEL).
+	LogLevel string
+	// LogFormat is json or console (CWCREDS_LOG_FORMAT).
+	LogFormat string
+	// AllowNonLoopback permits a ListenAddr beyond loopback
+	// (CWCREDS_ALLOW_NON_LOOPBACK).
+	AllowNonLoopback bool
+	// RuntimeDir is the absolute directory that holds the default client
+	// token files (CWCREDS_RUNTIME_DIR).
+	RuntimeDir string
+	// NodeName identifies this node in the audit attributes sent upstream
+	// (CWCREDS_NODE_NAME).
+	NodeName string
+	// Profiles are the configured profiles, in CWCREDS_PROFILES order.
+	Profiles []Profile
+}
+
+// Profile is one profile: a named way of getting CoreWeave AI Object
+// Storage keys, configured by CWCREDS_PROFILE_<EnvName>_* variables.
+type Profile struct {
+	// Name is 1 to 63 characters of [a-z0-9-], starting and ending with a
+	// letter or digit.
+	Name string
+	// EnvName is Name upper-cased with '-' as '_': the infix of the
+	// profile's variable names.
+	EnvName string
+	// Source is "access-key", "api-token", "oidc" or "saml".
+	Source string
+	// TokenFile is the absolute path of the upstream credential.
+	TokenFile string
+	// OrgID is the organization ID; set for oidc and saml only.
+	OrgID string
+	// ConfigID is the SAML configuration ID; set for saml only.
+	ConfigID string
+	// Duration is the lifetime of minted keys, 1m to 12h in whole seconds.
+	// It is 0 for api-token, whose keys always live 15 minutes.
+	Duration time.Duration
+	// ClientTokenFile is the absolute path of the token local clients
+	// present for this profile.
+	ClientTokenFile string
+}
+
+// Profile returns the profile called name.
+func (c *Config) Profile(name string) (Profile, bool) {
+	i := slices.IndexFunc(c.Profiles, func(p Profile) bool { return p.Name == name })
+	if i < 0 {
+		return Profile{}, false
+	}
+	return c.Profiles[i], true
+}
+
+// Validate checks a Config built in code rather than by Load, with the
+// rules Load applies after decoding. Problems name the variables that would
+// set the offending fields. It returns nil or an *Error.
+func (c *Config) Validate() error {
+	var ps problems
+	if msg := checkListenAddr(c.ListenAddr, c.AllowNonLoopback); msg != "" {
+		ps.add(varListenAddr, "%s", msg)
+	}
+	if msg := checkAPIURL(c.APIURL); msg != "" {
+		ps.add(varAPIURL, "%s", msg)
+	}
+	if msg := checkEnum(c.LogLevel, logLevels, "log level"); msg != "" {
+		ps.add(varLogLevel, "%s", msg)
+	}
+	if msg := checkEnum(c.LogFormat, logFormats, "log format"); msg != "" {
+		ps.add(varLogFormat, "%s", msg)
+	}
+	if msg := checkAbs(c.RuntimeDir); msg != "" {
+		ps.add(varRuntimeDir, "%s", msg)
+	}
+	if len(c.Profiles) == 0 {
+		ps.add(varProfiles, "%s", msgNoProfiles)
+	}
+	seen := make(map[string]bool)
+	envNames := make([]string, len(c.Profiles))
+	for i, p := range c.Profiles {
+		envNames[i] = envName(p.Name)
+		if msg := checkName(p.Name); msg != "" {
+			ps.add(varProfiles, "%s", msg)
+		} else if seen[p.Name] {
+			ps.add(varProfiles, msgDuplicate, p.Name)
+		} else if p.EnvName != envNames[i] {
+			ps.add(varProfiles, "profile %q has EnvName %q; it must be %q", p.Name, p.EnvName, envNames[i])
+		}
+		seen[p.Name] = true
+
+		v := func(suffix string) string { return profileVar(envNames[i], suffix) }
+		srcOK := checkSource(&ps, v(sfxSource), p.Source)
+		if p.TokenFile == "" {
+			ps.add(v(sfxTokenFile), "%s", msgTokenFileRequired)
+		} else if msg := checkAbs(p.TokenFile); msg != "" {
+			ps.add(v(sfxTokenFile), "%s", msg)
+		}
+		if srcOK {
+			checkIDs(&ps, envNames[i], p.Source, p.OrgID != "", p.ConfigID != "")
+			switch {
+			case p.Source == sourceAPIToken && p.Duration != 0:
+				ps.add(v(sfxDuration), "%s", msgAPITokenDuration)
+			case p.Source != sourceAPIToken:
+				if msg := checkDuration(p.Duration, p.Duration.String()); msg != "" {
+					ps.add(v(sfxDuration), "%s", msg)
+				}
+			}
+		}
+		if msg := checkAbs(p.ClientTokenFile); msg != "" {
+			ps.add(v(sfxClientTokenFile), "%s", msg)
+		}
+	}
+	checkAcrossProfiles(&ps, c.Profiles)
+	return ps.err(envNames)
+}

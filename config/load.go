@@ -1,0 +1,251 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// globalEnv receives the global variables, CWCREDS_<FIELD>, as envconfig
+// spells them with split_words. Every field is a string, so decoding cannot
+// fail (envconfig stops at its first error, and every problem must be
+// reported at once); load parses and checks the values. There are no
+// `envconfig:"NAME"` tags on purpose: such a tag makes envconfig fall back
+// to the unprefixed variable NAME, so a stray SOURCE or DURATION in the
+// environment would be read. There are no default or required tags either:
+// an empty variable means the same as an unset one, which envconfig cannot
+// express, so load applies the defaults.
+type globalEnv struct {
+	Profiles         string `split_words:"true"`
+	ListenAddr       string `split_words:"true"`
+	ApiURL           string `split_words:"true"` // not APIURL, which split_words leaves as CWCREDS_APIURL
+	LogLevel         string `split_words:"true"`
+	LogFormat        string `split_words:"true"`
+	AllowNonLoopback string `split_words:"true"`
+	RuntimeDir       string `split_words:"true"`
+	NodeName         string `split_words:"true"`
+}
+
+// profileEnv receives one profile's variables, CWCREDS_PROFILE_<NAME>_<FIELD>.
+type profileEnv struct {
+	Source          string `split_words:"true"`
+	TokenFile       string `split_words:"true"`
+	OrgID           string `split_words:"true"`
+	ConfigID        string `split_words:"true"`
+	Duration        string `split_words:"true"`
+	ClientTokenFile string `split_words:"true"`
+}
+
+// Load reads the configuration from the CWCREDS_* environment variables and
+// validates it. On any problem it returns an *Error listing all of them.
+//
+// The values come from the process environment, which envconfig reads
+// directly, so environ must be os.Environ() (tests set variables with
+// t.Setenv). Load uses environ to find CWCREDS_* variables that nothing
+// reads: a mistyped name is a problem, not a silently ignored setting.
+//
+// Load also reads RUNTIME_DIRECTORY and XDG_RUNTIME_DIR for the default
+// CWCREDS_RUNTIME_DIR, CREDENTIALS_DIRECTORY to resolve relative token file
+// paths, and the host name for the default CWCREDS_NODE_NAME. It never
+// reads the token files.
+func Load(environ []string) (*Config, error) {
+	var g globalEnv
+	if err := envconfig.Process(envPrefix, &g); err != nil {
+		return nil, fmt.Errorf("config: decode environment: %w", err)
+	}
+	var ps problems
+	c := &Config{
+		ListenAddr: orDefault(g.ListenAddr, defaultListenAddr),
+		APIURL:     orDefault(g.ApiURL, defaultAPIURL),
+		LogLevel:   orDefault(g.LogLevel, defaultLogLevel),
+		LogFormat:  orDefault(g.LogFormat, defaultLogFormat),
+	}
+
+	// CWCREDS_PROFILES comes first: the listed names decide which other
+	// variables exist.
+	names := splitList(g.Profiles)
+	if len(names) == 0 {
+		ps.add(varProfiles, "%s", msgNoProfiles)
+	}
+	var valid []string
+	listed := make([]string, 0, len(names)) // infixes of every listed name, valid or not
+	seen := make(map[string]bool)
+	for _, name := range names {
+		listed = append(listed, envName(name))
+		switch msg := checkName(name); {
+		case msg != "":
+			ps.add(varProfiles, "%s", msg)
+		case seen[name]:
+			ps.add(varProfiles, msgDuplicate, name)
+		default:
+			valid = append(valid, name)
+		}
+		seen[name] = true
+	}
+
+	allowOK := true
+	if g.AllowNonLoopback != "" {
+		c.AllowNonLoopback, allowOK = parseBool(g.AllowNonLoopback)
+		if !allowOK {
+			ps.add(varAllowNonLoopback, "%s is not a boolean; use true or false (or 1 or 0)", show(g.AllowNonLoopback))
+		}
+	}
+	if msg := checkListenAddr(c.ListenAddr, c.AllowNonLoopback); msg != "" {
+		ps.add(varListenAddr, "%s", msg)
+	}
+	if msg := checkAPIURL(c.APIURL); msg != "" {
+		ps.add(varAPIURL, "%s", msg)
+	}
+	if msg := checkEnum(c.LogLevel, logLevels, "log level"); msg != "" {
+		ps.add(varLogLevel, "%s", msg)
+	}
+	if msg := checkEnum(c.LogFormat, logFormats, "log format"); msg != "" {
+		ps.add(varLogFormat, "%s", msg)
+	}
+	var runtimeDirOK bool
+	c.RuntimeDir, runtimeDirOK = runtimeDir(&ps, g.RuntimeDir)
+	c.NodeName = g.NodeName
+	if c.NodeName == "" {
+		host, err := os.Hostname()
+		switch {
+		case err != nil:
+			ps.add(varNodeName, "the host name could not be read (%v); set the node name", err)
+		case host == "":
+			ps.add(varNodeName, "the host name is empty; set the node name")
+		}
+		c.NodeName = host
+	}
+
+	// credDir stays "" when relative token file paths cannot be resolved.
+	credDir := os.Getenv(envCredentialsDirectory)
+	if credDir != "" && !filepath.IsAbs(credDir) {
+		ps.add(envCredentialsDirectory, "is not an absolute path; systemd sets it for LoadCredential=, so unset it or make it absolute")
+		credDir = ""
+	}
+	for _, name := range valid {
+		p, err := loadProfile(&ps, name, credDir, c.RuntimeDir, runtimeDirOK)
+		if err != nil {
+			return nil, err
+		}
+		c.Profiles = append(c.Profiles, p)
+	}
+	checkAcrossProfiles(&ps, c.Profiles)
+	checkUnknown(&ps, environ, listed)
+	if err := ps.err(listed); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// loadProfile decodes and checks one profile's variables. credDir is
+// $CREDENTIALS_DIRECTORY, or "" when relative token file paths cannot be
+// resolved.
+func loadProfile(ps *problems, name, credDir, runtimeDir string, runtimeDirOK bool) (Profile, error) {
+	en := envName(name)
+	var pe profileEnv
+	if err := envconfig.Process(profileVarPrefix+en, &pe); err != nil {
+		return Profile{}, fmt.Errorf("config: decode profile %q: %w", name, err)
+	}
+	v := func(suffix string) string { return profileVar(en, suffix) }
+	p := Profile{Name: name, EnvName: en, Source: pe.Source, OrgID: pe.OrgID, ConfigID: pe.ConfigID}
+	srcOK := checkSource(ps, v(sfxSource), p.Source)
+
+	switch tf := pe.TokenFile; {
+	case tf == "":
+		ps.add(v(sfxTokenFile), "%s", msgTokenFileRequired)
+	case filepath.IsAbs(tf):
+		p.TokenFile = filepath.Clean(tf)
+	case ps.isBad(envCredentialsDirectory):
+		ps.markBad(v(sfxTokenFile)) // the directory is reported
+	case credDir == "":
+		ps.add(v(sfxTokenFile), "is a relative path and $%s is not set; use an absolute path, "+
+			"or load the file with systemd LoadCredential= and give the credential's name", envCredentialsDirectory)
+	case !filepath.IsLocal(tf):
+		ps.add(v(sfxTokenFile), "is a relative path that leads out of $%s; give the credential's name "+
+			"as in LoadCredential=, or an absolute path", envCredentialsDirectory)
+	default:
+		p.TokenFile = filepath.Join(credDir, tf)
+	}
+
+	if srcOK {
+		checkIDs(ps, en, p.Source, p.OrgID != "", p.ConfigID != "")
+	}
+	switch {
+	case srcOK && p.Source == sourceAPIToken:
+		if pe.Duration != "" {
+			ps.add(v(sfxDuration), "%s", msgAPITokenDuration)
+		}
+	case pe.Duration == "":
+		p.Duration = defaultDuration
+	default:
+		d, err := time.ParseDuration(pe.Duration)
+		if err != nil {
+			ps.add(v(sfxDuration), "%s is not a duration; use Go syntax such as 90m or 2h", show(pe.Duration))
+		} else if msg := checkDuration(d, show(pe.Duration)); msg != "" {
+			ps.add(v(sfxDuration), "%s", msg)
+		}
+		p.Duration = d
+	}
+
+	switch ctf := pe.ClientTokenFile; {
+	case ctf == "" && !runtimeDirOK:
+		ps.markBad(v(sfxClientTokenFile)) // the runtime directory is reported
+	case ctf == "":
+		p.ClientTokenFile = filepath.Join(runtimeDir, name+".token")
+	case !filepath.IsAbs(ctf):
+		ps.add(v(sfxClientTokenFile), "is not an absolute path; use a path starting with /, or unset it for %s",
+			filepath.Join("<runtime dir>", name+".token"))
+	default:
+		p.ClientTokenFile = filepath.Clean(ctf)
+	}
+	return p, nil
+}
+
+// runtimeDir resolves CWCREDS_RUNTIME_DIR and its defaults, and says
+// whether the result is usable.
+func runtimeDir(ps *problems, explicit string) (string, bool) {
+	if explicit != "" {
+		if !filepath.IsAbs(explicit) {
+			ps.add(varRuntimeDir, "is not an absolute path; use a path starting with /, or unset it for the default")
+			return explicit, false
+		}
+		return filepath.Clean(explicit), true
+	}
+	// systemd joins several RuntimeDirectory= entries with ':'.
+	if rd, _, _ := strings.Cut(os.Getenv(envRuntimeDirectory), ":"); rd != "" {
+		if !filepath.IsAbs(rd) {
+			ps.add(envRuntimeDirectory, "is not an absolute path; set %s to an absolute path instead", varRuntimeDir)
+			return rd, false
+		}
+		return filepath.Clean(rd), true
+	}
+	// The XDG Base Directory spec says to ignore a relative XDG_RUNTIME_DIR.
+	if xdg := os.Getenv(envXDGRuntimeDir); filepath.IsAbs(xdg) {
+		return filepath.Join(xdg, "cwcreds"), true
+	}
+	return fallbackRuntimeDir, true
+}
+
+// splitList splits a comma-separated list, trimming spaces and dropping
+// empty items.
+func splitList(s string) []string {
+	var out []string
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// orDefault returns v, or def when v is empty.
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}

@@ -1,0 +1,193 @@
+package config
+
+import (
+	"strings"
+	"time"
+)
+
+// Names of the global variables. The envconfig decoding in load.go derives
+// the same names from field names; a test checks the two agree.
+const (
+	envPrefix           = "CWCREDS"
+	varProfiles         = "CWCREDS_PROFILES"
+	varListenAddr       = "CWCREDS_LISTEN_ADDR"
+	varAPIURL           = "CWCREDS_API_URL"
+	varLogLevel         = "CWCREDS_LOG_LEVEL"
+	varLogFormat        = "CWCREDS_LOG_FORMAT"
+	varAllowNonLoopback = "CWCREDS_ALLOW_NON_LOOPBACK"
+	varRuntimeDir       = "CWCREDS_RUNTIME_DIR"
+	varNodeName         = "CWCREDS_NODE_NAME"
+)
+
+// Per-profile variables are profileVarPrefix + EnvName + "_" + suffix.
+const (
+	profileVarPrefix   = "CWCREDS_PROFILE_"
+	sfxSource          = "SOURCE"
+	sfxTokenFile       = "TOKEN_FILE"
+	sfxOrgID           = "ORG_ID"
+	sfxConfigID        = "CONFIG_ID"
+	sfxDuration        = "DURATION"
+	sfxClientTokenFile = "CLIENT_TOKEN_FILE"
+)
+
+// Variables set by systemd or the session that config also reads.
+const (
+	envRuntimeDirectory     = "RUNTIME_DIRECTORY"     // systemd RuntimeDirectory=
+	envXDGRuntimeDir        = "XDG_RUNTIME_DIR"       // per-user runtime directory
+	envCredentialsDirectory = "CREDENTIALS_DIRECTORY" // systemd LoadCredential=
+)
+
+// Defaults and limits.
+const (
+	defaultListenAddr  = "127.0.0.1:7911"
+	defaultAPIURL      = "https://api.coreweave.com"
+	defaultLogLevel    = "info"
+	defaultLogFormat   = "json"
+	defaultDuration    = time.Hour
+	fallbackRuntimeDir = "/run/cwcreds"
+	minDuration        = time.Minute
+	maxDuration        = 12 * time.Hour
+)
+
+// Profile sources.
+const (
+	sourceAccessKey = "access-key"
+	sourceAPIToken  = "api-token"
+	sourceOIDC      = "oidc"
+	sourceSAML      = "saml"
+)
+
+var (
+	sources    = []string{sourceAccessKey, sourceAPIToken, sourceOIDC, sourceSAML}
+	logLevels  = []string{"trace", "debug", "info", "warn", "error"}
+	logFormats = []string{"json", "console"}
+)
+
+// VarDoc documents one environment variable.
+type VarDoc struct {
+	// Name is the variable's name. Per-profile variables spell the profile
+	// part as <NAME>: the profile name upper-cased, with '-' as '_'.
+	Name string
+	// Default is what an unset or empty variable means: a value, a short
+	// phrase when the default is computed, or "(required)".
+	Default string
+	// Description says what the variable is for and what values it takes.
+	Description string
+}
+
+type globalVar struct{ name, def, desc string }
+
+type profileSetting struct{ suffix, def, desc string }
+
+// globalVars and profileVars are the single source of the documentation,
+// the typo guard's list of known names, and the order problems are
+// reported in.
+var globalVars = []globalVar{
+	{varProfiles, "(required)",
+		"Comma-separated names of the profiles to serve. A name is 1 to 63 characters of a-z, 0-9 and '-', " +
+			"starting and ending with a letter or digit. In the per-profile variables below, <NAME> is the " +
+			"profile name upper-cased with '-' as '_': profile fast-train is configured by CWCREDS_PROFILE_FAST_TRAIN_*."},
+	{varListenAddr, defaultListenAddr,
+		"host:port the daemon listens on. The host is an IP address or localhost. An address beyond loopback " +
+			"(including an empty host, 0.0.0.0 or ::) is refused unless CWCREDS_ALLOW_NON_LOOPBACK=true."},
+	{varAPIURL, defaultAPIURL,
+		"Base URL of the CoreWeave API. Must be https, or http with a loopback host, since requests carry bearer " +
+			"tokens; no user info, query or fragment."},
+	{varLogLevel, defaultLogLevel, "Log level: trace, debug, info, warn or error."},
+	{varLogFormat, defaultLogFormat, "Log format: json, or console for people reading a terminal."},
+	{varAllowNonLoopback, "false",
+		"Set to true to let CWCREDS_LISTEN_ADDR listen beyond loopback, where other hosts can reach the daemon. " +
+			"Takes true, false, 1 or 0."},
+	{varRuntimeDir, "$RUNTIME_DIRECTORY or a fallback",
+		"Absolute path of the directory for the client token files. Without it the daemon uses $RUNTIME_DIRECTORY " +
+			"(set by systemd RuntimeDirectory=; the first entry if it lists several), else $XDG_RUNTIME_DIR/cwcreds, " +
+			"else /run/cwcreds."},
+	{varNodeName, "the host name",
+		"Name of this node, sent upstream in the audit attributes of every key."},
+}
+
+var profileVars = []profileSetting{
+	{sfxSource, "(required)",
+		"How the profile gets keys: access-key (an API access token buys keys that live DURATION), api-token " +
+			"(an API access token buys keys that live 15 minutes), oidc (an OIDC token such as a projected " +
+			"Kubernetes service account token) or saml (a SAML response)."},
+	{sfxTokenFile, "(required)",
+		"Path of the file holding the profile's upstream credential: the API access token, OIDC token or SAML " +
+			"response. It is read again at every mint, so rotation takes effect at once. A relative path is resolved " +
+			"in $CREDENTIALS_DIRECTORY (systemd LoadCredential=); otherwise the path must be absolute."},
+	{sfxOrgID, "(required for oidc and saml)",
+		"CoreWeave organization ID the OIDC or SAML identity belongs to. Only oidc and saml use it; setting it " +
+			"for another source is an error."},
+	{sfxConfigID, "(required for saml)",
+		"ID of the organization's SAML configuration. Only saml uses it; setting it for another source is an error."},
+	{sfxDuration, "1h",
+		"Lifetime of the keys the profile mints, from 1m to 12h in whole seconds, in Go syntax such as 90m or 2h. " +
+			"Not allowed for api-token, whose keys always live 15 minutes."},
+	{sfxClientTokenFile, "<runtime dir>/<name>.token",
+		"Absolute path of the file holding the token local clients present for this profile (point " +
+			"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE at it). Created with a random token if missing. Each profile " +
+			"needs its own file."},
+}
+
+// Vars documents every variable config reads, global ones first, in the
+// order Usage prints them. README tables and `cwcreds help` are built from
+// it, so code and documentation share one source.
+func Vars() []VarDoc {
+	out := make([]VarDoc, 0, len(globalVars)+len(profileVars))
+	for _, g := range globalVars {
+		out = append(out, VarDoc{Name: g.name, Default: g.def, Description: g.desc})
+	}
+	for _, p := range profileVars {
+		out = append(out, VarDoc{Name: profileVarPrefix + "<NAME>_" + p.suffix, Default: p.def, Description: p.desc})
+	}
+	return out
+}
+
+// Usage returns the human-readable reference of every variable: its name
+// and default on one line, then its meaning, indented and wrapped to fit
+// an 80-column terminal.
+func Usage() string {
+	var b strings.Builder
+	for i, v := range Vars() {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString("  ")
+		b.WriteString(v.Name)
+		switch {
+		case strings.HasPrefix(v.Default, "("):
+			b.WriteString(" " + v.Default)
+		case v.Default != "":
+			b.WriteString(" (default: " + v.Default + ")")
+		}
+		b.WriteByte('\n')
+		for _, line := range wrap(v.Description, 72) {
+			b.WriteString("      ")
+			b.WriteString(line)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
+
+// wrap splits s into lines of at most width bytes, breaking at spaces;
+// a longer word gets a line of its own.
+func wrap(s string, width int) []string {
+	var lines []string
+	var line string
+	for _, w := range strings.Fields(s) {
+		switch {
+		case line == "":
+			line = w
+		case len(line)+1+len(w) <= width:
+			line += " " + w
+		default:
+			lines = append(lines, line)
+			line = w
+		}
+	}
+	if line != "" {
+		lines = append(lines, line)
+	}
+	return lines
+}

@@ -1,0 +1,54 @@
+// Package server serves the broker's keys on loopback HTTP endpoints that AWS
+// SDKs accept as a container-credentials provider
+// (AWS_CONTAINER_CREDENTIALS_FULL_URI plus AWS_CONTAINER_AUTHORIZATION_TOKEN
+// or AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE).
+//
+// # Routes
+//
+//	GET /v1/credentials/{profile}  the profile's current key (client token required)
+//	GET /v1/profiles               every profile's broker.Status (no secret; for debugging)
+//	GET /healthz                   liveness: {"status":"ok"}, never calls the broker
+//
+// Only GET is served; any other method gets 405 with an Allow header.
+//
+// # Wire format
+//
+// A key is served as HTTP 200 with Content-Type application/json,
+// Cache-Control no-store and exactly this body:
+//
+//	{"AccessKeyId":"…","SecretAccessKey":"…","Token":"","Expiration":"2006-01-02T15:04:05Z"}
+//
+// All four members are always present because botocore, the AWS CLI and the
+// JavaScript SDK fail without any of them. Token is the empty string: the
+// key needs no session token, and "" is the only value every client
+// accepts. Expiration is the key's expiry in UTC, truncated to whole seconds,
+// with a literal Z (the JavaScript SDK rejects numeric offsets).
+//
+// Every error is JSON with Content-Type exactly application/json (the Go SDK
+// parses error bodies only then) and carries both spellings SDKs read:
+//
+//	{"code":"NoValidKey","message":"…","Code":"NoValidKey","Message":"…"}
+//
+// Statuses: 401 Unauthorized (missing or wrong client token), 403 Forbidden
+// (refused Host or a proxy header), 404 UnknownProfile or NotFound, 405
+// MethodNotAllowed, 503 NoValidKey (the broker has no key to serve now, or
+// the request gave up waiting for one; every SDK retries it) and 500
+// InternalError (details only in the daemon's log).
+//
+// # Security
+//
+// The Authorization header must equal the profile's client token, compared
+// in constant time; the presented value is never logged or echoed. A profile
+// that does not exist gets 404 before the token is checked. Every route
+// refuses a Host that is not a loopback IP literal or "localhost" (DNS
+// rebinding defence; Options.AllowNonLoopbackHosts widens this to any IP
+// literal) and any request carrying X-Forwarded-For or Forwarded, since the
+// endpoint must never be reached through a proxy. A panicking handler gets a
+// JSON 500; only the panic's type and stack are logged, never its value.
+//
+// # Concurrency
+//
+// A Server is safe for concurrent use. The hot path (a warm profile) reads
+// one map entry fixed at construction, makes one KeyGetter call and writes a
+// body rendered once per key; it takes no lock and does not encode JSON.
+package server

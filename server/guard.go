@@ -1,0 +1,138 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"net/netip"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/rs/zerolog"
+)
+
+// guard refuses, on every route, requests that may come from a browser tricked
+// by DNS rebinding (a Host other than a loopback IP literal or localhost) or
+// relayed by a proxy (X-Forwarded-For or Forwarded present, whatever its
+// value).
+func (s *Server) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hostAllowed(r.Host, s.anyIP) {
+			s.writeError(w, r, errForbiddenHost)
+			return
+		}
+		if _, ok := r.Header["X-Forwarded-For"]; ok {
+			s.writeError(w, r, errForbiddenProxy)
+			return
+		}
+		if _, ok := r.Header["Forwarded"]; ok {
+			s.writeError(w, r, errForbiddenProxy)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// hostAllowed reports whether host, a request's Host (with an optional
+// port, IPv6 in brackets), names this machine without DNS: "localhost" in
+// any case, or a loopback IP literal (127.0.0.0/8, ::1). With anyIP every IP
+// literal is allowed. IPv6 zones, unbracketed IPv6, trailing dots and every
+// other name are refused.
+func hostAllowed(host string, anyIP bool) bool {
+	name, ok := splitHostPort(host)
+	if !ok || name == "" {
+		return false
+	}
+	if strings.EqualFold(name, "localhost") {
+		return true
+	}
+	addr, err := netip.ParseAddr(name)
+	if err != nil || addr.Zone() != "" {
+		return false
+	}
+	if bracketed := host[0] == '['; bracketed != addr.Is6() {
+		return false // "[127.0.0.1]" is not a valid Host
+	}
+	return anyIP || addr.Unmap().IsLoopback()
+}
+
+// splitHostPort splits "name", "name:port", "[v6]" or "[v6]:port". The port
+// may be empty or digits; anything else is malformed.
+func splitHostPort(host string) (name string, ok bool) {
+	port := ""
+	if strings.HasPrefix(host, "[") {
+		end := strings.IndexByte(host, ']')
+		if end < 0 {
+			return "", false
+		}
+		name, port = host[1:end], host[end+1:]
+		if port != "" {
+			if port[0] != ':' {
+				return "", false
+			}
+			port = port[1:]
+		}
+	} else {
+		var found bool
+		name, port, found = strings.Cut(host, ":")
+		if found && strings.Contains(port, ":") {
+			return "", false // unbracketed IPv6
+		}
+	}
+	if len(port) > 5 {
+		return "", false
+	}
+	for i := 0; i < len(port); i++ {
+		if port[i] < '0' || port[i] > '9' {
+			return "", false
+		}
+	}
+	return name, true
+}
+
+// recoverPanics turns a handler panic into a JSON 500. It logs the panic's
+// type and stack but never its value, which may hold a secret.
+// http.ErrAbortHandler is re-raised: it asks net/http to abort the response.
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.Error().Str("panic_type", fmt.Sprintf("%T", v)).Bytes("stack", debug.Stack()).
+				Str("method", r.Method).Str("path", r.URL.Path).Str("remote", r.RemoteAddr).
+				Msg("handler panicked")
+			status, code, msg := errorStatus(errPanic)
+			s.sendError(w, r, status, code, msg)
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// logRequests logs each request at debug level. When debug is off it adds
+// nothing to the request path.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.debugEnabled() {
+			next.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		next.ServeHTTP(ww, r)
+		s.log.Debug().Str("method", r.Method).Str("path", r.URL.Path).Str("remote", r.RemoteAddr).
+			Int("status", ww.Status()).Int("bytes", ww.BytesWritten()).
+			Dur("took", time.Since(start)).Msg("request")
+	})
+}
+
+// debugEnabled reports, without building an event, whether debug events
+// would be written.
+func (s *Server) debugEnabled() bool {
+	return s.log.GetLevel() <= zerolog.DebugLevel && zerolog.GlobalLevel() <= zerolog.DebugLevel
+}

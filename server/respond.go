@@ -1,0 +1,154 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/rs/zerolog"
+
+	"github.com/cwcreds/cwcreds/broker"
+)
+
+// Error codes sent in error bodies. They are part of the wire contract.
+const (
+	codeUnauthorized     = "Unauthorized"
+	codeForbidden        = "Forbidden"
+	codeUnknownProfile   = "UnknownProfile"
+	codeNotFound         = "NotFound"
+	codeMethodNotAllowed = "MethodNotAllowed"
+	codeNoValidKey       = "NoValidKey"
+	codeInternal         = "InternalError"
+)
+
+// requestError is a refusal decided by the server itself. Its message is
+// fixed text, safe to send to the client.
+type requestError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *requestError) Error() string { return e.msg }
+
+// The server's own refusals.
+var (
+	errUnauthorized = &requestError{http.StatusUnauthorized, codeUnauthorized,
+		"missing or invalid Authorization header for this profile"}
+	errForbiddenHost = &requestError{http.StatusForbidden, codeForbidden,
+		"Host must be a loopback address or localhost"}
+	errForbiddenProxy = &requestError{http.StatusForbidden, codeForbidden,
+		"requests relayed by a proxy (X-Forwarded-For or Forwarded) are refused"}
+	errNotFound         = &requestError{http.StatusNotFound, codeNotFound, "no such endpoint"}
+	errMethodNotAllowed = &requestError{http.StatusMethodNotAllowed, codeMethodNotAllowed, "method not allowed"}
+	// errPanic stands for a recovered panic, whose value is never shown.
+	errPanic = errors.New("handler panicked")
+)
+
+// Client-facing messages for errors whose own text is not shown.
+const (
+	msgGaveUp   = "gave up waiting for a key; retry later"
+	msgInternal = "internal error"
+)
+
+// errorStatus maps err to the HTTP status, error code and client-safe
+// message sent for it. It is the only place errors become HTTP statuses.
+func errorStatus(err error) (status int, code, msg string) {
+	var re *requestError
+	var ue *broker.UnavailableError
+	switch {
+	case errors.As(err, &re):
+		return re.status, re.code, re.msg
+	case errors.Is(err, broker.ErrUnknownProfile):
+		// The text is the sentinel plus the quoted profile name.
+		return http.StatusNotFound, codeUnknownProfile, err.Error()
+	case errors.As(err, &ue):
+		// Client-safe by contract (see broker.UnavailableError).
+		return http.StatusServiceUnavailable, codeNoValidKey, ue.Error()
+	case errors.Is(err, broker.ErrNoValidKey):
+		return http.StatusServiceUnavailable, codeNoValidKey, broker.ErrNoValidKey.Error()
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// The client went away or a deadline passed while a mint was in
+		// flight: to a client that is still there, no key is available yet.
+		return http.StatusServiceUnavailable, codeNoValidKey, msgGaveUp
+	default:
+		return http.StatusInternalServerError, codeInternal, msgInternal
+	}
+}
+
+// errorBody is the JSON error shape: lower-case members for the Go SDKs and
+// capitalised ones for the JavaScript SDK.
+type errorBody struct {
+	Code       string `json:"code"`
+	Message    string `json:"message"`
+	CodeCap    string `json:"Code"`
+	MessageCap string `json:"Message"`
+}
+
+// writeError logs err and sends it as a JSON error.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code, msg := errorStatus(err)
+	s.logError(r, err, status, msg)
+	s.sendError(w, r, status, code, msg)
+}
+
+// logError logs a refused or failed request: 5xx with the error (at debug
+// when the client already went away), 403 at warn, other 4xx at debug.
+// 401s are logged by the handler, which knows the profile.
+func (s *Server) logError(r *http.Request, err error, status int, msg string) {
+	var ev *zerolog.Event
+	switch {
+	case status == http.StatusInternalServerError:
+		ev = s.log.Error().Err(err)
+	case status >= 500 && r.Context().Err() != nil:
+		ev = s.log.Debug().Err(err) // the client gave up; nobody reads the answer
+	case status >= 500:
+		ev = s.log.Warn().Err(err)
+	case status == http.StatusForbidden:
+		ev = s.log.Warn().Str("host", r.Host).Str("reason", msg)
+	default:
+		ev = s.log.Debug()
+	}
+	if ev.Enabled() {
+		ev.Int("status", status).Str("method", r.Method).Str("path", r.URL.Path).
+			Str("remote", r.RemoteAddr).Msg("request not served")
+	}
+}
+
+// sendError writes the JSON error body; for 405 it adds the Allow header.
+func (s *Server) sendError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	if status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", s.allowedMethods(r))
+	}
+	s.writeJSON(w, status, errorBody{Code: code, Message: msg, CodeCap: code, MessageCap: msg})
+}
+
+// writeJSON sends v as the JSON body with status. v must always encode: a
+// failure is a programming error, answered with a fixed 500 body.
+func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		s.log.Error().Err(err).Msg("encoding response")
+		status = http.StatusInternalServerError
+		body = []byte(`{"code":"InternalError","message":"internal error","Code":"InternalError","Message":"internal error"}`)
+	}
+	writeBody(w, status, body)
+}
+
+// Header values shared by every response. The slices are never modified:
+// assigning them directly spares the per-request allocation of Header.Set.
+var (
+	hdrJSON    = []string{"application/json"}
+	hdrNoStore = []string{"no-store"}
+)
+
+// writeBody sends a pre-encoded JSON body. Headers are set before
+// WriteHeader; net/http adds Content-Length.
+func writeBody(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = hdrJSON
+	h["Cache-Control"] = hdrNoStore
+	w.WriteHeader(status)
+	_, _ = w.Write(body) // a write error means the client is gone
+}

@@ -1,0 +1,109 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/cwcreds/cwcreds/broker"
+)
+
+// routes builds the handler: every route and middleware is here.
+func (s *Server) routes() *chi.Mux {
+	r := chi.NewRouter()
+	r.Use(s.logRequests, s.recoverPanics, s.guard)
+	r.NotFound(s.notFound)
+	r.MethodNotAllowed(s.methodNotAllowed)
+
+	r.Get("/v1/credentials/{profile}", s.getCredentials)
+	r.Get("/v1/profiles", s.getProfiles)
+	r.Get("/healthz", s.healthz)
+	return r
+}
+
+// getCredentials serves a profile's key: unknown profile 404, then bad
+// token 401, then the broker's answer.
+func (s *Server) getCredentials(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "profile")
+	p := s.profiles[name]
+	if p == nil {
+		s.writeError(w, r, fmt.Errorf("%w: %q", broker.ErrUnknownProfile, name))
+		return
+	}
+	// Exactly one Authorization header; indexing the map directly skips
+	// Header.Get's key canonicalisation on the hot path.
+	auth := r.Header["Authorization"]
+	if len(auth) != 1 || !tokenMatches(auth[0], p.token) {
+		// Never log the presented value, only how many there were.
+		s.log.Warn().Str("profile", name).Str("remote", r.RemoteAddr).
+			Int("authorization_headers", len(auth)).
+			Msg("refused credentials request: wrong or missing client token")
+		s.writeError(w, r, errUnauthorized)
+		return
+	}
+	creds, err := s.keys.Get(r.Context(), name)
+	if err == nil && creds == nil {
+		err = errors.New("broker returned neither a key nor an error")
+	}
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("get key for profile %q: %w", name, err))
+		return
+	}
+	body, err := p.body(creds, s.now)
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("render key for profile %q: %w", name, err))
+		return
+	}
+	writeBody(w, http.StatusOK, body)
+}
+
+// profilesBody is the /v1/profiles response.
+type profilesBody struct {
+	Profiles []broker.Status `json:"profiles"`
+}
+
+// getProfiles reports every profile's status; it holds no secret.
+func (s *Server) getProfiles(w http.ResponseWriter, r *http.Request) {
+	st := s.keys.Status()
+	if st == nil {
+		st = []broker.Status{} // "profiles":[] rather than null
+	}
+	s.writeJSON(w, http.StatusOK, profilesBody{Profiles: st})
+}
+
+// healthz is the liveness probe: the process serves HTTP. It never calls the
+// broker, so an upstream outage does not restart the daemon.
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeBody(w, http.StatusOK, []byte(`{"status":"ok"}`))
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	s.writeError(w, r, errNotFound)
+}
+
+func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	s.writeError(w, r, errMethodNotAllowed)
+}
+
+// allowedMethods lists, for an Allow header, the methods routed for r's
+// path. chi does not pass them to a custom 405 handler, so ask the router,
+// with the path chi routed on.
+func (s *Server) allowedMethods(r *http.Request) string {
+	path := r.URL.RawPath
+	if path == "" {
+		path = r.URL.Path
+	}
+	var allowed []string
+	for _, m := range []string{
+		http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions,
+	} {
+		if s.mux.Match(chi.NewRouteContext(), m, path) {
+			allowed = append(allowed, m)
+		}
+	}
+	return strings.Join(allowed, ", ")
+}
