@@ -202,7 +202,7 @@ func (c *Cache) mint(ctx context.Context, e *entry) *state {
 		next.failures = 0
 		next.retryAt = time.Time{}
 		c.log.Info().Str("profile", e.name).Str("source", string(e.source)).
-			EmbedObject(key).Dur("latency", now.Sub(start)).
+			EmbedObject(key).Dur("latency_ms", now.Sub(start)).
 			Time("refresh_at", next.refreshAt).Msg("key minted")
 	}
 	e.state.Store(&next)
@@ -239,7 +239,7 @@ func (c *Cache) logFailure(e *entry, s *state, err error, wait time.Duration, no
 		ev = c.log.Error() // a revoked or wrong credential needs a person
 	}
 	ev.Str("profile", e.name).Str("source", string(e.source)).Err(err).
-		Int("failures", s.failures).Dur("retry_in", wait).
+		Int("failures", s.failures).Dur("retry_in_ms", wait).
 		Bool("serving_previous_key", s.servable(now)).Msg("mint failed")
 }
 

@@ -90,18 +90,7 @@ func (c *Config) Profile(name string) (Profile, bool) {
 // set the offending fields. It returns nil or an *Error.
 func (c *Config) Validate() error {
 	var ps problems
-	if msg := checkListenAddr(c.ListenAddr, c.AllowNonLoopback); msg != "" {
-		ps.add(varListenAddr, "%s", msg)
-	}
-	if msg := checkAPIURL(c.APIURL); msg != "" {
-		ps.add(varAPIURL, "%s", msg)
-	}
-	if msg := checkEnum(c.LogLevel, logLevels, "log level"); msg != "" {
-		ps.add(varLogLevel, "%s", msg)
-	}
-	if msg := checkEnum(c.LogFormat, logFormats, "log format"); msg != "" {
-		ps.add(varLogFormat, "%s", msg)
-	}
+	checkGlobals(&ps, c)
 	if msg := checkAbs(c.RuntimeDir); msg != "" {
 		ps.add(varRuntimeDir, "%s", msg)
 	}
@@ -145,4 +134,21 @@ func (c *Config) Validate() error {
 	}
 	checkAcrossProfiles(&ps, c.Profiles)
 	return ps.err(envNames)
+}
+
+// checkGlobals applies the rules for the daemon-wide settings of c, shared
+// by Load and Validate.
+func checkGlobals(ps *problems, c *Config) {
+	if msg := checkListenAddr(c.ListenAddr, c.AllowNonLoopback); msg != "" {
+		ps.add(varListenAddr, "%s", msg)
+	}
+	if msg := checkAPIURL(c.APIURL); msg != "" {
+		ps.add(varAPIURL, "%s", msg)
+	}
+	if msg := checkEnum(c.LogLevel, logLevels, "log level"); msg != "" {
+		ps.add(varLogLevel, "%s", msg)
+	}
+	if msg := checkEnum(c.LogFormat, logFormats, "log format"); msg != "" {
+		ps.add(varLogFormat, "%s", msg)
+	}
 }

@@ -94,18 +94,7 @@ func Load(environ []string) (*Config, error) {
 			ps.add(varAllowNonLoopback, "%s is not a boolean; use true or false (or 1 or 0)", show(g.AllowNonLoopback))
 		}
 	}
-	if msg := checkListenAddr(c.ListenAddr, c.AllowNonLoopback); msg != "" {
-		ps.add(varListenAddr, "%s", msg)
-	}
-	if msg := checkAPIURL(c.APIURL); msg != "" {
-		ps.add(varAPIURL, "%s", msg)
-	}
-	if msg := checkEnum(c.LogLevel, logLevels, "log level"); msg != "" {
-		ps.add(varLogLevel, "%s", msg)
-	}
-	if msg := checkEnum(c.LogFormat, logFormats, "log format"); msg != "" {
-		ps.add(varLogFormat, "%s", msg)
-	}
+	checkGlobals(&ps, c)
 	var runtimeDirOK bool
 	c.RuntimeDir, runtimeDirOK = runtimeDir(&ps, g.RuntimeDir)
 	c.NodeName = g.NodeName

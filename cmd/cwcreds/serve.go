@@ -105,7 +105,7 @@ func newCache(cfg *config.Config, log zerolog.Logger) (*broker.Cache, map[string
 		}
 		tok, created, err := server.LoadClientToken(p.ClientTokenFile, rand.Reader)
 		if err != nil {
-			return nil, nil, fmt.Errorf("profile %q client token: %w", p.Name, err)
+			return nil, nil, fmt.Errorf("profile %q client token (set CWCREDS_RUNTIME_DIR or CWCREDS_PROFILE_%s_CLIENT_TOKEN_FILE to a writable place): %w", p.Name, p.EnvName, err)
 		}
 		if created {
 			log.Info().Str("profile", p.Name).Str("path", p.ClientTokenFile).Msg("created client token file")

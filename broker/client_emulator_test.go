@@ -1,0 +1,212 @@
+package broker_test
+
+import (
+	"errors"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/emulator"
+)
+
+const (
+	apiToken = "CW-SECRET-emulated"
+	orgID    = "cw123"
+	issuer   = "https://oidc.example.test/id/c1"
+	audience = "https://coreweave.com/iam"
+)
+
+// newEmulated returns a client talking to a fresh emulator over loopback.
+func newEmulated(t *testing.T) (*broker.Client, *emulator.Emulator) {
+	t.Helper()
+	emu := emulator.New(emulator.Options{})
+	emu.AddAPIToken(apiToken, emulator.Identity{Principal: "coreweave/u1", OrgID: orgID})
+	emu.AddAPIToken("CW-SECRET-denied", emulator.Identity{Principal: "coreweave/u2", OrgID: orgID, Denied: true})
+	emu.AddOIDCIssuer(issuer, emulator.OIDCIssuer{OrgID: orgID, Audience: audience})
+	emu.AddSAMLConfig("cfg1", emulator.SAMLConfig{OrgID: orgID})
+	srv := httptest.NewServer(emu)
+	t.Cleanup(srv.Close)
+	c, err := broker.NewClient(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, emu
+}
+
+func TestClientAgainstEmulatorEveryEndpoint(t *testing.T) {
+	c, emu := newEmulated(t)
+	ctx := t.Context()
+	jwt := emulator.MakeJWT(issuer, "system:serviceaccount:ml:trainer", audience, time.Now().Add(time.Hour))
+	saml := emulator.MakeSAMLResponse("researchers", "alice@example.com")
+	attrs := broker.AuditAttributes("gpu-node-1.example", "train")
+	tests := []struct {
+		name      string
+		mint      func() (*broker.Credentials, error)
+		endpoint  string
+		principal string
+		lifetime  time.Duration
+	}{
+		{"access-key", func() (*broker.Credentials, error) { return c.CreateAccessKey(ctx, apiToken, 2*time.Hour, attrs) },
+			emulator.EndpointAccessKey, "coreweave/u1", 2 * time.Hour},
+		{"api-token", func() (*broker.Credentials, error) { return c.CreateAccessKeyFromAPIToken(ctx, apiToken) },
+			emulator.EndpointAPIToken, "", broker.APITokenKeyLifetime},
+		{"oidc", func() (*broker.Credentials, error) {
+			return c.CreateAccessKeyFromOIDC(ctx, orgID, jwt, 30*time.Minute, attrs)
+		},
+			emulator.EndpointOIDC, "role/" + issuer + ":system:serviceaccount:ml:trainer", 30 * time.Minute},
+		{"saml", func() (*broker.Credentials, error) {
+			return c.CreateAccessKeyFromSAML(ctx, orgID, "cfg1", saml, 12*time.Hour, attrs)
+		}, emulator.EndpointSAML, "saml/researchers", 12 * time.Hour},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			k, err := tc.mint()
+			if err != nil {
+				t.Fatalf("mint: %v", err)
+			}
+			stored, ok := emu.Key(k.AccessKeyID)
+			if !ok || stored.SecretKey != k.SecretAccessKey {
+				t.Fatalf("key %s is not the one upstream minted", k.AccessKeyID)
+			}
+			if k.Principal != tc.principal {
+				t.Errorf("principal = %q, want %q", k.Principal, tc.principal)
+			}
+			if left := time.Until(k.Expires); left > tc.lifetime || left < tc.lifetime-5*time.Second {
+				t.Errorf("key expires in %s, want %s", left, tc.lifetime)
+			}
+			if tc.name != "api-token" && stored.Attributes[broker.AttrNode] != "gpu-node-1.example" {
+				t.Errorf("attributes stored upstream = %v", stored.Attributes)
+			}
+			if got := emu.Stats().Mints[tc.endpoint]; got != 1 {
+				t.Errorf("emulator counted %d mints on %s, want 1", got, tc.endpoint)
+			}
+		})
+	}
+	t.Run("revoke", func(t *testing.T) {
+		k, err := c.CreateAccessKey(ctx, apiToken, time.Hour, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.RevokeAccessKey(ctx, apiToken, k.AccessKeyID); err != nil {
+			t.Fatal(err)
+		}
+		if stored, _ := emu.Key(k.AccessKeyID); stored.Status != emulator.StatusDeleted {
+			t.Errorf("status after revoke = %s, want %s", stored.Status, emulator.StatusDeleted)
+		}
+		var api *broker.APIError
+		if err := c.RevokeAccessKey(ctx, apiToken, "CWNOSUCHKEY00000"); !errors.As(err, &api) || api.StatusCode != 404 || api.Code != 5 {
+			t.Errorf("revoke unknown key: %v, want 404 NOT_FOUND", err)
+		}
+	})
+}
+
+func TestClientAgainstEmulatorErrors(t *testing.T) {
+	c, emu := newEmulated(t)
+	ctx := t.Context()
+	expired := emulator.MakeJWT(issuer, "sa", audience, time.Now().Add(-time.Minute))
+	wrongAud := emulator.MakeJWT(issuer, "sa", "someone-else", time.Now().Add(time.Hour))
+	tests := []struct {
+		name       string
+		call       func() error
+		status     int
+		code       int
+		temporary  bool
+		retryAfter time.Duration
+	}{
+		{"unknown API token", func() error { _, err := c.CreateAccessKey(ctx, "CW-SECRET-nope", time.Hour, nil); return err }, 401, 16, false, 0},
+		{"api-token exchange unknown token", func() error { _, err := c.CreateAccessKeyFromAPIToken(ctx, "CW-SECRET-nope"); return err }, 401, 16, false, 0},
+		{"permission denied", func() error { _, err := c.CreateAccessKey(ctx, "CW-SECRET-denied", time.Hour, nil); return err }, 403, 7, false, 0},
+		{"expired OIDC token", func() error { _, err := c.CreateAccessKeyFromOIDC(ctx, orgID, expired, time.Hour, nil); return err }, 400, 3, false, 0},
+		{"wrong audience", func() error { _, err := c.CreateAccessKeyFromOIDC(ctx, orgID, wrongAud, time.Hour, nil); return err }, 400, 3, false, 0},
+		{"not a JWT", func() error { _, err := c.CreateAccessKeyFromOIDC(ctx, orgID, "garbage", time.Hour, nil); return err }, 400, 3, false, 0},
+		{"SAML not base64", func() error {
+			_, err := c.CreateAccessKeyFromSAML(ctx, orgID, "cfg1", "%%%", time.Hour, nil)
+			return err
+		}, 400, 3, false, 0},
+		{"SAML unknown config", func() error {
+			_, err := c.CreateAccessKeyFromSAML(ctx, orgID, "nope", emulator.MakeSAMLResponse("r", "p"), time.Hour, nil)
+			return err
+		}, 400, 3, false, 0},
+		{"bad attribute", func() error {
+			_, err := c.CreateAccessKey(ctx, apiToken, time.Hour, map[string]string{"cw-reserved": "x"})
+			return err
+		}, 400, 3, false, 0},
+		{"throttled", func() error {
+			emu.InjectFault(emulator.Fault{Status: 429, Code: 8, RetryAfter: 3 * time.Second, Count: 1})
+			_, err := c.CreateAccessKey(ctx, apiToken, time.Hour, nil)
+			return err
+		}, 429, 8, true, 3 * time.Second},
+		{"unavailable", func() error {
+			emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointAPIToken, Status: 503, Code: 14, Count: 1})
+			_, err := c.CreateAccessKeyFromAPIToken(ctx, apiToken)
+			return err
+		}, 503, 14, true, 0},
+		{"internal", func() error {
+			emu.InjectFault(emulator.Fault{Status: 500, Code: 13, Count: 1})
+			_, err := c.CreateAccessKeyFromOIDC(ctx, orgID, expired, time.Hour, nil)
+			return err
+		}, 500, 13, true, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call()
+			var api *broker.APIError
+			if !errors.As(err, &api) {
+				t.Fatalf("err = %v, want *APIError", err)
+			}
+			if api.StatusCode != tc.status || api.Code != tc.code || api.Temporary() != tc.temporary || api.RetryAfter != tc.retryAfter {
+				t.Errorf("APIError = %+v (temporary %v), want status %d code %d temporary %v retry-after %s",
+					api, api.Temporary(), tc.status, tc.code, tc.temporary, tc.retryAfter)
+			}
+			if strings.Contains(err.Error(), "CW-SECRET") {
+				t.Errorf("error leaks a token: %v", err)
+			}
+		})
+	}
+	t.Run("malformed reply", func(t *testing.T) {
+		emu.InjectFault(emulator.Fault{Malformed: true, Count: 1})
+		if _, err := c.CreateAccessKey(ctx, apiToken, time.Hour, nil); !errors.Is(err, broker.ErrBadReply) {
+			t.Errorf("err = %v, want ErrBadReply", err)
+		}
+	})
+}
+
+// TestCacheAgainstEmulatorHerd: many concurrent cold requests through the
+// real client and a 200 ms upstream cause exactly one mint.
+func TestCacheAgainstEmulatorHerd(t *testing.T) {
+	c, emu := newEmulated(t)
+	emu.SetLatency(200 * time.Millisecond)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(apiToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Minter(broker.Profile{Name: "p", Source: broker.SourceAccessKey, TokenFile: tokenFile, Duration: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := broker.NewCache([]broker.CacheProfile{{Name: "p", Source: broker.SourceAccessKey, Minter: m}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := cache.Get(t.Context(), "p")
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := emu.Stats()
+	if st.Mints[emulator.EndpointAccessKey] != 1 || st.MaxInFlight != 1 {
+		t.Errorf("emulator saw %d mints, %d at once; want 1 and 1", st.Mints[emulator.EndpointAccessKey], st.MaxInFlight)
+	}
+}
