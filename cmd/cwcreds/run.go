@@ -67,6 +67,14 @@ func dispatch(ctx context.Context, cmd string, rest, environ []string, stdout, s
 		return serve(ctx, cfg, stderr, nil)
 	case "demo":
 		return demo(ctx, rest, stdout, stderr)
+	case "status":
+		return statusCmd(ctx, rest, environ, stdout, stderr)
+	case "revoke":
+		return revokeCmd(ctx, rest, environ, stdout, stderr)
+	case "credential-process":
+		return credentialProcessCmd(ctx, rest, environ, stdout, stderr)
+	case "env":
+		return envCmd(ctx, rest, environ, stdout, stderr)
 	case "version", "--version":
 		if err := parseFlags(flag.NewFlagSet("version", flag.ContinueOnError), rest, stderr); err != nil {
 			return err
