@@ -20,6 +20,9 @@ type CacheProfile struct {
 	Name   string
 	Source Source
 	Minter Minter
+	// Revoker revokes the profile's keys upstream, for Cache.Revoke. Nil
+	// means Revoke refuses for this profile.
+	Revoker Revoker
 }
 
 // CacheOptions tunes a Cache. The zero value of each field means the default.
@@ -31,6 +34,8 @@ type CacheOptions struct {
 	Rand func() float64
 	// Logger receives mint and refresh events. Default: discard.
 	Logger zerolog.Logger
+	// Observer receives cache events, for metrics. Default: none.
+	Observer Observer
 }
 
 // Cache holds one key per profile and keeps it fresh.
@@ -53,10 +58,12 @@ type Cache struct {
 }
 
 type entry struct {
-	name   string
-	source Source
-	minter Minter
-	state  atomic.Pointer[state]
+	name    string
+	source  Source
+	minter  Minter
+	revoker Revoker
+	obs     ProfileObserver
+	state   atomic.Pointer[state]
 	// changed wakes the refresh loop when a mint it did not start changes
 	// the state (capacity 1; sends never block).
 	changed chan struct{}
@@ -74,6 +81,7 @@ type state struct {
 	failures    int       // consecutive failed mints
 	retryAt     time.Time // no mint before this while failing
 	lastRefresh time.Time
+	mintLatency time.Duration // of the last successful mint
 }
 
 // servable reports whether s.key may be handed to a client at now.
@@ -94,11 +102,29 @@ func (s *state) unavailable(profile string) error {
 	return &UnavailableError{Profile: profile, Err: s.lastErr, RetryAt: s.retryAt}
 }
 
+// reason says why s cannot be served at now, or "" when it can. Like
+// UnavailableError's, the text holds no secret.
+func (s *state) reason(profile string, now time.Time) string {
+	switch {
+	case s.servable(now):
+		return ""
+	case s.lastErr != nil:
+		return s.unavailable(profile).Error()
+	case s.key == nil:
+		return "no key minted yet"
+	default:
+		return "the key is too close to expiry to serve and no newer key has been minted"
+	}
+}
+
 // NewCache returns a cache for profiles. Profile names must be unique.
 func NewCache(profiles []CacheProfile, opts ...func(*CacheOptions)) (*Cache, error) {
 	o := CacheOptions{Logger: zerolog.Nop()}
 	for _, fn := range opts {
 		fn(&o)
+	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
 	}
 	c := &Cache{
 		entries: make(map[string]*entry, len(profiles)),
@@ -120,7 +146,8 @@ func NewCache(profiles []CacheProfile, opts ...func(*CacheOptions)) (*Cache, err
 		if _, dup := c.entries[p.Name]; dup {
 			return nil, fmt.Errorf("cache profile %q: duplicate name", p.Name)
 		}
-		e := &entry{name: p.Name, source: p.Source, minter: p.Minter, changed: make(chan struct{}, 1)}
+		e := &entry{name: p.Name, source: p.Source, minter: p.Minter, revoker: p.Revoker,
+			obs: o.Observer.Profile(p.Name), changed: make(chan struct{}, 1)}
 		e.state.Store(&state{})
 		c.entries[p.Name] = e
 	}
@@ -140,13 +167,19 @@ func (c *Cache) Get(ctx context.Context, profile string) (*Credentials, error) {
 	now := c.now()
 	s := e.state.Load()
 	if s.servable(now) {
+		if s.failures == 0 {
+			e.obs.Hit()
+		} else {
+			e.obs.StaleHit() // refreshing is failing; the old key is still valid
+		}
 		return s.key, nil
 	}
+	e.obs.Miss()
 	if now.Before(s.nextMint(now)) {
 		return nil, s.unavailable(profile) // backing off: no upstream call
 	}
 	select {
-	case r := <-c.sf.DoChan(profile, func() (any, error) { return c.mint(ctx, e), nil }):
+	case r := <-c.sf.DoChan(profile, func() (any, error) { return c.mint(ctx, e, triggerRequest), nil }):
 		s := r.Val.(*state)
 		if s.servable(c.now()) {
 			return s.key, nil
@@ -157,28 +190,45 @@ func (c *Cache) Get(ctx context.Context, profile string) (*Credentials, error) {
 	}
 }
 
+// What started a mint, for the log.
+const (
+	triggerRequest = "request" // a client found no servable key
+	triggerRefresh = "refresh" // the background loop: warm-up, refresh or retry
+	triggerRevoke  = "revoke"  // Revoke replaced a revoked key
+)
+
+// upstreamContext returns the context for one upstream call made on
+// behalf of every caller sharing a flight: detached from ctx's
+// cancellation, bounded by MintTimeout and cancelled by Run's shutdown.
+func (c *Cache) upstreamContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), MintTimeout)
+	go func() {
+		select {
+		case <-c.closing:
+			cancel()
+		case <-uctx.Done():
+		}
+	}()
+	return uctx, cancel
+}
+
 // mint runs one upstream mint for e, unless another one finished meanwhile,
 // and stores the outcome. It is only called inside c.sf for e.name, so at
 // most one runs per profile. The mint is detached from ctx's cancellation
 // (other callers share it) but bounded by MintTimeout and stopped by Run's
 // shutdown.
-func (c *Cache) mint(ctx context.Context, e *entry) *state {
+func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 	start := c.now()
 	old := e.state.Load()
 	if start.Before(old.nextMint(start)) {
 		return old // a flight that just ended already did the work
 	}
-	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), MintTimeout)
+	mctx, cancel := c.upstreamContext(ctx)
 	defer cancel()
-	go func() {
-		select {
-		case <-c.closing:
-			cancel()
-		case <-mctx.Done():
-		}
-	}()
 
+	e.obs.MintStarted()
 	key, err := e.minter.Mint(mctx)
+	e.obs.MintDone(err)
 	now := c.now()
 	if err == nil {
 		key, err = c.checkKey(e, key, now)
@@ -193,17 +243,22 @@ func (c *Cache) mint(ctx context.Context, e *entry) *state {
 		next.failures++
 		wait := backoff(err, next.failures, c.rand())
 		next.retryAt = now.Add(wait)
-		c.logFailure(e, &next, err, wait, now)
+		c.logFailure(e, &next, err, wait, now, trigger)
 	} else {
 		next.key = key
 		next.obtained = now
 		next.lastRefresh = now
+		next.mintLatency = now.Sub(start)
 		next.refreshAt, next.serveUntil = schedule(now, key.Expires, c.rand())
 		next.failures = 0
 		next.retryAt = time.Time{}
-		c.log.Info().Str("profile", e.name).Str("source", string(e.source)).
-			EmbedObject(key).Dur("latency_ms", now.Sub(start)).
-			Time("refresh_at", next.refreshAt).Msg("key minted")
+		ev := c.log.Info().Bool("audit", true).Str("event", "key_minted").
+			Str("profile", e.name).Str("source", string(e.source)).Str("trigger", trigger).
+			EmbedObject(key).Dur("latency_ms", next.mintLatency).Time("refresh_at", next.refreshAt)
+		if old.key != nil {
+			ev = ev.Str("previous_access_key_id", old.key.AccessKeyID)
+		}
+		ev.Msg("key minted")
 	}
 	e.state.Store(&next)
 	select {
@@ -232,13 +287,14 @@ func (c *Cache) checkKey(e *entry, key *Credentials, now time.Time) (*Credential
 	return key, nil
 }
 
-func (c *Cache) logFailure(e *entry, s *state, err error, wait time.Duration, now time.Time) {
+func (c *Cache) logFailure(e *entry, s *state, err error, wait time.Duration, now time.Time, trigger string) {
 	ev := c.log.Warn()
 	var api *APIError
 	if errors.As(err, &api) && !api.Temporary() {
 		ev = c.log.Error() // a revoked or wrong credential needs a person
 	}
-	ev.Str("profile", e.name).Str("source", string(e.source)).Err(err).
+	ev.Bool("audit", true).Str("event", "mint_failed").
+		Str("profile", e.name).Str("source", string(e.source)).Str("trigger", trigger).Err(err).
 		Int("failures", s.failures).Dur("retry_in_ms", wait).
 		Bool("serving_previous_key", s.servable(now)).Msg("mint failed")
 }
@@ -285,7 +341,7 @@ func (c *Cache) refreshLoop(ctx context.Context, e *entry) {
 		}
 		// Wait for the mint even if ctx ends: shutdown cancels it through
 		// c.closing, and Run must not return while it still writes state.
-		<-c.sf.DoChan(e.name, func() (any, error) { return c.mint(ctx, e), nil })
+		<-c.sf.DoChan(e.name, func() (any, error) { return c.mint(ctx, e, triggerRefresh), nil })
 		// Drain the wake-up our own mint queued.
 		select {
 		case <-e.changed:
@@ -300,13 +356,15 @@ func (c *Cache) Status() []Status {
 	out := make([]Status, 0, len(c.entries))
 	for _, e := range c.entries {
 		s := e.state.Load()
-		st := Status{Profile: e.name, Source: e.source, Healthy: s.servable(now), ConsecutiveFailures: s.failures}
+		st := Status{Profile: e.name, Source: e.source, Healthy: s.servable(now), ConsecutiveFailures: s.failures,
+			Reason: s.reason(e.name, now)}
 		if s.key != nil {
 			st.Principal = s.key.Principal
 			st.AccessKeyID = s.key.AccessKeyID
 			st.Expiration = timePtr(s.key.Expires)
 			st.RefreshAt = timePtr(s.refreshAt)
 			st.LastRefresh = timePtr(s.lastRefresh)
+			st.LastMintLatencySeconds = s.mintLatency.Seconds()
 		}
 		if s.lastErr != nil {
 			st.LastError = s.lastErr.Error()

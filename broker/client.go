@@ -40,8 +40,11 @@ type ClientOptions struct {
 	HTTPClient HTTPDoer
 	// UserAgent is sent on every request. Default "cwcreds".
 	UserAgent string
-	// Now reads the clock, for Retry-After dates. Default time.Now.
+	// Now reads the clock, for Retry-After dates and call latency.
+	// Default time.Now.
 	Now func() time.Time
+	// Observer receives every upstream call, for metrics. Default: none.
+	Observer UpstreamObserver
 }
 
 // Client calls the CoreWeave credential API. It is safe for concurrent use.
@@ -52,6 +55,7 @@ type Client struct {
 	http      HTTPDoer
 	userAgent string
 	now       func() time.Time
+	obs       UpstreamObserver
 }
 
 // NewClient returns a client for the API at baseURL, e.g.
@@ -69,7 +73,10 @@ func NewClient(baseURL string, opts ...func(*ClientOptions)) (*Client, error) {
 	if o.HTTPClient == nil {
 		o.HTTPClient = NewHTTPClient()
 	}
-	return &Client{base: u, http: o.HTTPClient, userAgent: o.UserAgent, now: o.Now}, nil
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
+	}
+	return &Client{base: u, http: o.HTTPClient, userAgent: o.UserAgent, now: o.Now, obs: o.Observer}, nil
 }
 
 // NewHTTPClient returns the http.Client the broker uses upstream: bounded
@@ -225,6 +232,14 @@ func (c *Client) do(ctx context.Context, method, path, authz string, in, out any
 	if authz != "" {
 		req.Header.Set("Authorization", authz)
 	}
+	start := c.now()
+	err = c.send(req, path, out, secret)
+	c.obs.UpstreamCall(path, upstreamOutcome(err), c.now().Sub(start))
+	return err
+}
+
+// send sends req and decodes a 2xx JSON reply into out (if non-nil).
+func (c *Client) send(req *http.Request, path string, out any, secret string) error {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		// *url.Error repeats the URL, which holds no secret; the token is

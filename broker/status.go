@@ -21,4 +21,10 @@ type Status struct {
 	NextAttempt *time.Time `json:"nextAttempt,omitempty"`
 	// ConsecutiveFailures counts failed mints since the last success.
 	ConsecutiveFailures int `json:"consecutiveFailures,omitempty"`
+	// LastMintLatencySeconds is how long the last successful mint took
+	// upstream.
+	LastMintLatencySeconds float64 `json:"lastMintLatencySeconds,omitempty"`
+	// Reason says why the profile is not Healthy; empty when it is. Like
+	// LastError it is safe to show: it never holds a secret.
+	Reason string `json:"reason,omitempty"`
 }

@@ -227,6 +227,18 @@ func checkAcrossProfiles(ps *problems, profiles []Profile) {
 			}
 		}
 	}
+	imdsOwner := ""
+	for _, p := range unique {
+		if !p.IMDS {
+			continue
+		}
+		if imdsOwner != "" {
+			ps.add(profileVar(envName(p.Name), sfxIMDS), "profile %q already answers as the EC2 instance role; "+
+				"at most one profile may set IMDS=true, so remove it from one of them", imdsOwner)
+			continue
+		}
+		imdsOwner = p.Name
+	}
 	reported := make(map[[2]string]bool)
 	for _, p := range unique {
 		en := envName(p.Name)

@@ -74,6 +74,20 @@ type Profile struct {
 	// ClientTokenFile is the absolute path of the token local clients
 	// present for this profile.
 	ClientTokenFile string
+	// IMDS makes the daemon also serve this profile's keys as the EC2
+	// instance role (IMDSv2 emulation). At most one profile sets it.
+	IMDS bool
+}
+
+// IMDSProfile returns the name of the profile served as the EC2 instance
+// role, or "" when IMDS emulation is off.
+func (c *Config) IMDSProfile() string {
+	for _, p := range c.Profiles {
+		if p.IMDS {
+			return p.Name
+		}
+	}
+	return ""
 }
 
 // Profile returns the profile called name.

@@ -14,7 +14,7 @@ import (
 // unprefixed names a careless envconfig tag would fall back to.
 var systemVars = []string{
 	envRuntimeDirectory, envXDGRuntimeDir, envCredentialsDirectory,
-	"PROFILES", "SOURCE", "TOKEN_FILE", "ORG_ID", "CONFIG_ID", "DURATION", "CLIENT_TOKEN_FILE",
+	"PROFILES", "SOURCE", "TOKEN_FILE", "ORG_ID", "CONFIG_ID", "DURATION", "CLIENT_TOKEN_FILE", "IMDS",
 	"LISTEN_ADDR", "API_URL", "LOG_LEVEL", "LOG_FORMAT", "RUNTIME_DIR", "NODE_NAME", "ALLOW_NON_LOOPBACK",
 }
 
@@ -148,6 +148,8 @@ func TestLoadEveryVariable(t *testing.T) {
 		"CWCREDS_PROFILE_SSO_ORG_ID":                "cw123",
 		"CWCREDS_PROFILE_SSO_CONFIG_ID":             "samlcfg",
 		"CWCREDS_PROFILE_SSO_DURATION":              "90m",
+		"CWCREDS_PROFILE_SSO_IMDS":                  "true",
+		"CWCREDS_PROFILE_TRAIN_IMDS":                "false",
 		"CWCREDS_PROFILE_SSO_CLIENT_TOKEN_FILE_X":   "", // unknown, but see below: set empty
 		"CWCREDS_PROFILE_FAST_EVAL_CLIENT_TOKEN_FI": "",
 	})
@@ -179,7 +181,7 @@ func TestLoadEveryVariable(t *testing.T) {
 			{Name: "wif", EnvName: "WIF", Source: "oidc", TokenFile: "/var/run/secrets/tokens/cw", OrgID: "cw123",
 				Duration: time.Minute, ClientTokenFile: "/var/run/cwcreds/wif.token"},
 			{Name: "sso", EnvName: "SSO", Source: "saml", TokenFile: "/etc/cwcreds/saml", OrgID: "cw123",
-				ConfigID: "samlcfg", Duration: 90 * time.Minute, ClientTokenFile: "/var/run/cwcreds/sso.token"},
+				ConfigID: "samlcfg", Duration: 90 * time.Minute, ClientTokenFile: "/var/run/cwcreds/sso.token", IMDS: true},
 		},
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -187,6 +189,9 @@ func TestLoadEveryVariable(t *testing.T) {
 	}
 	if p, ok := cfg.Profile("fast-eval"); !ok || p.Source != "api-token" {
 		t.Errorf(`Profile("fast-eval") = %+v, %v; want the api-token profile`, p, ok)
+	}
+	if got := cfg.IMDSProfile(); got != "sso" {
+		t.Errorf("IMDSProfile() = %q, want sso", got)
 	}
 	if p, ok := cfg.Profile("nope"); ok {
 		t.Errorf(`Profile("nope") = %+v, true; want false`, p)
@@ -399,7 +404,18 @@ func TestLoadProblems(t *testing.T) {
 		{"typo profile setting", with(minimal, map[string]string{"CWCREDS_PROFILE_TRAIN_TOKENFILE": "/x"}),
 			[]wantProblem{{"CWCREDS_PROFILE_TRAIN_TOKENFILE", `not a setting of profile "train"; did you mean CWCREDS_PROFILE_TRAIN_TOKEN_FILE?`}}},
 		{"unknown profile setting", with(minimal, map[string]string{"CWCREDS_PROFILE_TRAIN_REGION": "x"}),
-			[]wantProblem{{"CWCREDS_PROFILE_TRAIN_REGION", `not a setting of profile "train"; a profile's settings are SOURCE, TOKEN_FILE, ORG_ID, CONFIG_ID, DURATION and CLIENT_TOKEN_FILE`}}},
+			[]wantProblem{{"CWCREDS_PROFILE_TRAIN_REGION", `not a setting of profile "train"; a profile's settings are SOURCE, TOKEN_FILE, ORG_ID, CONFIG_ID, DURATION, CLIENT_TOKEN_FILE and IMDS`}}},
+		// IMDS
+		{"imds not a boolean", with(minimal, map[string]string{"CWCREDS_PROFILE_TRAIN_IMDS": "yes"}),
+			[]wantProblem{{"CWCREDS_PROFILE_TRAIN_IMDS", `"yes" is not a boolean; use true or false`}}},
+		{"imds on one profile", with(minimal, map[string]string{"CWCREDS_PROFILE_TRAIN_IMDS": "1"}), nil},
+		{"imds on two profiles", with(minimal, map[string]string{
+			"CWCREDS_PROFILES":                "train,eval",
+			"CWCREDS_PROFILE_EVAL_SOURCE":     "api-token",
+			"CWCREDS_PROFILE_EVAL_TOKEN_FILE": "/etc/cwcreds/eval",
+			"CWCREDS_PROFILE_TRAIN_IMDS":      "true",
+			"CWCREDS_PROFILE_EVAL_IMDS":       "true",
+		}), []wantProblem{{"CWCREDS_PROFILE_EVAL_IMDS", `profile "train" already answers as the EC2 instance role; at most one profile may set IMDS=true`}}},
 		{"unlisted profile", with(minimal, map[string]string{"CWCREDS_PROFILE_FAST_EVAL_CLIENT_TOKEN_FILE": "/x"}),
 			[]wantProblem{{"CWCREDS_PROFILE_FAST_EVAL_CLIENT_TOKEN_FILE", `profile "fast-eval" is not in CWCREDS_PROFILES; add it there, or remove this variable`}}},
 		{"unlisted profile near a listed one", with(minimal, map[string]string{"CWCREDS_PROFILE_TRIAN_SOURCE": "oidc"}),
@@ -666,6 +682,8 @@ func TestValidate(t *testing.T) {
 		}},
 		{"shared client token", func(c *Config) { c.Profiles[1].ClientTokenFile = c.Profiles[0].ClientTokenFile },
 			[]wantProblem{{"CWCREDS_PROFILE_FAST_CLIENT_TOKEN_FILE", `profile "demo"'s client token file`}}},
+		{"two imds profiles", func(c *Config) { c.Profiles[0].IMDS, c.Profiles[1].IMDS = true, true },
+			[]wantProblem{{"CWCREDS_PROFILE_FAST_IMDS", `profile "demo" already answers as the EC2 instance role`}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

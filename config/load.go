@@ -38,6 +38,7 @@ type profileEnv struct {
 	ConfigID        string `split_words:"true"`
 	Duration        string `split_words:"true"`
 	ClientTokenFile string `split_words:"true"`
+	IMDS            string `split_words:"true"`
 }
 
 // Load reads the configuration from the CWCREDS_* environment variables and
@@ -190,6 +191,12 @@ func loadProfile(ps *problems, name, credDir, runtimeDir string, runtimeDirOK bo
 			filepath.Join("<runtime dir>", name+".token"))
 	default:
 		p.ClientTokenFile = filepath.Clean(ctf)
+	}
+	if pe.IMDS != "" {
+		var ok bool
+		if p.IMDS, ok = parseBool(pe.IMDS); !ok {
+			ps.add(v(sfxIMDS), "%s is not a boolean; use true or false (or 1 or 0)", show(pe.IMDS))
+		}
 	}
 	return p, nil
 }

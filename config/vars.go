@@ -28,6 +28,7 @@ const (
 	sfxConfigID        = "CONFIG_ID"
 	sfxDuration        = "DURATION"
 	sfxClientTokenFile = "CLIENT_TOKEN_FILE"
+	sfxIMDS            = "IMDS"
 )
 
 // Variables set by systemd or the session that config also reads.
@@ -127,6 +128,12 @@ var profileVars = []profileSetting{
 		"Absolute path of the file holding the token local clients present for this profile (point " +
 			"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE at it). Created with a random token if missing. Each profile " +
 			"needs its own file."},
+	{sfxIMDS, "false",
+		"Set to true to also serve this profile's keys as the EC2 instance role on the daemon's address " +
+			"(IMDSv2: PUT /latest/api/token, then /latest/meta-data/iam/security-credentials/<name>), for clients " +
+			"that only read instance metadata; point AWS_EC2_METADATA_SERVICE_ENDPOINT at http://127.0.0.1:<port>/. " +
+			"Any local process can get an IMDS session token, so this profile's keys are open to every local user. " +
+			"At most one profile. Takes true, false, 1 or 0."},
 }
 
 // Vars documents every variable config reads, global ones first, in the

@@ -127,3 +127,29 @@ func BenchmarkLoopbackBare(b *testing.B) {
 	body := []byte(`{"AccessKeyId":"CWAKIDEXAMPLE0001","SecretAccessKey":"cwoSECRETEXAMPLEVALUE","Token":"","Expiration":"2030-01-02T03:04:05Z"}`)
 	benchLoopback(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeBody(w, http.StatusOK, body) }))
 }
+
+// BenchmarkHandlerHitAudit is BenchmarkHandlerHit with the audit log off
+// (level warn) and on (level info, JSON with a timestamp, as the daemon
+// logs), writing to io.Discard so it measures the handler and zerolog, not
+// the log's destination.
+func BenchmarkHandlerHitAudit(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		level zerolog.Level
+	}{{"off", zerolog.WarnLevel}, {"on", zerolog.InfoLevel}} {
+		b.Run("audit="+bc.name, func(b *testing.B) {
+			log := zerolog.New(io.Discard).Level(bc.level).With().Timestamp().Logger()
+			s := New(log, &fakeKeys{creds: testCreds()}, Options{ClientTokens: map[string]string{testProfile: testToken}})
+			r := credsRequest(testProfile, testToken)
+			w := &discardWriter{h: make(http.Header)}
+			b.ReportAllocs()
+			for b.Loop() {
+				w.reset()
+				s.ServeHTTP(w, r)
+			}
+			if w.status != http.StatusOK {
+				b.Fatalf("status = %d, want 200", w.status)
+			}
+		})
+	}
+}

@@ -28,12 +28,13 @@ const (
 // never includes the content.
 //
 // A missing file is created with 32 bytes from random, hex-encoded (64
-// characters, no trailing newline), mode 0600, creating its directory (0750)
+// characters, no trailing newline) with the given mode (0640 lets the
+// group that client users join read it; 0600 keeps it to the daemon), creating its directory (0750)
 // if needed. The token is written to a temporary file in the same directory
 // and then linked into place, so readers never see a partial file and a file
 // created concurrently by another process is never replaced (its token is
 // returned instead). created reports whether this call wrote the file.
-func LoadClientToken(path string, random io.Reader) (token string, created bool, err error) {
+func LoadClientToken(path string, random io.Reader, mode fs.FileMode) (token string, created bool, err error) {
 	if path == "" {
 		return "", false, errors.New("no client token file path")
 	}
@@ -41,7 +42,7 @@ func LoadClientToken(path string, random io.Reader) (token string, created bool,
 	if !errors.Is(err, fs.ErrNotExist) {
 		return token, false, err
 	}
-	return createClientToken(path, random)
+	return createClientToken(path, random, mode)
 }
 
 func readClientToken(path string) (string, error) {
@@ -82,7 +83,7 @@ func checkClientToken(b []byte) error {
 	return nil
 }
 
-func createClientToken(path string, random io.Reader) (string, bool, error) {
+func createClientToken(path string, random io.Reader, mode fs.FileMode) (string, bool, error) {
 	raw := make([]byte, clientTokenRandomBytes)
 	if _, err := io.ReadFull(random, raw); err != nil {
 		return "", false, fmt.Errorf("generate client token for %s: %w", path, err)
@@ -93,7 +94,7 @@ func createClientToken(path string, random io.Reader) (string, bool, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", false, fmt.Errorf("create client token directory: %w", err)
 	}
-	tmp, err := writeTempFile(dir, filepath.Base(path), token)
+	tmp, err := writeTempFile(dir, filepath.Base(path), token, mode)
 	if err != nil {
 		return "", false, fmt.Errorf("create client token file %s: %w", path, err)
 	}
@@ -115,9 +116,9 @@ func createClientToken(path string, random io.Reader) (string, bool, error) {
 	return token, true, nil
 }
 
-// writeTempFile writes content to a new mode-0600 file in dir and returns its
+// writeTempFile writes content to a new file with mode in dir and returns its
 // name.
-func writeTempFile(dir, base, content string) (name string, err error) {
+func writeTempFile(dir, base, content string, mode fs.FileMode) (name string, err error) {
 	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
 		return "", err
@@ -128,7 +129,7 @@ func writeTempFile(dir, base, content string) (name string, err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	if err := f.Chmod(0o600); err != nil {
+	if err := f.Chmod(mode); err != nil {
 		return "", err
 	}
 	if _, err := f.WriteString(content); err != nil {

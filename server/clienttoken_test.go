@@ -17,7 +17,7 @@ func TestLoadClientTokenCreates(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "run", "cwcreds")
 	path := filepath.Join(dir, "default.token")
 
-	tok, created, err := LoadClientToken(path, rand.Reader)
+	tok, created, err := LoadClientToken(path, rand.Reader, 0o640)
 	if err != nil || !created {
 		t.Fatalf("LoadClientToken = %v, %v; want created", created, err)
 	}
@@ -35,8 +35,8 @@ func TestLoadClientTokenCreates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := fi.Mode(); got != 0o600 {
-		t.Errorf("file mode = %v, want -rw-------", got)
+	if got := fi.Mode(); got != 0o640 {
+		t.Errorf("file mode = %v, want -rw-r----- (the mode asked for)", got)
 	}
 	di, err := os.Stat(dir)
 	if err != nil {
@@ -50,7 +50,7 @@ func TestLoadClientTokenCreates(t *testing.T) {
 		t.Errorf("directory holds %d entries, want only the token file (no temp file left)", len(entries))
 	}
 
-	again, created, err := LoadClientToken(path, rand.Reader)
+	again, created, err := LoadClientToken(path, rand.Reader, 0o600)
 	if err != nil || created || again != tok {
 		t.Errorf("second LoadClientToken = %q, %v, %v; want %q, false, nil", again, created, err, tok)
 	}
@@ -58,7 +58,7 @@ func TestLoadClientTokenCreates(t *testing.T) {
 
 func TestLoadClientTokenUsesRandom(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "t")
-	tok, _, err := LoadClientToken(path, bytes.NewReader(bytes.Repeat([]byte{0xab}, 32)))
+	tok, _, err := LoadClientToken(path, bytes.NewReader(bytes.Repeat([]byte{0xab}, 32)), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestLoadClientTokenUsesRandom(t *testing.T) {
 func TestLoadClientTokenRandomFails(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "t")
 	for _, r := range []io.Reader{iotest.ErrReader(errors.New("no entropy")), bytes.NewReader(make([]byte, 31))} {
-		if _, _, err := LoadClientToken(path, r); err == nil {
+		if _, _, err := LoadClientToken(path, r, 0o600); err == nil {
 			t.Errorf("LoadClientToken with a failing random source succeeded")
 		}
 		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
@@ -106,7 +106,7 @@ func TestLoadClientTokenExisting(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tt.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			tok, created, err := LoadClientToken(path, iotest.ErrReader(errors.New("must not be read")))
+			tok, created, err := LoadClientToken(path, iotest.ErrReader(errors.New("must not be read")), 0o600)
 			if tt.wantErr == "" {
 				if err != nil || created || tok != tt.content {
 					t.Errorf("LoadClientToken = %q, %v, %v; want the file's content, false, nil", tok, created, err)
@@ -128,7 +128,7 @@ func TestLoadClientTokenExisting(t *testing.T) {
 
 func TestLoadClientTokenUnreadable(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := LoadClientToken(dir, rand.Reader); err == nil {
+	if _, _, err := LoadClientToken(dir, rand.Reader, 0o600); err == nil {
 		t.Errorf("LoadClientToken(a directory) succeeded, want an error")
 	}
 }
@@ -160,7 +160,7 @@ func TestCreateClientTokenLosesRace(t *testing.T) {
 	if err := os.WriteFile(path, []byte("theirs"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tok, created, err := createClientToken(path, rand.Reader)
+	tok, created, err := createClientToken(path, rand.Reader, 0o600)
 	if err != nil || created || tok != "theirs" {
 		t.Errorf("createClientToken over an existing file = %q, %v, %v; want %q, false, nil", tok, created, err, "theirs")
 	}
@@ -170,7 +170,7 @@ func TestCreateClientTokenLosesRace(t *testing.T) {
 }
 
 func TestLoadClientTokenEmptyPath(t *testing.T) {
-	if _, _, err := LoadClientToken("", rand.Reader); err == nil {
+	if _, _, err := LoadClientToken("", rand.Reader, 0o600); err == nil {
 		t.Errorf("LoadClientToken(\"\") succeeded, want an error")
 	}
 }

@@ -8,8 +8,20 @@
 //	GET /v1/credentials/{profile}  the profile's current key (client token required)
 //	GET /v1/profiles               every profile's broker.Status (no secret; for debugging)
 //	GET /healthz                   liveness: {"status":"ok"}, never calls the broker
+//	GET /readyz                    readiness: 200 when every profile holds a servable key, else 503 naming those that do not and why
+//	GET /metrics                   Prometheus metrics (when Options.Metrics is set)
+//	POST /v1/profiles/{profile}/revoke  revoke the profile's key upstream and mint a new one (admin token required)
 //
-// Only GET is served; any other method gets 405 with an Allow header.
+// Only those methods are served; any other gets 405 with an Allow header.
+//
+// # Audit log
+//
+// Every credential request logs one line with "audit":true and
+// "event":"credential_request": the profile (a configured name only), the
+// outcome, the served key id's last four characters, the peer address and,
+// when Options.PeerIdentity knows them, the peer's uid and pid. Served keys,
+// unknown profiles and 503s log at info, wrong tokens and internal errors at
+// warn. The line costs no allocation beyond zerolog's pooled buffer.
 //
 // # Wire format
 //

@@ -20,6 +20,12 @@ const (
 	codeMethodNotAllowed = "MethodNotAllowed"
 	codeNoValidKey       = "NoValidKey"
 	codeInternal         = "InternalError"
+	// Codes of the admin revoke endpoint.
+	codeBadRevokeRequest    = "BadRequest"
+	codeNoKey               = "NoKey"
+	codeRevokeTokenRequired = "RevokeTokenRequired"
+	codeUpstream            = "UpstreamError"
+	codeBadUpstreamToken    = "BadUpstreamToken"
 )
 
 // requestError is a refusal decided by the server itself. Its message is
@@ -68,6 +74,17 @@ func errorStatus(err error) (status int, code, msg string) {
 		return http.StatusServiceUnavailable, codeNoValidKey, ue.Error()
 	case errors.Is(err, broker.ErrNoValidKey):
 		return http.StatusServiceUnavailable, codeNoValidKey, broker.ErrNoValidKey.Error()
+	// The revoke endpoint's failures; their texts hold no secret (upstream
+	// messages have the request's token scrubbed, token file errors name
+	// the path only), and only an admin sees them.
+	case errors.Is(err, broker.ErrNothingToRevoke):
+		return http.StatusConflict, codeNoKey, err.Error()
+	case errors.Is(err, broker.ErrRevokeTokenRequired):
+		return http.StatusBadRequest, codeRevokeTokenRequired, err.Error()
+	case errors.As(err, new(*broker.APIError)):
+		return http.StatusBadGateway, codeUpstream, err.Error()
+	case errors.Is(err, broker.ErrBadToken):
+		return http.StatusInternalServerError, codeBadUpstreamToken, err.Error()
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		// The client went away or a deadline passed while a mint was in
 		// flight: to a client that is still there, no key is available yet.

@@ -21,6 +21,14 @@ func (s *Server) routes() *chi.Mux {
 	r.Get("/v1/credentials/{profile}", s.getCredentials)
 	r.Get("/v1/profiles", s.getProfiles)
 	r.Get("/healthz", s.healthz)
+	r.Get("/readyz", s.readyz)
+	r.Post("/v1/profiles/{profile}/revoke", s.revokeKey)
+	if s.metrics != nil {
+		r.Method(http.MethodGet, "/metrics", s.metrics)
+	}
+	if s.imds != nil {
+		s.imdsRoutes(r)
+	}
 	return r
 }
 
@@ -30,6 +38,10 @@ func (s *Server) getCredentials(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "profile")
 	p := s.profiles[name]
 	if p == nil {
+		// The requested name is not logged as a profile: it is request
+		// input, not a configured name.
+		s.unknown.Count(OutcomeUnknownProfile)
+		s.audit(r, "", OutcomeUnknownProfile, "").Msg("credential request refused: unknown profile")
 		s.writeError(w, r, fmt.Errorf("%w: %q", broker.ErrUnknownProfile, name))
 		return
 	}
@@ -38,9 +50,9 @@ func (s *Server) getCredentials(w http.ResponseWriter, r *http.Request) {
 	auth := r.Header["Authorization"]
 	if len(auth) != 1 || !tokenMatches(auth[0], p.token) {
 		// Never log the presented value, only how many there were.
-		s.log.Warn().Str("profile", name).Str("remote", r.RemoteAddr).
-			Int("authorization_headers", len(auth)).
-			Msg("refused credentials request: wrong or missing client token")
+		p.requests.Count(OutcomeUnauthorized)
+		s.audit(r, name, OutcomeUnauthorized, "").Int("authorization_headers", len(auth)).
+			Msg("credential request refused: wrong or missing client token")
 		s.writeError(w, r, errUnauthorized)
 		return
 	}
@@ -48,15 +60,22 @@ func (s *Server) getCredentials(w http.ResponseWriter, r *http.Request) {
 	if err == nil && creds == nil {
 		err = errors.New("broker returned neither a key nor an error")
 	}
+	var body []byte
 	if err != nil {
-		s.writeError(w, r, fmt.Errorf("get key for profile %q: %w", name, err))
+		err = fmt.Errorf("get key for profile %q: %w", name, err)
+	} else if body, err = p.body(creds, s.now); err != nil {
+		err = fmt.Errorf("render key for profile %q: %w", name, err)
+	}
+	if err != nil {
+		_, code, _ := errorStatus(err)
+		o := outcomeOf(code)
+		p.requests.Count(o)
+		s.audit(r, name, o, "").Msg("credential request not served")
+		s.writeError(w, r, err)
 		return
 	}
-	body, err := p.body(creds, s.now)
-	if err != nil {
-		s.writeError(w, r, fmt.Errorf("render key for profile %q: %w", name, err))
-		return
-	}
+	p.requests.Count(OutcomeOK)
+	s.audit(r, name, OutcomeOK, creds.AccessKeyID).Msg("credential served")
 	writeBody(w, http.StatusOK, body)
 }
 

@@ -34,15 +34,24 @@ func TestGetCredentials(t *testing.T) {
 	}
 }
 
-func TestGetCredentialsNoInfoLogOnSuccess(t *testing.T) {
+// TestGetCredentialsAuditLine: a served key logs exactly one line at info,
+// the audit line, with the key id's suffix only and no secret or token.
+func TestGetCredentialsAuditLine(t *testing.T) {
 	keys := &fakeKeys{creds: testCreds()}
-	s, logs := newTestServer(t, keys)
-	s.log = s.log.Level(zerolog.InfoLevel)
+	var logs syncBuffer
+	s := New(zerolog.New(&logs).Level(zerolog.InfoLevel), keys, Options{ClientTokens: map[string]string{testProfile: testToken}})
 	if rec := serve(s, credsRequest(testProfile, testToken)); rec.Code != http.StatusOK {
 		t.Fatalf("status = %d, want 200", rec.Code)
 	}
-	if got := logs.String(); got != "" {
-		t.Errorf("success logged at info: %s", got)
+	want := `{"level":"info","audit":true,"event":"credential_request","profile":"default","outcome":"ok",` +
+		`"peer":"127.0.0.1:40000","key_id_suffix":"0001","message":"credential served"}` + "\n"
+	if got := logs.String(); got != want {
+		t.Errorf("logs at info:\n%s\nwant exactly the audit line:\n%s", got, want)
+	}
+	for _, secret := range []string{testToken, "cwoSECRET", "CWAKIDEXAMPLE0001"} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("logs contain %q: %s", secret, logs.String())
+		}
 	}
 }
 
@@ -233,8 +242,8 @@ func TestUnauthorizedLog(t *testing.T) {
 			}
 		}
 	}
-	if line["profile"] != testProfile || line["remote"] != "127.0.0.1:40000" {
-		t.Errorf("401 warn line = %v, want profile %q and remote address", line, testProfile)
+	if line["profile"] != testProfile || line["peer"] != "127.0.0.1:40000" || line["outcome"] != "unauthorized" || line["audit"] != true {
+		t.Errorf("401 warn line = %v, want the audit line with profile %q, peer address and outcome", line, testProfile)
 	}
 	for _, secret := range []string{presented, testToken} {
 		if strings.Contains(logs.String(), secret) {

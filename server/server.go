@@ -37,6 +37,24 @@ type Options struct {
 	// Host (for a listener on a non-loopback address). DNS names other than
 	// localhost are refused even then.
 	AllowNonLoopbackHosts bool
+	// IMDSProfile, when set, is the profile served as the EC2 instance
+	// role under /latest/ (IMDSv2 emulation, see imds.go). It must be in
+	// ClientTokens.
+	IMDSProfile string
+
+	// Metrics, when set, is served at GET /metrics (behind the same guards
+	// as every route), e.g. a promhttp handler.
+	Metrics http.Handler
+	// Requests counts credential requests by profile and outcome. Default:
+	// none.
+	Requests RequestMetrics
+	// PeerIdentity, when set, adds the peer's uid and pid to audit lines.
+	PeerIdentity PeerIdentity
+	// Revoker and AdminToken enable POST /v1/profiles/{profile}/revoke,
+	// accepted only with AdminToken as the Authorization header. Without
+	// both the route refuses every request.
+	Revoker    KeyRevoker
+	AdminToken string
 }
 
 // Server is the HTTP handler for the credential endpoints. Build it with New;
@@ -48,6 +66,14 @@ type Server struct {
 	anyIP    bool
 	now      func() time.Time
 	mux      *chi.Mux
+	imds     *imds // nil unless Options.IMDSProfile is set
+
+	auditLog     zerolog.Logger
+	unknown      RequestCounter // requests for unconfigured profiles
+	peerIdentity PeerIdentity
+	metrics      http.Handler
+	revoker      KeyRevoker
+	adminToken   string
 }
 
 // profile is one served profile: its client token and the last rendered
@@ -56,6 +82,7 @@ type profile struct {
 	name     string
 	token    string
 	rendered atomic.Pointer[renderedKey]
+	requests RequestCounter
 }
 
 // New returns a Server that serves keys from keys to the profiles in
@@ -68,8 +95,21 @@ func New(log zerolog.Logger, keys KeyGetter, opts Options) *Server {
 		anyIP:    opts.AllowNonLoopbackHosts,
 		now:      time.Now,
 	}
+	if opts.Requests == nil {
+		opts.Requests = nopRequests{}
+	}
+	s.auditLog = newAuditLogger(log)
+	s.unknown = opts.Requests.Requests("")
+	s.peerIdentity = opts.PeerIdentity
+	s.metrics = opts.Metrics
+	s.revoker, s.adminToken = opts.Revoker, opts.AdminToken
 	for name, tok := range opts.ClientTokens {
-		s.profiles[name] = &profile{name: name, token: tok}
+		s.profiles[name] = &profile{name: name, token: tok, requests: opts.Requests.Requests(name)}
+	}
+	if opts.IMDSProfile != "" {
+		s.imds = newIMDS(opts.IMDSProfile, func() time.Time { return s.now() })
+		log.Warn().Str("profile", opts.IMDSProfile).
+			Msg("IMDSv2 emulation on: any local process can get this profile's keys from /latest/ without its client token")
 	}
 	s.mux = s.routes()
 	return s

@@ -2,11 +2,173 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/config"
 )
 
-// revokeCmd is not implemented yet.
+// revokeCmd asks the running daemon to revoke a profile's current key
+// upstream and mint a new one (POST /v1/profiles/{profile}/revoke with the
+// daemon's admin token), for incident response; --all-cached does it for
+// every profile that holds a key. It prints what was revoked and the new
+// key, and fails when any revocation or re-mint failed.
 func revokeCmd(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
-	return errors.New("not implemented yet")
+	fs := flag.NewFlagSet("revoke", flag.ContinueOnError)
+	profile := fs.String("profile", "", "profile whose current key to revoke")
+	all := fs.Bool("all-cached", false, "revoke the current key of every profile that holds one")
+	addr := fs.String("addr", "", "daemon host:port (default: CWCREDS_LISTEN_ADDR, else 127.0.0.1:7911)")
+	adminFile := fs.String("admin-token-file", "", "the daemon's admin token file (default: "+adminTokenName+" in the daemon's runtime directory)")
+	tokenFile := fs.String("token-file", "", "file holding a CoreWeave API access token to revoke with; required for oidc and saml "+
+		"profiles, which hold none (default: the profile's own upstream token, for access-key and api-token)")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	if (*profile == "") == !*all {
+		fs.Usage()
+		return &usageError{errors.New("revoke: give exactly one of --profile NAME and --all-cached")}
+	}
+	if *adminFile == "" {
+		l, err := config.LoadLocal()
+		if err != nil {
+			return &usageError{fmt.Errorf("revoke: %w", err)}
+		}
+		*adminFile = adminTokenPath(l.RuntimeDir)
+	}
+	admin, err := readAdminToken(*adminFile)
+	if err != nil {
+		return err
+	}
+	var apiToken string
+	if *tokenFile != "" {
+		if apiToken, err = broker.ReadTokenFile(*tokenFile); err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+	}
+	d, err := newDaemonClient("revoke", *addr)
+	if err != nil {
+		return err
+	}
+
+	names := []string{*profile}
+	if *all {
+		if names, err = cachedProfiles(ctx, d); err != nil {
+			return err
+		}
+		if len(names) == 0 {
+			fmt.Fprintln(stdout, "No profile holds a key: nothing to revoke.")
+			return nil
+		}
+	}
+	var failed []string
+	for _, name := range names {
+		rev, err := d.revoke(ctx, name, admin, apiToken)
+		if err != nil {
+			fmt.Fprintf(stdout, "%s: NOT revoked: %v\n", name, err)
+			if de := (*daemonError)(nil); errors.As(err, &de) && de.Code == "RevokeTokenRequired" {
+				fmt.Fprintf(stdout, "%s: its source holds no API access token; pass --token-file with a CoreWeave API access token allowed to revoke keys\n", name)
+			}
+			failed = append(failed, name)
+			continue
+		}
+		printRevocation(stdout, rev, time.Now())
+		if rev.NewAccessKeyID == "" {
+			failed = append(failed, name)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("revoke failed or left no new key for: %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+func printRevocation(w io.Writer, rev *broker.Revocation, now time.Time) {
+	gone := ""
+	if rev.AlreadyGone {
+		gone = " (upstream no longer knew it)"
+	}
+	fmt.Fprintf(w, "%s: revoked key %s upstream%s; it is no longer served\n", rev.Profile, rev.RevokedAccessKeyID, gone)
+	if rev.NewAccessKeyID != "" {
+		fmt.Fprintf(w, "%s: now serving new key %s, expires %s (in %s)\n", rev.Profile, rev.NewAccessKeyID,
+			rev.NewExpiration.UTC().Format(time.RFC3339), expiresIn(now, rev.NewExpiration))
+		return
+	}
+	fmt.Fprintf(w, "%s: minting a new key FAILED: %s\n%s: clients get 503 until a mint succeeds; the daemon retries with backoff\n",
+		rev.Profile, rev.MintError, rev.Profile)
+}
+
+// cachedProfiles lists the profiles that hold a key.
+func cachedProfiles(ctx context.Context, d *daemonClient) ([]string, error) {
+	raw, err := d.do(ctx, http.MethodGet, "/v1/profiles", "", nil)
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		Profiles []broker.Status `json:"profiles"`
+	}
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return nil, fmt.Errorf("the daemon at %s answered /v1/profiles with something other than its JSON: %v", d.addr, err)
+	}
+	var names []string
+	for _, p := range body.Profiles {
+		if p.AccessKeyID != "" {
+			names = append(names, p.Profile)
+		}
+	}
+	return names, nil
+}
+
+// revoke calls the daemon's revoke endpoint for one profile.
+func (d *daemonClient) revoke(ctx context.Context, profile, admin, apiToken string) (*broker.Revocation, error) {
+	var body []byte
+	if apiToken != "" {
+		var err error
+		if body, err = json.Marshal(struct {
+			APIToken string `json:"apiToken"`
+		}{apiToken}); err != nil {
+			return nil, err
+		}
+	}
+	raw, err := d.do(ctx, http.MethodPost, "/v1/profiles/"+url.PathEscape(profile)+"/revoke", admin, body)
+	if err != nil {
+		return nil, err
+	}
+	var rev broker.Revocation
+	if err := json.Unmarshal(raw, &rev); err != nil || rev.RevokedAccessKeyID == "" {
+		return nil, fmt.Errorf("the daemon's answer is not a revocation report")
+	}
+	return &rev, nil
+}
+
+// readAdminToken reads the daemon's admin token file, explaining who may.
+func readAdminToken(path string) (string, error) {
+	f, err := os.Open(path)
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		return "", fmt.Errorf("cannot read the daemon's admin token %s: permission denied; run revoke as the daemon's user or root", path)
+	case errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("no admin token at %s: is the daemon running? It writes the file at start-up in its runtime "+
+			"directory; pass --admin-token-file, or set CWCREDS_RUNTIME_DIR as the daemon has it", path)
+	case err != nil:
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 4<<10))
+	if err != nil {
+		return "", fmt.Errorf("read admin token %s: %w", path, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("admin token file %s is empty", path)
+	}
+	return tok, nil
 }

@@ -31,6 +31,11 @@ const usageText = `Usage: cwcreds <command> [flags]
 Commands:
   serve     run the credential daemon (configured by CWCREDS_* environment variables)
   demo      run the daemon against a built-in emulator of the CoreWeave API
+  status    show every profile of the running daemon; exits 1 if any is unhealthy
+  revoke    revoke a profile's current key upstream (--profile NAME or --all-cached) and mint a new one
+  credential-process  print a profile's key as AWS credential_process JSON (for ~/.aws/config)
+  env       print the export lines that point AWS SDKs at a profile
+  emulator  run only the CoreWeave API emulator (for end-to-end tests)
   version   print the version
   help      print this help and the configuration reference
 
@@ -64,6 +69,9 @@ func dispatch(ctx context.Context, cmd string, rest, environ []string, stdout, s
 		if err != nil {
 			return configError(err)
 		}
+		// systemd's ExecReload sends SIGHUP; until reload exists, do not
+		// let it kill the daemon (systemd would not restart a SIGHUP exit).
+		signal.Ignore(syscall.SIGHUP)
 		return serve(ctx, cfg, stderr, nil)
 	case "demo":
 		return demo(ctx, rest, stdout, stderr)
@@ -75,6 +83,8 @@ func dispatch(ctx context.Context, cmd string, rest, environ []string, stdout, s
 		return credentialProcessCmd(ctx, rest, environ, stdout, stderr)
 	case "env":
 		return envCmd(ctx, rest, environ, stdout, stderr)
+	case "emulator":
+		return emulatorCmd(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		if err := parseFlags(flag.NewFlagSet("version", flag.ContinueOnError), rest, stderr); err != nil {
 			return err

@@ -14,11 +14,16 @@ import (
 
 	"github.com/cwcreds/cwcreds/broker"
 	"github.com/cwcreds/cwcreds/config"
+	"github.com/cwcreds/cwcreds/metrics"
 	"github.com/cwcreds/cwcreds/server"
 )
 
 // shutdownTimeout bounds how long SIGTERM waits for in-flight requests.
 // A cold request waits at most broker.MintTimeout for upstream.
+// clientTokenMode lets the daemon's group read client token files: client
+// users join that group (see systemd/cwcreds.service).
+const clientTokenMode = 0o640
+
 const shutdownTimeout = broker.MintTimeout + 5*time.Second
 
 // serve runs the daemon for cfg until ctx ends, logging to logOut. When
@@ -29,11 +34,20 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer, ready func
 	if err != nil {
 		return &usageError{err}
 	}
-	cache, tokens, err := newCache(cfg, log)
+	m, metricsHandler, err := newMetrics()
 	if err != nil {
 		return err
 	}
-	srv := server.New(log, cache, server.Options{ClientTokens: tokens, AllowNonLoopbackHosts: cfg.AllowNonLoopback})
+	cache, tokens, err := newCache(cfg, log, m)
+	if err != nil {
+		return err
+	}
+	adminToken, err := newAdminToken(cfg, log)
+	if err != nil {
+		return err
+	}
+	srv := server.New(log, cache, server.Options{ClientTokens: tokens, AllowNonLoopbackHosts: cfg.AllowNonLoopback, IMDSProfile: cfg.IMDSProfile(),
+		Metrics: metricsHandler, Requests: m, Revoker: cache, AdminToken: adminToken})
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -55,6 +69,8 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer, ready func
 	if ready != nil {
 		ready(ln.Addr(), tokens)
 	}
+	// systemd Type=notify: READY=1 now, the watchdog while ctx lives, STOPPING=1 when it ends.
+	defer notifySystemd(ctx, log, fmt.Sprintf("serving %d profiles on %s", len(cfg.Profiles), ln.Addr()))()
 
 	select {
 	case err := <-serveErr:
@@ -76,9 +92,10 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer, ready func
 
 // newCache builds the upstream client, one minter per profile and the
 // cache, and loads (or creates) each profile's client token.
-func newCache(cfg *config.Config, log zerolog.Logger) (*broker.Cache, map[string]string, error) {
+func newCache(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics) (*broker.Cache, map[string]string, error) {
 	client, err := broker.NewClient(cfg.APIURL, func(o *broker.ClientOptions) {
 		o.UserAgent = "cwcreds/" + buildVersion()
+		o.Observer = m
 	})
 	if err != nil {
 		return nil, nil, &usageError{fmt.Errorf("CWCREDS_API_URL: %w", err)}
@@ -86,7 +103,7 @@ func newCache(cfg *config.Config, log zerolog.Logger) (*broker.Cache, map[string
 	profiles := make([]broker.CacheProfile, 0, len(cfg.Profiles))
 	tokens := make(map[string]string, len(cfg.Profiles))
 	for _, p := range cfg.Profiles {
-		m, err := client.Minter(broker.Profile{
+		bp := broker.Profile{
 			Name:       p.Name,
 			Source:     broker.Source(p.Source),
 			TokenFile:  p.TokenFile,
@@ -94,7 +111,8 @@ func newCache(cfg *config.Config, log zerolog.Logger) (*broker.Cache, map[string
 			ConfigID:   p.ConfigID,
 			Duration:   p.Duration,
 			Attributes: broker.AuditAttributes(cfg.NodeName, p.Name),
-		})
+		}
+		minter, err := client.Minter(bp)
 		if err != nil {
 			return nil, nil, &usageError{err}
 		}
@@ -103,7 +121,7 @@ func newCache(cfg *config.Config, log zerolog.Logger) (*broker.Cache, map[string
 		if _, err := broker.ReadTokenFile(p.TokenFile); err != nil {
 			log.Warn().Str("profile", p.Name).Err(err).Msg("upstream token file not usable yet; mints will fail until it is")
 		}
-		tok, created, err := server.LoadClientToken(p.ClientTokenFile, rand.Reader)
+		tok, created, err := server.LoadClientToken(p.ClientTokenFile, rand.Reader, clientTokenMode)
 		if err != nil {
 			return nil, nil, fmt.Errorf("profile %q client token (set CWCREDS_RUNTIME_DIR or CWCREDS_PROFILE_%s_CLIENT_TOKEN_FILE to a writable place): %w", p.Name, p.EnvName, err)
 		}
@@ -111,11 +129,18 @@ func newCache(cfg *config.Config, log zerolog.Logger) (*broker.Cache, map[string
 			log.Info().Str("profile", p.Name).Str("path", p.ClientTokenFile).Msg("created client token file")
 		}
 		tokens[p.Name] = tok
-		profiles = append(profiles, broker.CacheProfile{Name: p.Name, Source: broker.Source(p.Source), Minter: m})
+		profiles = append(profiles, broker.CacheProfile{Name: p.Name, Source: broker.Source(p.Source), Minter: minter,
+			Revoker: client.Revoker(bp)})
 	}
-	cache, err := broker.NewCache(profiles, func(o *broker.CacheOptions) { o.Logger = log })
+	cache, err := broker.NewCache(profiles, func(o *broker.CacheOptions) {
+		o.Logger = log
+		o.Observer = m
+	})
 	if err != nil {
 		return nil, nil, err
+	}
+	if err := m.WatchProfiles(cache, nil); err != nil {
+		return nil, nil, fmt.Errorf("metrics: %w", err)
 	}
 	return cache, tokens, nil
 }

@@ -1,0 +1,156 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Errors Revoke returns besides upstream's.
+var (
+	// ErrNothingToRevoke: the profile holds no key.
+	ErrNothingToRevoke = errors.New("the profile holds no key to revoke")
+	// ErrRevokeTokenRequired: the profile's own credential cannot revoke
+	// keys (oidc and saml hold no API access token), and none was given.
+	ErrRevokeTokenRequired = errors.New("revoking this profile's keys needs a CoreWeave API access token")
+)
+
+// Revoker revokes one access key upstream. apiToken is the CoreWeave API
+// access token to revoke with; "" means the profile's own credential.
+// Implementations must be safe for concurrent use and must honour ctx.
+type Revoker interface {
+	Revoke(ctx context.Context, apiToken, accessKeyID string) error
+}
+
+// Revoker returns the Revoker for p's keys. Without an explicit token,
+// access-key and api-token profiles revoke with their own upstream token,
+// read from p.TokenFile at each call; oidc and saml profiles hold no API
+// access token, so they need one (ErrRevokeTokenRequired).
+func (c *Client) Revoker(p Profile) Revoker {
+	return &profileRevoker{client: c, name: p.Name, source: p.Source, tokenFile: p.TokenFile}
+}
+
+type profileRevoker struct {
+	client    *Client
+	name      string
+	source    Source
+	tokenFile string
+}
+
+func (r *profileRevoker) Revoke(ctx context.Context, apiToken, accessKeyID string) error {
+	if apiToken == "" {
+		if r.source != SourceAccessKey && r.source != SourceAPIToken {
+			return fmt.Errorf("%w: source %s holds none", ErrRevokeTokenRequired, r.source)
+		}
+		tok, err := ReadTokenFile(r.tokenFile)
+		if err != nil {
+			return err
+		}
+		apiToken = tok
+	}
+	return r.client.RevokeAccessKey(ctx, apiToken, accessKeyID)
+}
+
+// Revocation reports what Cache.Revoke did. It holds no secret.
+type Revocation struct {
+	Profile string `json:"profile"`
+	// RevokedAccessKeyID is the key revoked upstream and no longer served.
+	RevokedAccessKeyID string `json:"revokedAccessKeyId"`
+	// AlreadyGone is set when upstream did not know the key (404): it was
+	// revoked or deleted before.
+	AlreadyGone bool `json:"alreadyGone,omitempty"`
+	// NewAccessKeyID and NewExpiration describe the key minted in its
+	// place, if the mint succeeded.
+	NewAccessKeyID string     `json:"newAccessKeyId,omitempty"`
+	NewExpiration  *time.Time `json:"newExpiration,omitempty"`
+	// MintError says why no new key was minted. The cache keeps retrying
+	// with backoff; clients get 503 until a mint succeeds.
+	MintError string `json:"mintError,omitempty"`
+}
+
+// Revoke revokes the profile's current key upstream, stops serving it, and
+// mints a new one at once, for incident response. apiToken is the API
+// access token to revoke with; "" means the profile's own (see
+// Client.Revoker).
+//
+// It runs in the profile's singleflight: it waits for a mint in flight to
+// end and then revokes the key that mint left, and clients that find no key
+// while it runs wait for the fresh key it mints. Once started it finishes
+// even if ctx ends (bounded by MintTimeout per upstream call).
+//
+// When upstream refuses the revocation the key is kept and served, and the
+// error says why. When the revocation succeeds but the new mint fails, the
+// error is nil and Revocation.MintError is set.
+func (c *Cache) Revoke(ctx context.Context, profile, apiToken string) (*Revocation, error) {
+	e := c.entries[profile]
+	if e == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, profile)
+	}
+	if e.revoker == nil {
+		return nil, fmt.Errorf("profile %q: %w", profile, ErrRevokeTokenRequired)
+	}
+	for {
+		var (
+			ran bool
+			rev *Revocation
+			err error
+		)
+		ch := c.sf.DoChan(profile, func() (any, error) {
+			ran = true
+			var s *state
+			s, rev, err = c.revoke(ctx, e, apiToken)
+			return s, nil
+		})
+		select {
+		case <-ch:
+			if ran {
+				return rev, err
+			}
+			// We joined a mint already in flight; revoke the key it left.
+		case <-ctx.Done():
+			return nil, fmt.Errorf("revoking the key of %q: %w", profile, ctx.Err())
+		}
+	}
+}
+
+// revoke does Revoke's work inside c.sf for e.name. It returns the state
+// the flight's other callers get.
+func (c *Cache) revoke(ctx context.Context, e *entry, apiToken string) (*state, *Revocation, error) {
+	old := e.state.Load()
+	if old.key == nil {
+		return old, nil, fmt.Errorf("profile %q: %w", e.name, ErrNothingToRevoke)
+	}
+	id := old.key.AccessKeyID
+	rctx, cancel := c.upstreamContext(ctx)
+	err := e.revoker.Revoke(rctx, apiToken, id)
+	cancel()
+	var api *APIError
+	gone := errors.As(err, &api) && api.StatusCode == http.StatusNotFound
+	if err != nil && !gone {
+		c.log.Error().Bool("audit", true).Str("event", "revoke_failed").Str("profile", e.name).
+			Str("access_key_id", id).Err(err).Msg("revoking key failed; still serving it")
+		return old, nil, fmt.Errorf("revoke key %s of profile %q: %w", id, e.name, err)
+	}
+
+	// Stop serving the revoked key now: a client asking from here on waits
+	// for the key this flight mints.
+	dropped := *old
+	dropped.key = nil
+	dropped.refreshAt, dropped.serveUntil, dropped.retryAt = time.Time{}, time.Time{}, time.Time{}
+	e.state.Store(&dropped)
+	c.log.Warn().Bool("audit", true).Str("event", "key_revoked").Str("profile", e.name).
+		Str("access_key_id", id).Bool("already_gone", gone).Msg("key revoked upstream; minting a new one")
+
+	next := c.mint(ctx, e, triggerRevoke)
+	rev := &Revocation{Profile: e.name, RevokedAccessKeyID: id, AlreadyGone: gone}
+	switch {
+	case next.key != nil:
+		rev.NewAccessKeyID = next.key.AccessKeyID
+		rev.NewExpiration = timePtr(next.key.Expires)
+	case next.lastErr != nil:
+		rev.MintError = next.lastErr.Error()
+	}
+	return next, rev, nil
+}

@@ -1,0 +1,101 @@
+package broker_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/emulator"
+)
+
+// TestCacheRevokeAgainstEmulator revokes through the real client: the old
+// key is DELETED upstream and a new active one is served. An oidc profile
+// needs an API access token to revoke with.
+func TestCacheRevokeAgainstEmulator(t *testing.T) {
+	c, emu := newEmulated(t)
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	profiles := []broker.Profile{
+		{Name: "ak", Source: broker.SourceAccessKey, TokenFile: write("api", apiToken+"\n"), Duration: time.Hour},
+		{Name: "wif", Source: broker.SourceOIDC, OrgID: orgID, Duration: time.Hour,
+			TokenFile: write("jwt", emulator.MakeJWT(issuer, "system:serviceaccount:ml:trainer", audience, time.Now().Add(time.Hour)))},
+	}
+	var cps []broker.CacheProfile
+	for _, p := range profiles {
+		m, err := c.Minter(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cps = append(cps, broker.CacheProfile{Name: p.Name, Source: p.Source, Minter: m, Revoker: c.Revoker(p)})
+	}
+	cache, err := broker.NewCache(cps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	status := func(id string) string {
+		k, ok := emu.Key(id)
+		if !ok {
+			return "unknown"
+		}
+		return k.Status
+	}
+
+	for _, tc := range []struct{ profile, token string }{{"ak", ""}, {"wif", apiToken}} {
+		t.Run(tc.profile, func(t *testing.T) {
+			old, err := cache.Get(ctx, tc.profile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rev, err := cache.Revoke(ctx, tc.profile, tc.token)
+			if err != nil {
+				t.Fatalf("Revoke: %v", err)
+			}
+			now, err := cache.Get(ctx, tc.profile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rev.RevokedAccessKeyID != old.AccessKeyID || rev.NewAccessKeyID != now.AccessKeyID || now.AccessKeyID == old.AccessKeyID {
+				t.Errorf("Revoke = %+v; old %s, now serving %s", rev, old.AccessKeyID, now.AccessKeyID)
+			}
+			if got := status(old.AccessKeyID); got != emulator.StatusDeleted {
+				t.Errorf("old key status upstream = %s, want %s", got, emulator.StatusDeleted)
+			}
+			if got := status(now.AccessKeyID); got != emulator.StatusActive {
+				t.Errorf("new key status upstream = %s, want %s", got, emulator.StatusActive)
+			}
+		})
+	}
+
+	t.Run("oidc without a token", func(t *testing.T) {
+		old, err := cache.Get(ctx, "wif")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cache.Revoke(ctx, "wif", ""); !errors.Is(err, broker.ErrRevokeTokenRequired) {
+			t.Errorf("Revoke(wif, no token) = %v, want ErrRevokeTokenRequired", err)
+		}
+		if k, err := cache.Get(ctx, "wif"); err != nil || k != old || status(old.AccessKeyID) != emulator.StatusActive {
+			t.Errorf("after a refused revoke: Get = %v, %v, upstream %s; want the same active key", k, err, status(old.AccessKeyID))
+		}
+	})
+	t.Run("token without permission", func(t *testing.T) {
+		old, _ := cache.Get(ctx, "ak")
+		var api *broker.APIError
+		if _, err := cache.Revoke(ctx, "ak", "CW-SECRET-denied"); !errors.As(err, &api) || api.StatusCode != 403 {
+			t.Errorf("Revoke with a denied token = %v, want a 403 APIError", err)
+		}
+		if k, _ := cache.Get(ctx, "ak"); k != old {
+			t.Errorf("key replaced although upstream refused the revocation")
+		}
+	})
+}

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runClient runs a client command with the test's environment, as a user
+// who sourced the daemon's environment file would.
+func runClient(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err = run(t.Context(), args, os.Environ(), &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+// useDaemonAddr points CWCREDS_LISTEN_ADDR at the running daemon (the test
+// daemon listens on port 0).
+func useDaemonAddr(t *testing.T, d *daemon) {
+	t.Setenv("CWCREDS_LISTEN_ADDR", d.addr)
+}
+
+func TestCredentialProcessPrintsServedKey(t *testing.T) {
+	d := startDaemon(t)
+	useDaemonAddr(t, d)
+	for _, profile := range []string{"train", "fast-exchange", "wif", "sso"} {
+		t.Run(profile, func(t *testing.T) {
+			out, errOut, err := runClient(t, "credential-process", "--profile", profile)
+			if err != nil {
+				t.Fatalf("credential-process: %v (stderr %q)", err, errOut)
+			}
+			if !strings.HasSuffix(out, "}\n") || strings.Count(out, "\n") != 1 {
+				t.Errorf("output %q: want one JSON line", out)
+			}
+			var got map[string]any
+			if err := json.Unmarshal([]byte(out), &got); err != nil {
+				t.Fatalf("output %q is not JSON: %v", out, err)
+			}
+			if got["Version"] != float64(1) {
+				t.Errorf("Version = %#v, want the number 1", got["Version"])
+			}
+			if _, ok := got["SessionToken"]; ok {
+				t.Errorf("SessionToken present (%#v); plain keys have none, so it is omitted", got["SessionToken"])
+			}
+			if len(got) != 4 {
+				t.Errorf("output has %d members, want Version, AccessKeyId, SecretAccessKey, Expiration: %s", len(got), out)
+			}
+			id, _ := got["AccessKeyId"].(string)
+			key, ok := d.emu.Key(id)
+			if !ok || key.SecretKey != got["SecretAccessKey"] {
+				t.Fatalf("printed key %q is not one upstream minted", id)
+			}
+			exp, err := time.Parse(time.RFC3339, got["Expiration"].(string))
+			if err != nil || !strings.HasSuffix(got["Expiration"].(string), "Z") || exp.Before(time.Now()) {
+				t.Errorf("Expiration %q: want a future RFC 3339 UTC time (err %v)", got["Expiration"], err)
+			}
+			if errOut != "" {
+				t.Errorf("stderr %q, want nothing on success", errOut)
+			}
+		})
+	}
+}
+
+func TestCredentialProcessFailures(t *testing.T) {
+	d := startDaemon(t)
+	useDaemonAddr(t, d)
+	wrong := filepath.Join(t.TempDir(), "wrong.token")
+	if err := os.WriteFile(wrong, []byte(strings.Repeat("0", 64)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		args  []string
+		usage bool   // exit status 2 rather than 1
+		want  string // in the error
+	}{
+		{"no profile", nil, true, "--profile is required"},
+		{"unknown profile", []string{"--profile", "nope"}, true, `no profile "nope" in CWCREDS_PROFILES (train, fast-exchange, wif, sso)`},
+		{"wrong token", []string{"--profile", "train", "--token-file", wrong}, false, `refused profile "train": HTTP 401 Unauthorized`},
+		{"missing token file", []string{"--profile", "train", "--token-file", wrong + "-missing"}, false, "cannot read profile \"train\"'s client token file"},
+		{"stray argument", []string{"--profile", "train", "extra"}, true, "unexpected argument"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, _, err := runClient(t, append([]string{"credential-process"}, tc.args...)...)
+			checkClientError(t, out, err, tc.usage, tc.want)
+		})
+	}
+
+	// The daemon down: a clear message, exit 1.
+	d.stop()
+	d.stop = nil
+	out, _, err := runClient(t, "credential-process", "--profile", "train")
+	checkClientError(t, out, err, false, "cwcreds daemon not reachable at http://"+d.addr)
+
+	// No configuration at all: say how to give it.
+	clearEnv(t, "CWCREDS_")
+	out, _, err = runClient(t, "credential-process", "--profile", "train")
+	checkClientError(t, out, err, true, "run it with the daemon's environment")
+}
+
+func checkClientError(t *testing.T, out string, err error, usage bool, want string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("succeeded with %q, want an error containing %q", out, want)
+	}
+	if out != "" {
+		t.Errorf("stdout %q on failure, want nothing", out)
+	}
+	var ue *usageError
+	if errors.As(err, &ue) != usage {
+		t.Errorf("error %v: usage error = %v, want %v", err, !usage, usage)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q, want it to contain %q", err, want)
+	}
+}
+
+func TestEnvPrintsExports(t *testing.T) {
+	d := startDaemon(t)
+	useDaemonAddr(t, d)
+	out, _, err := runClient(t, "env", "--profile", "wif", "--s3-endpoint", "https://cwobject.com", "--region", "US-EAST-04A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := d.cfg.Profiles[2].ClientTokenFile
+	want := "export AWS_CONTAINER_CREDENTIALS_FULL_URI='http://" + d.addr + "/v1/credentials/wif'\n" +
+		"export AWS_CONTAINER_AUTHORIZATION_TOKEN='" + d.tokens["wif"] + "'\n" +
+		"export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE='" + tokenFile + "'\n" +
+		"export AWS_ENDPOINT_URL_S3='https://cwobject.com'\n" +
+		"export AWS_REGION='US-EAST-04A'\n" +
+		"export AWS_DEFAULT_REGION='US-EAST-04A'\n"
+	if out != want {
+		t.Errorf("env printed\n%s\nwant\n%s", out, want)
+	}
+
+	// The lines survive a real shell, whatever the path holds.
+	if sh, err := exec.LookPath("sh"); err == nil {
+		odd := filepath.Join(t.TempDir(), "it's $HOME `x`.token")
+		if err := os.WriteFile(odd, []byte(d.tokens["train"]), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, _, err := runClient(t, "env", "--profile", "train", "--token-file", odd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := exec.Command(sh, "-c", out+`printf '%s\n%s' "$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE" "$AWS_CONTAINER_AUTHORIZATION_TOKEN"`).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != odd+"\n"+d.tokens["train"] {
+			t.Errorf("shell read back %q, want the path and token verbatim", got)
+		}
+	}
+
+	// --keys exports the key itself.
+	out, _, err = runClient(t, "env", "--profile", "train", "--keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, "export AWS_ACCESS_KEY_ID="); ok {
+			id = strings.Trim(v, "'")
+		}
+	}
+	key, ok := d.emu.Key(id)
+	if !ok || !strings.Contains(out, "export AWS_SECRET_ACCESS_KEY='"+key.SecretKey+"'\n") ||
+		!strings.Contains(out, "unset AWS_SESSION_TOKEN AWS_CONTAINER_CREDENTIALS_FULL_URI") {
+		t.Errorf("env --keys printed\n%s\nwant the minted key and the unset line", out)
+	}
+
+	// Failures.
+	_, _, err = runClient(t, "env", "--profile", "train", "--s3-endpoint", "cwobject.com")
+	checkClientError(t, "", err, true, "is not an http(s) URL")
+	_, _, err = runClient(t, "env")
+	checkClientError(t, "", err, true, "--profile is required")
+	t.Setenv("CWCREDS_LISTEN_ADDR", "127.0.0.1:0")
+	_, _, err = runClient(t, "env", "--profile", "train")
+	checkClientError(t, "", err, true, "no fixed port")
+}
+
+func TestDialAddr(t *testing.T) {
+	tests := map[string]string{
+		"127.0.0.1:7911": "127.0.0.1:7911",
+		"localhost:7911": "localhost:7911",
+		"0.0.0.0:7911":   "127.0.0.1:7911",
+		"[::]:7911":      "127.0.0.1:7911",
+		":7911":          "127.0.0.1:7911",
+		"[::1]:7911":     "[::1]:7911",
+		"10.0.0.5:7911":  "10.0.0.5:7911",
+	}
+	for in, want := range tests {
+		if got, err := dialAddr(in); err != nil || got != want {
+			t.Errorf("dialAddr(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"127.0.0.1", "127.0.0.1:0", "x"} {
+		if got, err := dialAddr(bad); err == nil {
+			t.Errorf("dialAddr(%q) = %q, want an error", bad, got)
+		}
+	}
+}

@@ -1,0 +1,37 @@
+package config
+
+import (
+	"fmt"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Local is the part of the configuration that commands talking to the
+// daemon running on this node (cwcreds status, cwcreds revoke) need.
+type Local struct {
+	// ListenAddr is the daemon's CWCREDS_LISTEN_ADDR (default
+	// 127.0.0.1:7911).
+	ListenAddr string
+	// RuntimeDir is the daemon's runtime directory, resolved as Load does.
+	RuntimeDir string
+}
+
+// LoadLocal reads CWCREDS_LISTEN_ADDR and the runtime directory
+// (CWCREDS_RUNTIME_DIR, $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR, /run/cwcreds)
+// with the defaults Load applies, and nothing else: it needs no profile
+// configuration, so it works in an operator's shell that lacks the daemon's
+// environment file, and it ignores every other CWCREDS_ variable. On a
+// problem it returns an *Error.
+func LoadLocal() (*Local, error) {
+	var g globalEnv
+	if err := envconfig.Process(envPrefix, &g); err != nil {
+		return nil, fmt.Errorf("config: decode environment: %w", err)
+	}
+	var ps problems
+	l := &Local{ListenAddr: orDefault(g.ListenAddr, defaultListenAddr)}
+	l.RuntimeDir, _ = runtimeDir(&ps, g.RuntimeDir)
+	if err := ps.err(nil); err != nil {
+		return nil, err
+	}
+	return l, nil
+}

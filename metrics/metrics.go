@@ -1,0 +1,227 @@
+// Package metrics exports the daemon's Prometheus metrics. It implements
+// the observer interfaces broker and server define (broker.Observer,
+// broker.UpstreamObserver, server.RequestMetrics), so those packages do not
+// depend on Prometheus, and it reads each profile's cache state at scrape
+// time for the per-profile gauges.
+//
+// Every label value is bounded: profile is a configured profile name (or
+// UnknownProfile), endpoint is an upstream path constant, and outcome and
+// result come from fixed sets. No metric ever carries a token, a key id or
+// anything a request supplied.
+//
+// Metrics registers into the registry it is given; it never touches the
+// default registry.
+package metrics
+
+import (
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/server"
+)
+
+const namespace = "cwcreds"
+
+// UnknownProfile is the profile label of credential requests that name no
+// configured profile. Profile names cannot start with '_', so it never
+// collides with one.
+const UnknownProfile = "_unknown"
+
+// Cache results (the result label of cwcreds_cache_requests_total).
+const (
+	resultHit   = "hit"
+	resultStale = "stale"
+	resultMiss  = "miss"
+)
+
+// upstreamBuckets covers a fast mint (tens of ms) up to broker.MintTimeout.
+var upstreamBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20}
+
+// Metrics holds the daemon's collectors. Build it with New; it is safe for
+// concurrent use.
+type Metrics struct {
+	requests        *prometheus.CounterVec
+	cacheRequests   *prometheus.CounterVec
+	mints           *prometheus.CounterVec
+	mintsInFlight   prometheus.Gauge
+	upstreamCalls   *prometheus.CounterVec
+	upstreamLatency *prometheus.HistogramVec
+	reg             prometheus.Registerer
+}
+
+var (
+	_ broker.Observer         = (*Metrics)(nil)
+	_ broker.UpstreamObserver = (*Metrics)(nil)
+	_ server.RequestMetrics   = (*Metrics)(nil)
+)
+
+// New registers the daemon's metrics, including cwcreds_build_info for
+// version, in reg.
+func New(reg prometheus.Registerer, version string) (*Metrics, error) {
+	m := &Metrics{
+		reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "credential_requests_total",
+			Help: "Credential requests by profile and outcome (ok, unauthorized, unknown_profile, no_valid_key, error). " +
+				"Requests for unconfigured profiles count under profile=\"" + UnknownProfile + "\".",
+		}, []string{"profile", "outcome"}),
+		cacheRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "cache_requests_total",
+			Help: "Cache lookups by profile and result: hit (cached key served), stale (cached key served while " +
+				"refreshing it is failing) or miss (no servable key: waited for a mint or refused during backoff).",
+		}, []string{"profile", "result"}),
+		mints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "mints_total",
+			Help: "Upstream key mints (first mints, refreshes, retries and re-mints after a revoke) by profile and " +
+				"result (ok or error). result=\"error\" counts refresh failures.",
+		}, []string{"profile", "result"}),
+		mintsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "mints_in_flight",
+			Help: "Upstream mints in progress (at most one per profile).",
+		}),
+		upstreamCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upstream_requests_total",
+			Help: "Calls to the CoreWeave API by endpoint path and outcome: ok, the gRPC code name of an error " +
+				"reply, its HTTP status class (http_4xx, ...), or timeout, canceled, network, bad_reply.",
+		}, []string{"endpoint", "outcome"}),
+		upstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "upstream_request_duration_seconds",
+			Help:    "Latency of calls to the CoreWeave API, by endpoint path, whatever the outcome.",
+			Buckets: upstreamBuckets,
+		}, []string{"endpoint"}),
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info",
+		Help:        "Always 1; the labels give the cwcreds version and the Go version it was built with.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	for _, c := range []prometheus.Collector{m.requests, m.cacheRequests, m.mints, m.mintsInFlight,
+		m.upstreamCalls, m.upstreamLatency, buildInfo} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Profile implements broker.Observer: it resolves the profile's series once.
+func (m *Metrics) Profile(name string) broker.ProfileObserver {
+	return &profileObserver{
+		hit:           m.cacheRequests.WithLabelValues(name, resultHit),
+		stale:         m.cacheRequests.WithLabelValues(name, resultStale),
+		miss:          m.cacheRequests.WithLabelValues(name, resultMiss),
+		mintOK:        m.mints.WithLabelValues(name, "ok"),
+		mintErr:       m.mints.WithLabelValues(name, "error"),
+		mintsInFlight: m.mintsInFlight,
+	}
+}
+
+type profileObserver struct {
+	hit, stale, miss prometheus.Counter
+	mintOK, mintErr  prometheus.Counter
+	mintsInFlight    prometheus.Gauge
+}
+
+func (p *profileObserver) Hit()         { p.hit.Inc() }
+func (p *profileObserver) StaleHit()    { p.stale.Inc() }
+func (p *profileObserver) Miss()        { p.miss.Inc() }
+func (p *profileObserver) MintStarted() { p.mintsInFlight.Inc() }
+
+func (p *profileObserver) MintDone(err error) {
+	p.mintsInFlight.Dec()
+	if err != nil {
+		p.mintErr.Inc()
+	} else {
+		p.mintOK.Inc()
+	}
+}
+
+// UpstreamCall implements broker.UpstreamObserver.
+func (m *Metrics) UpstreamCall(endpoint, outcome string, took time.Duration) {
+	m.upstreamCalls.WithLabelValues(endpoint, outcome).Inc()
+	m.upstreamLatency.WithLabelValues(endpoint).Observe(took.Seconds())
+}
+
+// Requests implements server.RequestMetrics: it resolves the series of
+// every outcome for profile once; "" stands for unconfigured profiles.
+func (m *Metrics) Requests(profile string) server.RequestCounter {
+	if profile == "" {
+		profile = UnknownProfile
+	}
+	var c requestCounter
+	for o := range server.NumOutcomes {
+		c[o] = m.requests.WithLabelValues(profile, o.String())
+	}
+	return &c
+}
+
+type requestCounter [server.NumOutcomes]prometheus.Counter
+
+func (c *requestCounter) Count(o server.Outcome) {
+	if o < server.NumOutcomes {
+		c[o].Inc()
+	}
+}
+
+// StatusSource reports every profile's state; *broker.Cache satisfies it.
+type StatusSource interface {
+	Status() []broker.Status
+}
+
+// WatchProfiles registers the per-profile gauges, computed from
+// src.Status() at each scrape (no goroutine, no upstream call):
+//
+//	cwcreds_key_expiry_seconds{profile}           seconds until the cached key expires (0 with no key)
+//	cwcreds_profile_healthy{profile}              1 when the profile holds a servable key
+//	cwcreds_consecutive_mint_failures{profile}    failed mints since the last success
+//
+// now reads the clock; nil means time.Now.
+func (m *Metrics) WatchProfiles(src StatusSource, now func() time.Time) error {
+	if now == nil {
+		now = time.Now
+	}
+	return m.reg.Register(&profileCollector{
+		src: src,
+		now: now,
+		expiry: prometheus.NewDesc(namespace+"_key_expiry_seconds",
+			"Seconds until the profile's cached key expires upstream; 0 when it holds none.", []string{"profile"}, nil),
+		healthy: prometheus.NewDesc(namespace+"_profile_healthy",
+			"1 when the profile holds a key that may be served now, else 0.", []string{"profile"}, nil),
+		failures: prometheus.NewDesc(namespace+"_consecutive_mint_failures",
+			"Failed mints since the profile's last successful one.", []string{"profile"}, nil),
+	})
+}
+
+// profileCollector reads the cache state at scrape time.
+type profileCollector struct {
+	src                       StatusSource
+	now                       func() time.Time
+	expiry, healthy, failures *prometheus.Desc
+}
+
+func (c *profileCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.expiry
+	ch <- c.healthy
+	ch <- c.failures
+}
+
+func (c *profileCollector) Collect(ch chan<- prometheus.Metric) {
+	now := c.now()
+	for _, st := range c.src.Status() {
+		left := 0.0
+		if st.Expiration != nil {
+			left = max(0, st.Expiration.Sub(now).Seconds())
+		}
+		healthy := 0.0
+		if st.Healthy {
+			healthy = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, left, st.Profile)
+		ch <- prometheus.MustNewConstMetric(c.healthy, prometheus.GaugeValue, healthy, st.Profile)
+		ch <- prometheus.MustNewConstMetric(c.failures, prometheus.GaugeValue, float64(st.ConsecutiveFailures), st.Profile)
+	}
+}

@@ -1,0 +1,217 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cwcreds/cwcreds/broker"
+)
+
+func newIMDSServer(t *testing.T, keys KeyGetter) *Server {
+	t.Helper()
+	s, _ := newTestServer(t, keys, func(o *Options) { o.IMDSProfile = testProfile })
+	return s
+}
+
+// imdsToken gets a session token from s, failing the test otherwise.
+func imdsToken(t *testing.T, s *Server, ttl string) string {
+	t.Helper()
+	rec := serve(s, request(http.MethodPut, imdsTokenPath, "X-aws-ec2-metadata-token-ttl-seconds", ttl))
+	if rec.Code != http.StatusOK || rec.Body.Len() == 0 {
+		t.Fatalf("PUT token: %d %s", rec.Code, rec.Body)
+	}
+	return rec.Body.String()
+}
+
+func TestIMDSTokenPut(t *testing.T) {
+	s := newIMDSServer(t, &fakeKeys{creds: testCreds()})
+	tests := []struct {
+		name   string
+		header []string
+		status int
+	}{
+		{"ttl 1", []string{"X-aws-ec2-metadata-token-ttl-seconds", "1"}, 200},
+		{"ttl 21600", []string{"X-aws-ec2-metadata-token-ttl-seconds", "21600"}, 200},
+		{"ttl 0", []string{"X-aws-ec2-metadata-token-ttl-seconds", "0"}, 400},
+		{"ttl 21601", []string{"X-aws-ec2-metadata-token-ttl-seconds", "21601"}, 400},
+		{"ttl negative", []string{"X-aws-ec2-metadata-token-ttl-seconds", "-5"}, 400},
+		{"ttl not a number", []string{"X-aws-ec2-metadata-token-ttl-seconds", "60s"}, 400},
+		{"ttl huge", []string{"X-aws-ec2-metadata-token-ttl-seconds", "99999999999999999999"}, 400},
+		{"ttl missing", nil, 400},
+		{"x-forwarded-for", []string{"X-aws-ec2-metadata-token-ttl-seconds", "60", "X-Forwarded-For", "10.0.0.1"}, 403},
+		{"forwarded", []string{"X-aws-ec2-metadata-token-ttl-seconds", "60", "Forwarded", "for=10.0.0.1"}, 403},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := serve(s, request(http.MethodPut, imdsTokenPath, tc.header...))
+			if rec.Code != tc.status {
+				t.Fatalf("status = %d, want %d (%s)", rec.Code, tc.status, rec.Body)
+			}
+			if tc.status != 200 {
+				return
+			}
+			if got, want := rec.Header().Get("X-aws-ec2-metadata-token-ttl-seconds"), tc.header[1]; got != want {
+				t.Errorf("TTL header = %q, want %q echoed", got, want)
+			}
+			if n := rec.Body.Len(); n < 40 || strings.ContainsAny(rec.Body.String(), "\r\n ") {
+				t.Errorf("token %q: want >= 40 characters, no blanks", rec.Body)
+			}
+		})
+	}
+	t.Run("two ttl headers", func(t *testing.T) {
+		r := request(http.MethodPut, imdsTokenPath)
+		r.Header.Add("X-aws-ec2-metadata-token-ttl-seconds", "60")
+		r.Header.Add("X-aws-ec2-metadata-token-ttl-seconds", "60")
+		if rec := serve(s, r); rec.Code != 400 {
+			t.Errorf("status = %d, want 400", rec.Code)
+		}
+	})
+	t.Run("non-loopback host", func(t *testing.T) {
+		r := request(http.MethodPut, imdsTokenPath, "X-aws-ec2-metadata-token-ttl-seconds", "60")
+		r.Host = "169.254.169.254"
+		if rec := serve(s, r); rec.Code != 403 {
+			t.Errorf("status = %d, want 403 (Host guard)", rec.Code)
+		}
+	})
+	t.Run("GET on token path", func(t *testing.T) {
+		if rec := serve(s, request(http.MethodGet, imdsTokenPath)); rec.Code != 405 {
+			t.Errorf("status = %d, want 405", rec.Code)
+		}
+	})
+	t.Run("tokens differ", func(t *testing.T) {
+		if a, b := imdsToken(t, s, "60"), imdsToken(t, s, "60"); a == b {
+			t.Error("two PUTs returned the same token")
+		}
+	})
+}
+
+func TestIMDSCredentials(t *testing.T) {
+	creds := testCreds()
+	s := newIMDSServer(t, &fakeKeys{creds: creds})
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	s.now = func() time.Time { return now }
+	tok := imdsToken(t, s, "21600")
+	short := imdsToken(t, s, "1")
+	now = now.Add(time.Second) // short has just expired
+
+	list := imdsCredsPath + "/"
+	role := imdsCredsPath + "/" + testProfile
+	tests := []struct {
+		name   string
+		path   string
+		header []string
+		status int
+		body   string // exact body for 200s, unless a JSON document
+	}{
+		{"list", list, []string{"X-aws-ec2-metadata-token", tok}, 200, testProfile},
+		{"list without slash", imdsCredsPath, []string{"X-aws-ec2-metadata-token", tok}, 200, testProfile},
+		{"list no token", list, nil, 401, ""},
+		{"list unknown token", list, []string{"X-aws-ec2-metadata-token", tok + "x"}, 401, ""},
+		{"list expired token", list, []string{"X-aws-ec2-metadata-token", short}, 401, ""},
+		{"list empty token", list, []string{"X-aws-ec2-metadata-token", ""}, 401, ""},
+		{"role", role, []string{"X-aws-ec2-metadata-token", tok}, 200, ""},
+		{"role no token", role, nil, 401, ""},
+		{"role with client token only", role, []string{"Authorization", testToken}, 401, ""},
+		{"role expired token", role, []string{"X-aws-ec2-metadata-token", short}, 401, ""},
+		{"other role", imdsCredsPath + "/admin", []string{"X-aws-ec2-metadata-token", tok}, 404, ""},
+		{"other metadata", "/latest/meta-data/instance-id", []string{"X-aws-ec2-metadata-token", tok}, 404, ""},
+		{"x-forwarded-for", role, []string{"X-aws-ec2-metadata-token", tok, "X-Forwarded-For", "10.0.0.1"}, 403, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := serve(s, request(http.MethodGet, tc.path, tc.header...))
+			if rec.Code != tc.status {
+				t.Fatalf("status = %d, want %d (%s)", rec.Code, tc.status, rec.Body)
+			}
+			switch {
+			case tc.status != 200:
+				checkJSONError(t, rec, tc.status, map[int]string{401: codeUnauthorized, 403: codeForbidden, 404: codeNotFound}[tc.status])
+			case tc.body != "":
+				if rec.Body.String() != tc.body {
+					t.Errorf("body = %q, want %q (no trailing newline)", rec.Body, tc.body)
+				}
+			default:
+				var doc map[string]any
+				if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
+					t.Fatalf("body %q: %v", rec.Body, err)
+				}
+				want := map[string]any{
+					"Code": "Success", "LastUpdated": "2030-01-01T00:00:01Z", "Type": "AWS-HMAC",
+					"AccessKeyId": creds.AccessKeyID, "SecretAccessKey": creds.SecretAccessKey,
+					"Token": "", "Expiration": "2030-01-02T03:04:05Z",
+				}
+				if len(doc) != len(want) {
+					t.Errorf("document has %d members, want %d: %s", len(doc), len(want), rec.Body)
+				}
+				for k, v := range want {
+					if doc[k] != v {
+						t.Errorf("%s = %#v, want %#v", k, doc[k], v)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestIMDSUnavailableKey(t *testing.T) {
+	s := newIMDSServer(t, &fakeKeys{err: broker.ErrNoValidKey})
+	tok := imdsToken(t, s, "60")
+	rec := serve(s, request(http.MethodGet, imdsCredsPath+"/"+testProfile, "X-aws-ec2-metadata-token", tok))
+	checkJSONError(t, rec, http.StatusServiceUnavailable, codeNoValidKey)
+}
+
+func TestIMDSOffByDefault(t *testing.T) {
+	s, _ := newTestServer(t, &fakeKeys{creds: testCreds()})
+	rec := serve(s, request(http.MethodPut, imdsTokenPath, "X-aws-ec2-metadata-token-ttl-seconds", "60"))
+	if rec.Code != http.StatusNotFound && rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("PUT token without IMDSProfile: status %d, want 404 or 405", rec.Code)
+	}
+}
+
+func TestIMDSTokenStoreIsBounded(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := newIMDS("r", func() time.Time { return now })
+	first := m.issue(time.Hour)
+	for i := 0; i < imdsMaxTokens+10; i++ {
+		m.issue(2 * time.Hour)
+	}
+	if n := len(m.tokens); n > imdsMaxTokens {
+		t.Errorf("store holds %d tokens, want at most %d", n, imdsMaxTokens)
+	}
+	if m.valid(first) {
+		t.Error("the token closest to expiry survived a full store")
+	}
+	// Expired tokens go first.
+	m = newIMDS("r", func() time.Time { return now })
+	for i := 0; i < imdsMaxTokens; i++ {
+		m.issue(time.Second)
+	}
+	now = now.Add(time.Minute)
+	keep := m.issue(time.Hour)
+	if len(m.tokens) != 1 || !m.valid(keep) {
+		t.Errorf("after expiry: %d tokens, new token valid=%v; want only the new one", len(m.tokens), m.valid(keep))
+	}
+}
+
+func TestIMDSConcurrentUse(t *testing.T) {
+	s := newIMDSServer(t, &fakeKeys{creds: testCreds()})
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Go(func() {
+			for j := 0; j < 50; j++ {
+				rec := serve(s, request(http.MethodPut, imdsTokenPath, "X-aws-ec2-metadata-token-ttl-seconds", "60"))
+				tok := rec.Body.String()
+				rec = serve(s, request(http.MethodGet, imdsCredsPath+"/"+testProfile, "X-aws-ec2-metadata-token", tok))
+				if rec.Code != 200 {
+					t.Errorf("status %d", rec.Code)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

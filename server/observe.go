@@ -1,0 +1,115 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/rs/zerolog"
+)
+
+// Outcome is how a credential request ended, for metrics and the audit log.
+type Outcome uint8
+
+// The outcomes of a credential request.
+const (
+	OutcomeOK             Outcome = iota // a key was served
+	OutcomeUnauthorized                  // missing or wrong client token (401)
+	OutcomeUnknownProfile                // no such profile (404)
+	OutcomeNoValidKey                    // the profile holds no servable key (503)
+	OutcomeError                         // anything else (500)
+	NumOutcomes                          // the number of outcomes, not one
+)
+
+var outcomeNames = [NumOutcomes]string{"ok", "unauthorized", "unknown_profile", "no_valid_key", "error"}
+
+// String returns the outcome's label value: ok, unauthorized,
+// unknown_profile, no_valid_key or error.
+func (o Outcome) String() string {
+	if o < NumOutcomes {
+		return outcomeNames[o]
+	}
+	return "invalid"
+}
+
+// outcomeOf maps an error code sent to the client to an Outcome.
+func outcomeOf(code string) Outcome {
+	switch code {
+	case codeUnauthorized:
+		return OutcomeUnauthorized
+	case codeUnknownProfile:
+		return OutcomeUnknownProfile
+	case codeNoValidKey:
+		return OutcomeNoValidKey
+	default:
+		return OutcomeError
+	}
+}
+
+// RequestMetrics counts credential requests. New calls Requests once for
+// each configured profile and once with "" for requests naming no
+// configured profile, and keeps the results, so counting a request is one
+// call on a value resolved in advance. Implementations must be safe for
+// concurrent use.
+type RequestMetrics interface {
+	Requests(profile string) RequestCounter
+}
+
+// RequestCounter counts one profile's credential requests by outcome.
+type RequestCounter interface {
+	Count(Outcome)
+}
+
+type nopRequests struct{}
+
+func (nopRequests) Requests(string) RequestCounter { return nopRequests{} }
+func (nopRequests) Count(Outcome)                  {}
+
+// PeerIdentity reports the operating-system identity of the process that
+// sent r (for a local connection), for the audit log. ok is false when it
+// is not known.
+type PeerIdentity func(r *http.Request) (uid, pid int, ok bool)
+
+// audit starts the audit line of one credential request: the profile (a
+// configured name only, never request input), the outcome, the served key's
+// id suffix and the peer. The caller adds any detail and sends it with Msg.
+// It returns nil (on which every zerolog method is a no-op) when the level
+// is disabled. It is on the hot path: it allocates nothing beyond zerolog's
+// pooled buffer.
+func (s *Server) audit(r *http.Request, profile string, o Outcome, keyID string) *zerolog.Event {
+	var ev *zerolog.Event
+	switch o {
+	case OutcomeOK, OutcomeUnknownProfile, OutcomeNoValidKey:
+		ev = s.auditLog.Info()
+	default:
+		ev = s.auditLog.Warn() // a wrong client token, or a failure of ours
+	}
+	if ev == nil {
+		return nil
+	}
+	if profile != "" {
+		ev = ev.Str("profile", profile)
+	}
+	ev = ev.Str("outcome", o.String()).Str("peer", r.RemoteAddr)
+	if keyID != "" {
+		ev = ev.Str("key_id_suffix", keySuffix(keyID))
+	}
+	if s.peerIdentity != nil {
+		if uid, pid, ok := s.peerIdentity(r); ok {
+			ev = ev.Int("peer_uid", uid).Int("peer_pid", pid)
+		}
+	}
+	return ev
+}
+
+// newAuditLogger returns log with the fields every audit line carries.
+func newAuditLogger(log zerolog.Logger) zerolog.Logger {
+	return log.With().Bool("audit", true).Str("event", "credential_request").Logger()
+}
+
+// keySuffix returns the last four characters of an access key id: enough to
+// tell keys apart in a log, not the whole id.
+func keySuffix(id string) string {
+	if len(id) <= 4 {
+		return id
+	}
+	return id[len(id)-4:]
+}
