@@ -177,6 +177,10 @@ func Usage() string {
 	return b.String()
 }
 
+// DescriptionLines returns v.Description word-wrapped to width bytes per
+// line, for generated documentation (Usage, the environment file example).
+func (v VarDoc) DescriptionLines(width int) []string { return wrap(v.Description, width) }
+
 // wrap splits s into lines of at most width bytes, breaking at spaces;
 // a longer word gets a line of its own.
 func wrap(s string, width int) []string {

@@ -99,7 +99,7 @@ func renderEnvExample() string {
 			b.WriteString(" (default: " + v.Default + ")")
 		}
 		b.WriteByte('\n')
-		for _, line := range wrapWords(v.Description, 74) {
+		for _, line := range v.DescriptionLines(74) {
 			b.WriteString("#   " + line + "\n")
 		}
 		if val, ok := envExampleSet[v.Name]; ok {
@@ -121,27 +121,6 @@ func envExampleEnvName() string {
 
 func envExampleName(name string) string {
 	return strings.ReplaceAll(name, "<NAME>", envExampleEnvName())
-}
-
-// wrapWords splits s into lines of at most width bytes at spaces.
-func wrapWords(s string, width int) []string {
-	var lines []string
-	line := ""
-	for _, w := range strings.Fields(s) {
-		switch {
-		case line == "":
-			line = w
-		case len(line)+1+len(w) <= width:
-			line += " " + w
-		default:
-			lines = append(lines, line)
-			line = w
-		}
-	}
-	if line != "" {
-		lines = append(lines, line)
-	}
-	return lines
 }
 
 // envExampleAssignments returns the NAME=value lines of the example, set
