@@ -275,7 +275,9 @@ func describeJSONError(err error) string {
 	case errors.As(err, &syn):
 		return fmt.Sprintf("invalid JSON at byte %d", syn.Offset)
 	case errors.As(err, &typ):
-		return fmt.Sprintf("field %q: want %s, got JSON %s", typ.Field, typ.Type, typ.Value)
+		// Value is "number 123" for a number: keep only the kind.
+		kind, _, _ := strings.Cut(typ.Value, " ")
+		return fmt.Sprintf("field %q: want %s, got JSON %s", typ.Field, typ.Type, kind)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "truncated JSON"
 	default:
@@ -302,23 +304,72 @@ func parseAPIError(path string, resp *http.Response, data []byte, secret string,
 	return e
 }
 
-// sanitizeMessage removes the request's secret, control characters and
-// excess length from an upstream message before it can reach a log or a
-// client.
+// minEchoLen is the shortest run of a request's secret that sanitizeMessage
+// redacts when upstream echoes only part of it (a truncated token, one
+// segment of a JWT). Shorter runs are too short to matter and too likely to
+// be ordinary text.
+const minEchoLen = 12
+
+// sanitizeMessage removes control characters, excess length and the
+// request's secret, whole or any part of it minEchoLen bytes or longer, from
+// an upstream message before it can reach a log or a client. Control
+// characters go first, so that they can neither hide the secret from
+// redaction nor, turned into spaces, form it; the message is cut before
+// redaction, so the work is bounded and a secret cut short is still caught.
 func sanitizeMessage(msg, secret string) string {
-	if secret != "" {
-		msg = strings.ReplaceAll(msg, secret, "[REDACTED]")
-	}
 	msg = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '
 		}
 		return r
 	}, msg)
-	if len(msg) > maxErrorMessageLen {
-		msg = msg[:maxErrorMessageLen] + "…"
+	cut := len(msg) > maxErrorMessageLen
+	if cut {
+		msg = strings.ToValidUTF8(msg[:maxErrorMessageLen], "")
+	}
+	if secret != "" {
+		msg = strings.ReplaceAll(msg, secret, "[REDACTED]")
+		msg = redactEchoes(msg, secret)
+	}
+	if cut {
+		msg += "…"
 	}
 	return strings.TrimSpace(msg)
+}
+
+// redactEchoes replaces every run of msg that is made of overlapping
+// minEchoLen-byte pieces of secret with [REDACTED].
+func redactEchoes(msg, secret string) string {
+	if len(secret) < minEchoLen || len(msg) < minEchoLen {
+		return msg
+	}
+	pieces := make(map[string]struct{}, len(secret)-minEchoLen+1)
+	for i := 0; i+minEchoLen <= len(secret); i++ {
+		pieces[secret[i:i+minEchoLen]] = struct{}{}
+	}
+	var b strings.Builder
+	done := 0 // msg[:done] is in b, or redacted
+	for i := 0; i+minEchoLen <= len(msg); {
+		if _, ok := pieces[msg[i:i+minEchoLen]]; !ok {
+			i++
+			continue
+		}
+		end := i + minEchoLen
+		for end < len(msg) {
+			if _, ok := pieces[msg[end+1-minEchoLen:end+1]]; !ok {
+				break
+			}
+			end++
+		}
+		b.WriteString(msg[done:i])
+		b.WriteString("[REDACTED]")
+		done, i = end, end
+	}
+	if done == 0 {
+		return msg
+	}
+	b.WriteString(msg[done:])
+	return b.String()
 }
 
 // parseRetryAfter accepts delay-seconds or an HTTP date.

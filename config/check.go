@@ -15,7 +15,7 @@ import (
 // Messages used by both Load and Validate.
 const (
 	msgNoProfiles        = "required: list the profiles to serve, comma-separated, e.g. CWCREDS_PROFILES=train,eval"
-	msgDuplicate         = "profile %q is listed more than once; list each profile once"
+	msgDuplicate         = "profile %s is listed more than once; list each profile once"
 	msgTokenFileRequired = "required: set the path of the profile's upstream credential file " +
 		"(an absolute path, or the name of a systemd LoadCredential= credential)"
 	msgAPITokenDuration = "api-token keys always live 15 minutes (fixed upstream), so it cannot be set; " +
@@ -57,7 +57,7 @@ func checkName(name string) string {
 	case strings.ContainsFunc(name, func(r rune) bool { return (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' }):
 		return fmt.Sprintf("profile name %s may contain only lower-case letters, digits and '-'; rename it", show(name))
 	case name[0] == '-' || name[len(name)-1] == '-':
-		return fmt.Sprintf("profile name %q must start and end with a letter or digit; rename it", name)
+		return fmt.Sprintf("profile name %s must start and end with a letter or digit; rename it", show(name))
 	}
 	return ""
 }

@@ -77,7 +77,16 @@ type Profile struct {
 	// IMDS makes the daemon also serve this profile's keys as the EC2
 	// instance role (IMDSv2 emulation). At most one profile sets it.
 	IMDS bool
+	// AllowedUIDs and AllowedGIDs, when either is non-empty, restrict the
+	// profile to local users with one of these uids, or whose user database
+	// groups include one of these gids. Names in the variables are resolved
+	// by Load. Both empty: any local user with the client token.
+	AllowedUIDs []uint32
+	AllowedGIDs []uint32
 }
+
+// Restricted reports whether the profile is limited to some local users.
+func (p Profile) Restricted() bool { return len(p.AllowedUIDs) > 0 || len(p.AllowedGIDs) > 0 }
 
 // IMDSProfile returns the name of the profile served as the EC2 instance
 // role, or "" when IMDS emulation is off.
@@ -118,7 +127,7 @@ func (c *Config) Validate() error {
 		if msg := checkName(p.Name); msg != "" {
 			ps.add(varProfiles, "%s", msg)
 		} else if seen[p.Name] {
-			ps.add(varProfiles, msgDuplicate, p.Name)
+			ps.add(varProfiles, msgDuplicate, show(p.Name))
 		} else if p.EnvName != envNames[i] {
 			ps.add(varProfiles, "profile %q has EnvName %q; it must be %q", p.Name, p.EnvName, envNames[i])
 		}
@@ -145,6 +154,8 @@ func (c *Config) Validate() error {
 		if msg := checkAbs(p.ClientTokenFile); msg != "" {
 			ps.add(v(sfxClientTokenFile), "%s", msg)
 		}
+		checkIDList(&ps, v(sfxAllowedUIDs), p.AllowedUIDs)
+		checkIDList(&ps, v(sfxAllowedGIDs), p.AllowedGIDs)
 	}
 	checkAcrossProfiles(&ps, c.Profiles)
 	return ps.err(envNames)

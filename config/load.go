@@ -39,6 +39,8 @@ type profileEnv struct {
 	Duration        string `split_words:"true"`
 	ClientTokenFile string `split_words:"true"`
 	IMDS            string `split_words:"true"`
+	AllowedUids     string `split_words:"true"` // not AllowedUIDs, which split_words spells ALLOWED_U_IDS
+	AllowedGids     string `split_words:"true"`
 }
 
 // Load reads the configuration from the CWCREDS_* environment variables and
@@ -81,7 +83,7 @@ func Load(environ []string) (*Config, error) {
 		case msg != "":
 			ps.add(varProfiles, "%s", msg)
 		case seen[name]:
-			ps.add(varProfiles, msgDuplicate, name)
+			ps.add(varProfiles, msgDuplicate, show(name))
 		default:
 			valid = append(valid, name)
 		}
@@ -198,6 +200,8 @@ func loadProfile(ps *problems, name, credDir, runtimeDir string, runtimeDirOK bo
 			ps.add(v(sfxIMDS), "%s is not a boolean; use true or false (or 1 or 0)", show(pe.IMDS))
 		}
 	}
+	p.AllowedUIDs = parseIDs(ps, v(sfxAllowedUIDs), pe.AllowedUids, lookupUser)
+	p.AllowedGIDs = parseIDs(ps, v(sfxAllowedGIDs), pe.AllowedGids, lookupGroup)
 	return p, nil
 }
 

@@ -29,6 +29,8 @@ const (
 	sfxDuration        = "DURATION"
 	sfxClientTokenFile = "CLIENT_TOKEN_FILE"
 	sfxIMDS            = "IMDS"
+	sfxAllowedUIDs     = "ALLOWED_UIDS"
+	sfxAllowedGIDs     = "ALLOWED_GIDS"
 )
 
 // Variables set by systemd or the session that config also reads.
@@ -134,6 +136,16 @@ var profileVars = []profileSetting{
 			"that only read instance metadata; point AWS_EC2_METADATA_SERVICE_ENDPOINT at http://127.0.0.1:<port>/. " +
 			"Any local process can get an IMDS session token, so this profile's keys are open to every local user. " +
 			"At most one profile. Takes true, false, 1 or 0."},
+	{sfxAllowedUIDs, "(any user)",
+		"Comma-separated users allowed this profile, as uids or user names (names are resolved at start-up). " +
+			"When this or ALLOWED_GIDS is set, the daemon identifies the local user owning each client's TCP " +
+			"connection and refuses the profile (403) to every other user, and to connections whose owner it cannot " +
+			"find, even with the right client token; this also applies to the profile's IMDS role. It cannot tell apart " +
+			"processes of one uid, such as containers sharing it, and root can always read the keys."},
+	{sfxAllowedGIDs, "(any group)",
+		"Comma-separated groups allowed this profile, as gids or group names (names are resolved at start-up): " +
+			"a user whose primary or supplementary group, in the user database, is listed may use the profile. " +
+			"Groups the process gained or dropped after login do not count. Combined with ALLOWED_UIDS, either match allows."},
 }
 
 // Vars documents every variable config reads, global ones first, in the

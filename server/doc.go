@@ -54,9 +54,12 @@
 // that does not exist gets 404 before the token is checked. Every route
 // refuses a Host that is not a loopback IP literal or "localhost" (DNS
 // rebinding defence; Options.AllowNonLoopbackHosts widens this to any IP
-// literal) and any request carrying X-Forwarded-For or Forwarded, since the
-// endpoint must never be reached through a proxy. A panicking handler gets a
-// JSON 500; only the panic's type and stack are logged, never its value.
+// literal), any request carrying X-Forwarded-For, Forwarded or Via, since the
+// endpoint must never be reached through a proxy, and any request carrying
+// Origin or a Sec-Fetch-* header, since only browsers send those and a web
+// page must not be able to use the daemon as a credential oracle. A
+// panicking handler gets a JSON 500; only the panic's type and stack are
+// logged, never its value.
 //
 // # Concurrency
 //

@@ -12,27 +12,59 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// guard refuses, on every route, requests that may come from a browser tricked
-// by DNS rebinding (a Host other than a loopback IP literal or localhost) or
-// relayed by a proxy (X-Forwarded-For or Forwarded present, whatever its
-// value).
+// guard refuses, on every route (IMDS included), requests that may come from
+// a browser tricked by DNS rebinding (a Host other than a loopback IP literal
+// or localhost), from a web page (Origin or any Sec-Fetch-* header present),
+// or relayed by a proxy (X-Forwarded-For, Forwarded or Via present). Each
+// header is refused whatever its value, even empty: no SDK, curl or
+// credential helper sends any of them. In particular Sec-Fetch-Site: none (a
+// URL the user typed or bookmarked) is refused too, so a browser can never
+// display a key: browsers are not clients of this daemon.
+//
+// The checks are direct lookups of canonical keys in r.Header: no
+// canonicalisation and no allocation on the hot path.
 func (s *Server) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !hostAllowed(r.Host, s.anyIP) {
 			s.writeError(w, r, errForbiddenHost)
 			return
 		}
-		if _, ok := r.Header["X-Forwarded-For"]; ok {
-			s.writeError(w, r, errForbiddenProxy)
-			return
-		}
-		if _, ok := r.Header["Forwarded"]; ok {
-			s.writeError(w, r, errForbiddenProxy)
+		if err := refusedHeader(r.Header); err != nil {
+			s.writeError(w, r, err)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
 }
+
+// refusedHeader returns the refusal for the first browser or proxy header
+// in h, or nil. Keys are canonical, as net/http stores them.
+func refusedHeader(h http.Header) error {
+	if _, ok := h["X-Forwarded-For"]; ok {
+		return errForbiddenProxy
+	}
+	if _, ok := h["Forwarded"]; ok {
+		return errForbiddenProxy
+	}
+	if _, ok := h["Via"]; ok {
+		return errForbiddenProxy
+	}
+	if _, ok := h["Origin"]; ok {
+		return errForbiddenBrowser
+	}
+	// Browsers send all four Fetch Metadata headers together; any one is
+	// enough to refuse.
+	for _, k := range secFetchHeaders {
+		if _, ok := h[k]; ok {
+			return errForbiddenBrowser
+		}
+	}
+	return nil
+}
+
+// secFetchHeaders are the Fetch Metadata request headers, canonical keys.
+// Only browsers send them (the Sec- prefix is forbidden to scripts).
+var secFetchHeaders = [...]string{"Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest", "Sec-Fetch-User"}
 
 // hostAllowed reports whether host, a request's Host (with an optional
 // port, IPv6 in brackets), names this machine without DNS: "localhost" in

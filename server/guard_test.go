@@ -195,3 +195,108 @@ func TestLogRequestsAtDebug(t *testing.T) {
 		t.Errorf("debug log holds a secret: %s", got)
 	}
 }
+
+// TestBrowserAndProxyHeadersRefused sends each browser or proxy header, with
+// a typical and an empty value, to every route (IMDS included), with an
+// otherwise valid request, and wants a logged 403 that never touches the
+// broker nor logs the token.
+func TestBrowserAndProxyHeadersRefused(t *testing.T) {
+	headers := []struct{ name, value, reason string }{
+		{"Origin", "https://evil.example", "browser"},
+		{"Origin", "null", "browser"},
+		{"Origin", "http://127.0.0.1:7777", "browser"}, // same origin still means a browser
+		{"Sec-Fetch-Site", "cross-site", "browser"},
+		{"Sec-Fetch-Site", "same-origin", "browser"},
+		{"Sec-Fetch-Site", "none", "browser"}, // a typed URL: refused as well
+		{"Sec-Fetch-Mode", "no-cors", "browser"},
+		{"Sec-Fetch-Mode", "navigate", "browser"},
+		{"Sec-Fetch-Dest", "empty", "browser"},
+		{"Sec-Fetch-User", "?1", "browser"},
+		{"sec-fetch-site", "cross-site", "browser"}, // any spelling: net/http canonicalises
+		{"Via", "1.1 squid", "proxy"},
+		{"Via", "HTTP/1.1 proxy.local:3128", "proxy"},
+		{"X-Forwarded-For", "127.0.0.1", "proxy"},
+		{"Forwarded", "for=127.0.0.1", "proxy"},
+	}
+	type route struct{ method, path string }
+	routes := []route{
+		{"GET", "/v1/credentials/" + testProfile},
+		{"GET", "/v1/profiles"},
+		{"GET", "/healthz"},
+		{"GET", "/readyz"},
+		{"GET", "/metrics"},
+		{"POST", "/v1/profiles/" + testProfile + "/revoke"},
+		{"PUT", imdsTokenPath},
+		{"GET", imdsCredsPath + "/" + testProfile},
+		{"GET", "/nope"},
+	}
+	for _, h := range headers {
+		for _, value := range []string{h.value, ""} {
+			for _, rt := range routes {
+				t.Run(h.name+"="+value+" "+rt.method+" "+rt.path, func(t *testing.T) {
+					keys := &fakeKeys{creds: testCreds()}
+					s, logs := newTestServer(t, keys, func(o *Options) {
+						o.IMDSProfile = testProfile
+						o.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { t.Error("metrics served") })
+					})
+					r := request(rt.method, rt.path, "Authorization", testToken,
+						"X-aws-ec2-metadata-token-ttl-seconds", "60", "X-aws-ec2-metadata-token", "x")
+					r.Header[http.CanonicalHeaderKey(h.name)] = []string{value}
+					rec := serve(s, r)
+					msg := checkJSONError(t, rec, http.StatusForbidden, "Forbidden")
+					if !strings.Contains(msg, h.reason) && !strings.Contains(msg, http.CanonicalHeaderKey(h.name)) {
+						t.Errorf("message %q names neither the %s nor the header", msg, h.reason)
+					}
+					if keys.calls != 0 {
+						t.Errorf("broker called %d times for a refused request", keys.calls)
+					}
+					got := logs.String()
+					if !strings.Contains(got, `"level":"warn"`) || !strings.Contains(got, `"status":403`) {
+						t.Errorf("refusal not logged at warn: %s", got)
+					}
+					if strings.Contains(got, testToken) {
+						t.Errorf("logs contain the token: %s", got)
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestClientStyleRequestsPass sends requests shaped like those of the
+// clients cwcreds serves (header sets as they send them) and wants each
+// served, not refused by the guard.
+func TestClientStyleRequestsPass(t *testing.T) {
+	clients := []struct {
+		name   string
+		header []string
+	}{
+		{"aws-sdk-go-v2", []string{"Authorization", testToken, "Accept", "application/json",
+			"User-Agent", "aws-sdk-go-v2/1.36.3 os/linux lang/go#1.26", "Amz-Sdk-Invocation-Id", "6d2a", "Amz-Sdk-Request", "attempt=1; max=3"}},
+		{"botocore", []string{"Authorization", testToken, "Accept-Encoding", "identity", "User-Agent", "Boto3/1.43.11 md/Botocore#1.43.11 ua/2.1 os/linux"}},
+		{"aws-sdk-js-v3", []string{"Authorization", testToken, "User-Agent", "aws-sdk-js/3.1173.0", "Connection", "keep-alive"}},
+		{"curl", []string{"Authorization", testToken, "Accept", "*/*", "User-Agent", "curl/8.14.1"}},
+		{"rclone", []string{"Authorization", testToken, "User-Agent", "rclone/v1.60.1", "Accept-Encoding", "gzip"}},
+	}
+	for _, c := range clients {
+		t.Run(c.name, func(t *testing.T) {
+			s, _ := newTestServer(t, &fakeKeys{creds: testCreds()})
+			rec := serve(s, request(http.MethodGet, "/v1/credentials/"+testProfile, c.header...))
+			if rec.Code != http.StatusOK {
+				t.Errorf("status = %d, want 200 (body %s)", rec.Code, rec.Body)
+			}
+		})
+	}
+}
+
+// TestRefusedHeaderAllocs keeps the guard's header checks allocation-free.
+func TestRefusedHeaderAllocs(t *testing.T) {
+	h := http.Header{"Authorization": {testToken}, "User-Agent": {"curl/8"}, "Accept": {"*/*"}}
+	if n := testing.AllocsPerRun(100, func() {
+		if refusedHeader(h) != nil {
+			t.Fatal("clean header refused")
+		}
+	}); n != 0 {
+		t.Errorf("refusedHeader allocates %v times per call, want 0", n)
+	}
+}

@@ -25,8 +25,9 @@ import (
 //
 // Every GET needs a live session token in X-aws-ec2-metadata-token (401
 // otherwise); there is no IMDSv1. The server-wide guard still applies: the
-// Host must be loopback or localhost and X-Forwarded-For / Forwarded are
-// refused (real IMDS also refuses IMDSv2 traffic carrying X-Forwarded-For).
+// Host must be loopback or localhost, and proxy headers (X-Forwarded-For,
+// Forwarded, Via) and browser headers (Origin, Sec-Fetch-*) are refused
+// (real IMDS also refuses IMDSv2 traffic carrying X-Forwarded-For).
 //
 // This path is weaker than /v1/credentials: anyone who can reach the
 // address can PUT for a session token, so the profile's keys are open to
@@ -193,6 +194,13 @@ func (s *Server) imdsGetRole(w http.ResponseWriter, r *http.Request) {
 	if chi.URLParam(r, "role") != s.imds.role {
 		s.writeError(w, r, errNotFound)
 		return
+	}
+	// ALLOWED_UIDS / ALLOWED_GIDS hold for the role as for /v1/credentials.
+	if p := s.profiles[s.imds.role]; p != nil {
+		if err := s.checkAccess(r, p); err != nil {
+			s.sendError(w, r, err.status, err.code, err.msg)
+			return
+		}
 	}
 	creds, err := s.keys.Get(r.Context(), s.imds.role)
 	if err == nil && creds == nil {

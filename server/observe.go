@@ -16,13 +16,14 @@ const (
 	OutcomeUnknownProfile                // no such profile (404)
 	OutcomeNoValidKey                    // the profile holds no servable key (503)
 	OutcomeError                         // anything else (500)
+	OutcomeForbidden                     // the peer's user may not use the profile (403)
 	NumOutcomes                          // the number of outcomes, not one
 )
 
-var outcomeNames = [NumOutcomes]string{"ok", "unauthorized", "unknown_profile", "no_valid_key", "error"}
+var outcomeNames = [NumOutcomes]string{"ok", "unauthorized", "unknown_profile", "no_valid_key", "error", "forbidden"}
 
 // String returns the outcome's label value: ok, unauthorized,
-// unknown_profile, no_valid_key or error.
+// unknown_profile, no_valid_key, error or forbidden.
 func (o Outcome) String() string {
 	if o < NumOutcomes {
 		return outcomeNames[o]
@@ -39,6 +40,8 @@ func outcomeOf(code string) Outcome {
 		return OutcomeUnknownProfile
 	case codeNoValidKey:
 		return OutcomeNoValidKey
+	case codeForbidden:
+		return OutcomeForbidden
 	default:
 		return OutcomeError
 	}
@@ -65,7 +68,7 @@ func (nopRequests) Count(Outcome)                  {}
 
 // PeerIdentity reports the operating-system identity of the process that
 // sent r (for a local connection), for the audit log. ok is false when it
-// is not known.
+// is not known; pid is 0 when only the uid is.
 type PeerIdentity func(r *http.Request) (uid, pid int, ok bool)
 
 // audit starts the audit line of one credential request: the profile (a
@@ -94,7 +97,10 @@ func (s *Server) audit(r *http.Request, profile string, o Outcome, keyID string)
 	}
 	if s.peerIdentity != nil {
 		if uid, pid, ok := s.peerIdentity(r); ok {
-			ev = ev.Int("peer_uid", uid).Int("peer_pid", pid)
+			ev = ev.Int("peer_uid", uid)
+			if pid > 0 { // 0: not known (package peer never knows it)
+				ev = ev.Int("peer_pid", pid)
+			}
 		}
 	}
 	return ev

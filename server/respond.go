@@ -45,7 +45,9 @@ var (
 	errForbiddenHost = &requestError{http.StatusForbidden, codeForbidden,
 		"Host must be a loopback address or localhost"}
 	errForbiddenProxy = &requestError{http.StatusForbidden, codeForbidden,
-		"requests relayed by a proxy (X-Forwarded-For or Forwarded) are refused"}
+		"requests relayed by a proxy (X-Forwarded-For, Forwarded or Via) are refused; connect directly (NO_PROXY=127.0.0.1)"}
+	errForbiddenBrowser = &requestError{http.StatusForbidden, codeForbidden,
+		"requests from a web browser (Origin or Sec-Fetch-* headers) are refused; use an AWS SDK, curl or cwcreds"}
 	errNotFound         = &requestError{http.StatusNotFound, codeNotFound, "no such endpoint"}
 	errMethodNotAllowed = &requestError{http.StatusMethodNotAllowed, codeMethodNotAllowed, "method not allowed"}
 	// errPanic stands for a recovered panic, whose value is never shown.

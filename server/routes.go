@@ -32,8 +32,9 @@ func (s *Server) routes() *chi.Mux {
 	return r
 }
 
-// getCredentials serves a profile's key: unknown profile 404, then bad
-// token 401, then the broker's answer.
+// getCredentials serves a profile's key: unknown profile 404, then a user
+// the profile is restricted against 403, then bad token 401, then the
+// broker's answer.
 func (s *Server) getCredentials(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "profile")
 	p := s.profiles[name]
@@ -43,6 +44,14 @@ func (s *Server) getCredentials(w http.ResponseWriter, r *http.Request) {
 		s.unknown.Count(OutcomeUnknownProfile)
 		s.audit(r, "", OutcomeUnknownProfile, "").Msg("credential request refused: unknown profile")
 		s.writeError(w, r, fmt.Errorf("%w: %q", broker.ErrUnknownProfile, name))
+		return
+	}
+	// A restricted profile refuses other users before looking at the token,
+	// and even with the right one.
+	if err := s.checkAccess(r, p); err != nil {
+		p.requests.Count(OutcomeForbidden)
+		s.audit(r, name, OutcomeForbidden, "").Msg("credential request refused: user not allowed")
+		s.sendError(w, r, err.status, err.code, err.msg)
 		return
 	}
 	// Exactly one Authorization header; indexing the map directly skips

@@ -50,6 +50,13 @@ type Options struct {
 	Requests RequestMetrics
 	// PeerIdentity, when set, adds the peer's uid and pid to audit lines.
 	PeerIdentity PeerIdentity
+	// Access restricts profiles to some local users (see access.go): a
+	// profile listed with a non-zero Access is refused (403) to any other
+	// peer, and to every peer when Peers is nil. Other profiles never
+	// consult Peers.
+	Access map[string]Access
+	// Peers identifies the local user behind a request, for Access.
+	Peers Peers
 	// Revoker and AdminToken enable POST /v1/profiles/{profile}/revoke,
 	// accepted only with AdminToken as the Authorization header. Without
 	// both the route refuses every request.
@@ -71,6 +78,7 @@ type Server struct {
 	auditLog     zerolog.Logger
 	unknown      RequestCounter // requests for unconfigured profiles
 	peerIdentity PeerIdentity
+	peers        Peers
 	metrics      http.Handler
 	revoker      KeyRevoker
 	adminToken   string
@@ -83,6 +91,7 @@ type profile struct {
 	token    string
 	rendered atomic.Pointer[renderedKey]
 	requests RequestCounter
+	access   Access // zero: any peer
 }
 
 // New returns a Server that serves keys from keys to the profiles in
@@ -101,10 +110,11 @@ func New(log zerolog.Logger, keys KeyGetter, opts Options) *Server {
 	s.auditLog = newAuditLogger(log)
 	s.unknown = opts.Requests.Requests("")
 	s.peerIdentity = opts.PeerIdentity
+	s.peers = opts.Peers
 	s.metrics = opts.Metrics
 	s.revoker, s.adminToken = opts.Revoker, opts.AdminToken
 	for name, tok := range opts.ClientTokens {
-		s.profiles[name] = &profile{name: name, token: tok, requests: opts.Requests.Requests(name)}
+		s.profiles[name] = &profile{name: name, token: tok, requests: opts.Requests.Requests(name), access: opts.Access[name]}
 	}
 	if opts.IMDSProfile != "" {
 		s.imds = newIMDS(opts.IMDSProfile, func() time.Time { return s.now() })

@@ -15,6 +15,7 @@ import (
 	"github.com/cwcreds/cwcreds/broker"
 	"github.com/cwcreds/cwcreds/config"
 	"github.com/cwcreds/cwcreds/metrics"
+	"github.com/cwcreds/cwcreds/peer"
 	"github.com/cwcreds/cwcreds/server"
 )
 
@@ -46,14 +47,19 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer, ready func
 	if err != nil {
 		return err
 	}
-	srv := server.New(log, cache, server.Options{ClientTokens: tokens, AllowNonLoopbackHosts: cfg.AllowNonLoopback, IMDSProfile: cfg.IMDSProfile(),
-		Metrics: metricsHandler, Requests: m, Revoker: cache, AdminToken: adminToken})
+	opts := server.Options{ClientTokens: tokens, AllowNonLoopbackHosts: cfg.AllowNonLoopback, IMDSProfile: cfg.IMDSProfile(),
+		Metrics: metricsHandler, Requests: m, Revoker: cache, AdminToken: adminToken}
+	restricted := peerAccess(cfg, &opts, log)
+	srv := server.New(log, cache, opts)
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s (CWCREDS_LISTEN_ADDR): %w", cfg.ListenAddr, err)
 	}
 	httpSrv := server.NewHTTPServer(cfg.ListenAddr, srv, log)
+	if restricted {
+		httpSrv.ConnContext = peer.ConnContext // a peer is looked up once per connection, when first needed
+	}
 
 	// The cache outlives the listener so requests in flight at shutdown
 	// still get their keys; it stops once the server has drained.
@@ -88,6 +94,29 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer, ready func
 	}
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// peerAccess sets opts up for the profiles with ALLOWED_UIDS or
+// ALLOWED_GIDS and reports whether there are any. Without them nothing is
+// wired: no request pays for peer identification.
+func peerAccess(cfg *config.Config, opts *server.Options, log zerolog.Logger) bool {
+	for _, p := range cfg.Profiles {
+		if !p.Restricted() {
+			continue
+		}
+		if opts.Access == nil {
+			opts.Access = make(map[string]server.Access)
+		}
+		opts.Access[p.Name] = server.Access{UIDs: p.AllowedUIDs, GIDs: p.AllowedGIDs}
+		log.Info().Str("profile", p.Name).Uints32("allowed_uids", p.AllowedUIDs).Uints32("allowed_gids", p.AllowedGIDs).
+			Msg("profile restricted to some local users")
+	}
+	if opts.Access == nil {
+		return false
+	}
+	opts.Peers = peer.Requests{}
+	opts.PeerIdentity = peer.Identity
+	return true
 }
 
 // newCache builds the upstream client, one minter per profile and the
