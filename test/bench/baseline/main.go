@@ -10,12 +10,15 @@ import (
 	"net"
 	"net/http"
 	"os"
+
+	"github.com/go-chi/chi/v5"
 )
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "loopback address to listen on")
 	bodyFile := flag.String("body-file", "", "file holding the exact response body")
 	addrFile := flag.String("addr-file", "", "write the bound address here once listening")
+	withChi := flag.Bool("chi", false, "route through chi (one /v1/credentials/{profile} route, no middleware) instead: the router's own cost, for comparison")
 	flag.Parse()
 	body, err := os.ReadFile(*bodyFile)
 	if err != nil {
@@ -41,6 +44,12 @@ func main() {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(body)
 	})
-	fmt.Fprintln(os.Stderr, (&http.Server{Handler: h}).Serve(ln))
+	var handler http.Handler = h
+	if *withChi {
+		r := chi.NewRouter()
+		r.Get("/v1/credentials/{profile}", h)
+		handler = r
+	}
+	fmt.Fprintln(os.Stderr, (&http.Server{Handler: handler}).Serve(ln))
 	os.Exit(1)
 }
