@@ -195,21 +195,36 @@ func (s *Server) imdsGetRole(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errNotFound)
 		return
 	}
-	// ALLOWED_UIDS / ALLOWED_GIDS hold for the role as for /v1/credentials.
-	if p := s.profiles[s.imds.role]; p != nil {
-		if err := s.checkAccess(r, p); err != nil {
-			s.sendError(w, r, err.status, err.code, err.msg)
-			return
-		}
+	// Same counting, audit trail and ALLOWED_UIDS / ALLOWED_GIDS as
+	// /v1/credentials; only the client token is replaced by the session
+	// token checked before this handler.
+	name := s.imds.role
+	p := s.profiles[name]
+	if p == nil {
+		s.writeError(w, r, errNotFound)
+		return
 	}
-	creds, err := s.keys.Get(r.Context(), s.imds.role)
+	if err := s.checkAccess(r, p); err != nil {
+		p.requests.Count(OutcomeForbidden)
+		s.audit(r, name, OutcomeForbidden, "").Str("via", "imds").Msg("credential request refused: user not allowed")
+		s.sendError(w, r, err.status, err.code, err.msg)
+		return
+	}
+	creds, err := s.keys.Get(r.Context(), name)
 	if err == nil && creds == nil {
 		err = errors.New("broker returned neither a key nor an error")
 	}
 	if err != nil {
-		s.writeError(w, r, fmt.Errorf("get key for IMDS role %q: %w", s.imds.role, err))
+		err = fmt.Errorf("get key for IMDS role %q: %w", name, err)
+		_, code, _ := errorStatus(err)
+		o := outcomeOf(code)
+		p.requests.Count(o)
+		s.audit(r, name, o, "").Str("via", "imds").Msg("credential request not served")
+		s.writeError(w, r, err)
 		return
 	}
+	p.requests.Count(OutcomeOK)
+	s.audit(r, name, OutcomeOK, creds.AccessKeyID).Str("via", "imds").Msg("credential served")
 	s.writeJSON(w, http.StatusOK, imdsDocument(creds, s.now()))
 }
 

@@ -215,3 +215,46 @@ func TestIMDSConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// An IMDS serve is counted and audited like a /v1/credentials one.
+func TestIMDSCountedAndAudited(t *testing.T) {
+	creds := testCreds()
+	keys := &fakeKeys{creds: creds}
+	reqs := &countingRequests{}
+	s, logs := newTestServer(t, keys, func(o *Options) {
+		o.IMDSProfile = testProfile
+		o.Requests = reqs
+	})
+	tok := imdsToken(t, s, "60")
+	role := imdsCredsPath + "/" + testProfile
+	if rec := serve(s, request(http.MethodGet, role, "X-aws-ec2-metadata-token", tok)); rec.Code != http.StatusOK {
+		t.Fatalf("GET role: %d %s", rec.Code, rec.Body)
+	}
+	keys.set(nil, &broker.UnavailableError{Profile: testProfile})
+	if rec := serve(s, request(http.MethodGet, role, "X-aws-ec2-metadata-token", tok)); rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("GET role without a key: %d %s", rec.Code, rec.Body)
+	}
+	reqs.mu.Lock()
+	ok, unavailable := reqs.counts[testProfile+"/"+OutcomeOK.String()], reqs.counts[testProfile+"/"+OutcomeNoValidKey.String()]
+	reqs.mu.Unlock()
+	if ok != 1 || unavailable != 1 {
+		t.Errorf("counts = %v, want one ok and one no_valid_key", reqs.counts)
+	}
+	var served, refused int
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if strings.Contains(line, `"audit":true`) && strings.Contains(line, `"via":"imds"`) {
+			switch {
+			case strings.Contains(line, "credential served"):
+				served++
+			case strings.Contains(line, "not served"):
+				refused++
+			}
+		}
+		if strings.Contains(line, creds.SecretAccessKey) || strings.Contains(line, tok) {
+			t.Errorf("log line holds a secret or the IMDS token: %s", line)
+		}
+	}
+	if served != 1 || refused != 1 {
+		t.Errorf("IMDS audit lines: %d served, %d not served; want 1 and 1\n%s", served, refused, logs)
+	}
+}
