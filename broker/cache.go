@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,9 +25,17 @@ type CacheProfile struct {
 	// Revoker revokes the profile's keys upstream, for Cache.Revoke. Nil
 	// means Revoke refuses for this profile.
 	Revoker Revoker
+	// Fingerprint identifies what the profile mints, for Cache.Update: the
+	// caller puts there everything that decides which key gets minted and
+	// how (source, token file, organization, SAML configuration, duration,
+	// upstream URL...). The cache only compares it: a profile whose name and
+	// fingerprint are unchanged keeps its entry, key, Minter and Revoker. It
+	// must hold no secret.
+	Fingerprint string
 }
 
-// CacheOptions tunes a Cache. The zero value of each field means the default.
+// CacheOptions tunes a Cache. The zero value of each field means the
+// default, except where a field says otherwise.
 type CacheOptions struct {
 	// Now reads the clock. Default time.Now. Timers use the runtime's clock,
 	// so tests of Run use testing/synctest.
@@ -36,21 +46,64 @@ type CacheOptions struct {
 	Logger zerolog.Logger
 	// Observer receives cache events, for metrics. Default: none.
 	Observer Observer
+	// KeyWarmup is how long a key minted to replace a still-servable one
+	// waits before it is served; the previous key is served meanwhile (see
+	// Cache). Zero means no warm-up: the library default is none, and the
+	// daemon's default (DefaultKeyWarmup) is set by its configuration.
+	KeyWarmup time.Duration
+	// MaxConcurrentRefreshes caps the background (Run-triggered) mints in
+	// flight at once across all profiles. Mints for a client that found no
+	// key are not counted and never wait for this cap. Zero or less means
+	// DefaultMaxConcurrentRefreshes.
+	MaxConcurrentRefreshes int
 }
+
+// ErrCacheStopped: Update was called after Run's context ended. The cache
+// no longer mints, so it refuses new profiles rather than pretend to serve
+// them.
+var ErrCacheStopped = errors.New("the credential cache has stopped")
+
+// errRemoved is the mint error of a profile that Update removed or replaced
+// while its mint was in flight.
+var errRemoved = errors.New("the profile was removed or replaced by a configuration update")
 
 // Cache holds one key per profile and keeps it fresh.
 //
-// Get is safe for concurrent use. Its hit path is one atomic load and a clock
-// read: it takes no lock that a mint holds. Concurrent misses for one profile
-// share one upstream call, and a caller whose context ends leaves without
-// cancelling that call. Run refreshes keys in the background; without Run
-// keys are still minted on demand, but only when none is valid.
+// Get is safe for concurrent use. Its hit path is two atomic loads (the
+// profile set and the profile's state) and a clock read: it takes no lock
+// that a mint or Update holds. Concurrent misses for one profile share one
+// upstream call, and a caller whose context ends leaves without cancelling
+// that call. Run refreshes keys in the background; without Run keys are
+// still minted on demand, but only when none is valid.
+//
+// With a KeyWarmup, a key minted to replace one that is still servable is
+// held back until it is KeyWarmup old, because the object store may refuse
+// a brand-new key for a few seconds; the previous key is served meanwhile,
+// for as long as it stays servable. A first key, a key minted while no
+// other can be served, and the key Revoke mints are served at once.
+//
+// Update replaces the profile set at any time, including while Run runs.
 type Cache struct {
-	entries map[string]*entry // fixed at construction: read without a lock
-	sf      singleflight.Group
-	now     func() time.Time
-	rand    func() float64
-	log     zerolog.Logger
+	// live is the current profile set. Update replaces the map, never
+	// modifies one in place, so Get reads it with one atomic load.
+	live atomic.Pointer[map[string]*entry]
+	sf   singleflight.Group
+	// refreshSlots holds a token per background mint in flight
+	// (MaxConcurrentRefreshes).
+	refreshSlots chan struct{}
+	now          func() time.Time
+	rand         func() float64
+	log          zerolog.Logger
+	obs          Observer
+	keyWarmup    time.Duration
+
+	// mu serialises Update and Run's start. Get, mints and refresh loops
+	// never take it.
+	mu  sync.Mutex
+	gen uint64 // entries created by Update so far; under mu
+	// spawn hands Run the entries Update creates while Run runs; nil until
+	// Run starts. Under mu.
+	spawn chan []*entry
 
 	// closing is closed when Run's context ends; it cancels in-flight mints.
 	closing   chan struct{}
@@ -58,21 +111,29 @@ type Cache struct {
 }
 
 type entry struct {
-	name    string
-	source  Source
-	minter  Minter
-	revoker Revoker
-	obs     ProfileObserver
-	state   atomic.Pointer[state]
+	name        string
+	source      Source
+	fingerprint string
+	minter      Minter
+	revoker     Revoker
+	obs         ProfileObserver
+	// flight is the entry's singleflight key: the name for the entries
+	// NewCache builds, the name and a generation for those Update builds,
+	// so a removed entry's flight is never shared with its successor's.
+	flight string
+	state  atomic.Pointer[state]
 	// changed wakes the refresh loop when a mint it did not start changes
 	// the state (capacity 1; sends never block).
 	changed chan struct{}
+	// removed is closed when Update drops the entry: its refresh loop exits
+	// and its mint in flight is cancelled.
+	removed chan struct{}
 }
 
 // state is an immutable snapshot of one profile; a new one replaces it
 // after every mint attempt.
 type state struct {
-	key         *Credentials // nil until the first successful mint
+	key         *Credentials // the newest key; nil until the first successful mint
 	obtained    time.Time
 	refreshAt   time.Time
 	serveUntil  time.Time
@@ -82,11 +143,43 @@ type state struct {
 	retryAt     time.Time // no mint before this while failing
 	lastRefresh time.Time
 	mintLatency time.Duration // of the last successful mint
+
+	// While key warms up, prev (the key it replaces) is served until
+	// warmUntil or prevUntil (prev's own serve limit), whichever comes
+	// first. prev is nil when key was served at once.
+	prev      *Credentials
+	prevUntil time.Time
+	warmUntil time.Time
 }
 
-// servable reports whether s.key may be handed to a client at now.
+// serve returns the key to hand a client at now and until when it may be
+// served, or nil when there is none. It is the one place that decides which
+// key is served: Get, Status, the refresh schedule and the next warm-up
+// all ask it.
+func (s *state) serve(now time.Time) (*Credentials, time.Time) {
+	switch {
+	case s.key == nil:
+		return nil, time.Time{} // never minted, or Revoke dropped it (and prev with it)
+	case s.prev != nil && now.Before(s.warmUntil) && now.Before(s.prevUntil):
+		return s.prev, s.prevUntil
+	case now.Before(s.serveUntil):
+		return s.key, s.serveUntil
+	}
+	return nil, time.Time{}
+}
+
+// servable reports whether some key may be handed to a client at now.
 func (s *state) servable(now time.Time) bool {
-	return s.key != nil && now.Before(s.serveUntil)
+	k, _ := s.serve(now)
+	return k != nil
+}
+
+// takeover is when key starts being served: at once unless it warms up.
+func (s *state) takeover() time.Time {
+	if s.prev == nil {
+		return s.obtained
+	}
+	return minTime(s.warmUntil, s.prevUntil)
 }
 
 // nextMint is the earliest time a mint may start. This one predicate gates
@@ -123,15 +216,23 @@ func NewCache(profiles []CacheProfile, opts ...func(*CacheOptions)) (*Cache, err
 	for _, fn := range opts {
 		fn(&o)
 	}
+	if err := validateProfiles(profiles); err != nil {
+		return nil, err
+	}
 	if o.Observer == nil {
 		o.Observer = nopObserver{}
 	}
+	if o.MaxConcurrentRefreshes <= 0 {
+		o.MaxConcurrentRefreshes = DefaultMaxConcurrentRefreshes
+	}
 	c := &Cache{
-		entries: make(map[string]*entry, len(profiles)),
-		now:     o.Now,
-		rand:    o.Rand,
-		log:     o.Logger,
-		closing: make(chan struct{}),
+		refreshSlots: make(chan struct{}, o.MaxConcurrentRefreshes),
+		now:          o.Now,
+		rand:         o.Rand,
+		log:          o.Logger,
+		obs:          o.Observer,
+		keyWarmup:    max(o.KeyWarmup, 0),
+		closing:      make(chan struct{}),
 	}
 	if o.Now == nil {
 		c.now = time.Now
@@ -139,19 +240,124 @@ func NewCache(profiles []CacheProfile, opts ...func(*CacheOptions)) (*Cache, err
 	if o.Rand == nil {
 		c.rand = rand.Float64
 	}
+	live := make(map[string]*entry, len(profiles))
+	for _, p := range profiles {
+		e := c.newEntry(p, p.Name)
+		live[p.Name] = e
+	}
+	c.live.Store(&live)
+	return c, nil
+}
+
+func validateProfiles(profiles []CacheProfile) error {
+	seen := make(map[string]bool, len(profiles))
 	for _, p := range profiles {
 		if p.Name == "" || p.Minter == nil {
-			return nil, fmt.Errorf("cache profile %q: name and minter are required", p.Name)
+			return fmt.Errorf("cache profile %q: name and minter are required", p.Name)
 		}
-		if _, dup := c.entries[p.Name]; dup {
-			return nil, fmt.Errorf("cache profile %q: duplicate name", p.Name)
+		if strings.ContainsRune(p.Name, 0) {
+			return fmt.Errorf("cache profile %q: name holds a NUL byte", p.Name)
 		}
-		e := &entry{name: p.Name, source: p.Source, minter: p.Minter, revoker: p.Revoker,
-			obs: o.Observer.Profile(p.Name), changed: make(chan struct{}, 1)}
-		e.state.Store(&state{})
-		c.entries[p.Name] = e
+		if seen[p.Name] {
+			return fmt.Errorf("cache profile %q: duplicate name", p.Name)
+		}
+		seen[p.Name] = true
 	}
-	return c, nil
+	return nil
+}
+
+func (c *Cache) newEntry(p CacheProfile, flight string) *entry {
+	e := &entry{name: p.Name, source: p.Source, fingerprint: p.Fingerprint, minter: p.Minter,
+		revoker: p.Revoker, obs: c.obs.Profile(p.Name), flight: flight,
+		changed: make(chan struct{}, 1), removed: make(chan struct{})}
+	e.state.Store(&state{})
+	return e
+}
+
+// lookup returns the current entry for profile, or nil.
+func (c *Cache) lookup(profile string) *entry {
+	return (*c.live.Load())[profile]
+}
+
+// UpdateResult reports what Update did, by profile name, each list sorted.
+type UpdateResult struct {
+	// Kept: same name and fingerprint; the entry, its key and its refresh
+	// loop carry on untouched.
+	Kept []string
+	// Added: new names; they start cold and, while Run runs, warm at once.
+	Added []string
+	// Replaced: same name, different fingerprint. The old key belongs to
+	// another identity and is dropped (never served again); the profile
+	// starts cold like an added one.
+	Replaced []string
+	// Removed: names no longer configured; Get refuses them with
+	// ErrUnknownProfile, and their refresh loops and mints in flight stop.
+	Removed []string
+}
+
+// Update replaces the profile set with profiles, for a configuration
+// reload. It validates profiles like NewCache and changes nothing on error.
+// When it returns, Get and Status see the new set; the new entries' refresh
+// loops have been handed to Run if Run is running, or start when Run does.
+// A mint in flight for a removed or replaced entry is cancelled and never
+// writes into, nor is shared with, the entry that replaces it.
+//
+// Update is safe to call concurrently with everything else. After Run's
+// context has ended it returns ErrCacheStopped and changes nothing.
+func (c *Cache) Update(profiles []CacheProfile) (UpdateResult, error) {
+	if err := validateProfiles(profiles); err != nil {
+		return UpdateResult{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if isClosing(c.closing) {
+		return UpdateResult{}, ErrCacheStopped
+	}
+	old := *c.live.Load()
+	next := make(map[string]*entry, len(profiles))
+	var res UpdateResult
+	var fresh []*entry
+	for _, p := range profiles {
+		prev := old[p.Name]
+		if prev != nil && prev.fingerprint == p.Fingerprint {
+			next[p.Name] = prev
+			res.Kept = append(res.Kept, p.Name)
+			continue
+		}
+		if prev != nil {
+			res.Replaced = append(res.Replaced, p.Name)
+		} else {
+			res.Added = append(res.Added, p.Name)
+		}
+		c.gen++
+		// The generation after the last NUL is unique and names hold no
+		// NUL, so this key equals no other entry's.
+		e := c.newEntry(p, p.Name+"\x00"+strconv.FormatUint(c.gen, 10))
+		next[p.Name] = e
+		fresh = append(fresh, e)
+	}
+	c.live.Store(&next)
+	// Only now, once Get can no longer find them, stop the dropped entries.
+	for name, e := range old {
+		if next[name] != e {
+			close(e.removed)
+			if next[name] == nil {
+				res.Removed = append(res.Removed, name)
+			}
+		}
+	}
+	for _, l := range [][]string{res.Kept, res.Added, res.Replaced, res.Removed} {
+		slices.Sort(l)
+	}
+	if c.spawn != nil && len(fresh) > 0 {
+		select {
+		case c.spawn <- fresh:
+		case <-c.closing: // Run is stopping: nothing will refresh them anyway
+		}
+	}
+	c.log.Info().Str("event", "profiles_updated").Strs("kept", res.Kept).Strs("added", res.Added).
+		Strs("replaced", res.Replaced).Strs("removed", res.Removed).Msg("profile set updated")
+	return res, nil
 }
 
 // Get returns a key for profile that stays valid for at least the serve
@@ -160,29 +366,29 @@ func NewCache(profiles []CacheProfile, opts ...func(*CacheOptions)) (*Cache, err
 // *UnavailableError (errors.Is ErrNoValidKey) saying why; an unconfigured
 // profile gives ErrUnknownProfile.
 func (c *Cache) Get(ctx context.Context, profile string) (*Credentials, error) {
-	e := c.entries[profile]
+	e := c.lookup(profile)
 	if e == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, profile)
 	}
 	now := c.now()
 	s := e.state.Load()
-	if s.servable(now) {
+	if k, _ := s.serve(now); k != nil {
 		if s.failures == 0 {
 			e.obs.Hit()
 		} else {
 			e.obs.StaleHit() // refreshing is failing; the old key is still valid
 		}
-		return s.key, nil
+		return k, nil
 	}
 	e.obs.Miss()
 	if now.Before(s.nextMint(now)) {
 		return nil, s.unavailable(profile) // backing off: no upstream call
 	}
 	select {
-	case r := <-c.sf.DoChan(profile, func() (any, error) { return c.mint(ctx, e, triggerRequest), nil }):
+	case r := <-c.sf.DoChan(e.flight, func() (any, error) { return c.mint(ctx, e, triggerRequest), nil }):
 		s := r.Val.(*state)
-		if s.servable(c.now()) {
-			return s.key, nil
+		if k, _ := s.serve(c.now()); k != nil {
+			return k, nil
 		}
 		return nil, s.unavailable(profile)
 	case <-ctx.Done():
@@ -201,10 +407,18 @@ const (
 // behalf of every caller sharing a flight: detached from ctx's
 // cancellation, bounded by MintTimeout and cancelled by Run's shutdown.
 func (c *Cache) upstreamContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return c.entryUpstreamContext(ctx, nil)
+}
+
+// entryUpstreamContext is upstreamContext for a call that is also
+// cancelled when removed is closed (nil: never).
+func (c *Cache) entryUpstreamContext(ctx context.Context, removed <-chan struct{}) (context.Context, context.CancelFunc) {
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), MintTimeout)
 	go func() {
 		select {
 		case <-c.closing:
+			cancel()
+		case <-removed:
 			cancel()
 		case <-uctx.Done():
 		}
@@ -213,17 +427,17 @@ func (c *Cache) upstreamContext(ctx context.Context) (context.Context, context.C
 }
 
 // mint runs one upstream mint for e, unless another one finished meanwhile,
-// and stores the outcome. It is only called inside c.sf for e.name, so at
-// most one runs per profile. The mint is detached from ctx's cancellation
+// and stores the outcome. It is only called inside c.sf for e.flight, so at
+// most one runs per entry. The mint is detached from ctx's cancellation
 // (other callers share it) but bounded by MintTimeout and stopped by Run's
-// shutdown.
+// shutdown or by Update dropping e.
 func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 	start := c.now()
 	old := e.state.Load()
 	if start.Before(old.nextMint(start)) {
 		return old // a flight that just ended already did the work
 	}
-	mctx, cancel := c.upstreamContext(ctx)
+	mctx, cancel := c.entryUpstreamContext(ctx, e.removed)
 	defer cancel()
 
 	e.obs.MintStarted()
@@ -235,8 +449,13 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 	}
 	next := *old
 	if err != nil {
-		if errors.Is(mctx.Err(), context.Canceled) && isClosing(c.closing) {
-			err = errors.New("broker is shutting down")
+		if errors.Is(mctx.Err(), context.Canceled) {
+			switch {
+			case isClosing(c.closing):
+				err = errors.New("broker is shutting down")
+			case isClosing(e.removed):
+				err = errRemoved
+			}
 		}
 		next.lastErr = err
 		next.lastErrAt = now
@@ -252,9 +471,16 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 		next.refreshAt, next.serveUntil = schedule(now, key.Expires, c.rand())
 		next.failures = 0
 		next.retryAt = time.Time{}
+		next.prev, next.prevUntil, next.warmUntil = nil, time.Time{}, time.Time{}
+		// Warm up only in place of a key clients are getting now. A key
+		// Revoke replaces was revoked upstream: never serve it again.
+		if prev, until := old.serve(now); prev != nil && c.keyWarmup > 0 && trigger != triggerRevoke {
+			next.prev, next.prevUntil, next.warmUntil = prev, until, now.Add(c.keyWarmup)
+		}
 		ev := c.log.Info().Bool("audit", true).Str("event", "key_minted").
 			Str("profile", e.name).Str("source", string(e.source)).Str("trigger", trigger).
-			EmbedObject(key).Dur("latency_ms", next.mintLatency).Time("refresh_at", next.refreshAt)
+			EmbedObject(key).Dur("latency_ms", next.mintLatency).Time("refresh_at", next.refreshAt).
+			Time("serve_from", next.takeover())
 		if old.key != nil {
 			ev = ev.Str("previous_access_key_id", old.key.AccessKeyID)
 		}
@@ -290,7 +516,10 @@ func (c *Cache) checkKey(e *entry, key *Credentials, now time.Time) (*Credential
 func (c *Cache) logFailure(e *entry, s *state, err error, wait time.Duration, now time.Time, trigger string) {
 	ev := c.log.Warn()
 	var api *APIError
-	if errors.As(err, &api) && !api.Temporary() {
+	switch {
+	case errors.Is(err, errRemoved):
+		ev = c.log.Info() // expected during a reload; nothing to fix
+	case errors.As(err, &api) && !api.Temporary():
 		ev = c.log.Error() // a revoked or wrong credential needs a person
 	}
 	ev.Bool("audit", true).Str("event", "mint_failed").
@@ -299,7 +528,7 @@ func (c *Cache) logFailure(e *entry, s *state, err error, wait time.Duration, no
 		Bool("serving_previous_key", s.servable(now)).Msg("mint failed")
 }
 
-func isClosing(ch chan struct{}) bool {
+func isClosing(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
 		return true
@@ -310,38 +539,76 @@ func isClosing(ch chan struct{}) bool {
 
 // Run warms every profile and keeps its key fresh until ctx ends, then
 // cancels in-flight mints and returns once every refresh goroutine has
-// exited. Call it once.
+// exited, including those of profiles Update added meanwhile. At most
+// MaxConcurrentRefreshes background mints run at once. Call it once: a
+// second call returns at once. After Run returns the cache mints no more.
 func (c *Cache) Run(ctx context.Context) {
+	c.mu.Lock()
+	if c.spawn != nil || isClosing(c.closing) {
+		c.mu.Unlock()
+		return
+	}
+	spawn := make(chan []*entry)
+	c.spawn = spawn
+	initial := *c.live.Load()
+	c.mu.Unlock()
+
 	var wg sync.WaitGroup
-	for _, e := range c.entries {
+	for _, e := range initial {
 		wg.Go(func() { c.refreshLoop(ctx, e) })
 	}
-	<-ctx.Done()
-	c.closeOnce.Do(func() { close(c.closing) })
-	wg.Wait()
+	for {
+		select {
+		case fresh := <-spawn:
+			for _, e := range fresh {
+				wg.Go(func() { c.refreshLoop(ctx, e) })
+			}
+		case <-ctx.Done():
+			// Closing first releases an Update blocked handing Run entries.
+			c.closeOnce.Do(func() { close(c.closing) })
+			wg.Wait()
+			return
+		}
+	}
 }
 
+// refreshLoop keeps e fresh until ctx ends or Update drops e.
 func (c *Cache) refreshLoop(ctx context.Context, e *entry) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	for {
+	for ctx.Err() == nil && !isClosing(e.removed) {
 		now := c.now()
 		if wait := e.state.Load().nextMint(now).Sub(now); wait > 0 {
 			timer.Reset(wait)
 			select {
 			case <-ctx.Done():
 				return
+			case <-e.removed:
+				return
 			case <-e.changed:
 				continue
 			case <-timer.C:
 			}
 		}
-		if ctx.Err() != nil {
+		// Queue for a refresh slot. A client finding no key does not queue:
+		// its own mint wakes us through e.changed, and we re-plan.
+		select {
+		case c.refreshSlots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		case <-e.removed:
+			return
+		case <-e.changed:
+			continue
+		}
+		if ctx.Err() != nil || isClosing(e.removed) {
+			<-c.refreshSlots
 			return
 		}
 		// Wait for the mint even if ctx ends: shutdown cancels it through
 		// c.closing, and Run must not return while it still writes state.
-		<-c.sf.DoChan(e.name, func() (any, error) { return c.mint(ctx, e, triggerRefresh), nil })
+		<-c.sf.DoChan(e.flight, func() (any, error) { return c.mint(ctx, e, triggerRefresh), nil })
+		<-c.refreshSlots
 		// Drain the wake-up our own mint queued.
 		select {
 		case <-e.changed:
@@ -350,21 +617,32 @@ func (c *Cache) refreshLoop(ctx context.Context, e *entry) {
 	}
 }
 
-// Status reports every profile, sorted by name.
+// Status reports every profile, sorted by name. Expiration and AccessKeyID
+// describe the key served now; while a new key warms up, WarmingAccessKeyID
+// and WarmingUntil describe it.
 func (c *Cache) Status() []Status {
 	now := c.now()
-	out := make([]Status, 0, len(c.entries))
-	for _, e := range c.entries {
+	live := *c.live.Load()
+	out := make([]Status, 0, len(live))
+	for _, e := range live {
 		s := e.state.Load()
-		st := Status{Profile: e.name, Source: e.source, Healthy: s.servable(now), ConsecutiveFailures: s.failures,
+		served, _ := s.serve(now)
+		st := Status{Profile: e.name, Source: e.source, Healthy: served != nil, ConsecutiveFailures: s.failures,
 			Reason: s.reason(e.name, now)}
-		if s.key != nil {
-			st.Principal = s.key.Principal
-			st.AccessKeyID = s.key.AccessKeyID
-			st.Expiration = timePtr(s.key.Expires)
+		if served == nil {
+			served = s.key // not servable, but still the key the profile holds
+		}
+		if served != nil {
+			st.Principal = served.Principal
+			st.AccessKeyID = served.AccessKeyID
+			st.Expiration = timePtr(served.Expires)
 			st.RefreshAt = timePtr(s.refreshAt)
 			st.LastRefresh = timePtr(s.lastRefresh)
 			st.LastMintLatencySeconds = s.mintLatency.Seconds()
+		}
+		if served != nil && served != s.key {
+			st.WarmingAccessKeyID = s.key.AccessKeyID
+			st.WarmingUntil = timePtr(s.takeover())
 		}
 		if s.lastErr != nil {
 			st.LastError = s.lastErr.Error()
@@ -382,4 +660,11 @@ func (c *Cache) Status() []Status {
 func timePtr(t time.Time) *time.Time {
 	u := t.UTC().Round(0)
 	return &u
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }

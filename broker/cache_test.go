@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -14,8 +15,10 @@ import (
 )
 
 // fakeMinter mints keys of a fixed lifetime after a fixed latency, or fails
-// with err. It records every call. Safe for concurrent use.
+// with err. It records every call. Its key ids start with prefix, so keys of
+// different minters differ. Safe for concurrent use.
 type fakeMinter struct {
+	prefix   string
 	mu       sync.Mutex
 	lifetime time.Duration
 	latency  time.Duration
@@ -41,7 +44,7 @@ func (m *fakeMinter) Mint(ctx context.Context) (*Credentials, error) {
 		return nil, err
 	}
 	return &Credentials{
-		AccessKeyID:     fmt.Sprintf("CWKEY%010d", n),
+		AccessKeyID:     fmt.Sprintf("%sCWKEY%010d", m.prefix, n),
 		SecretAccessKey: "cwoSECRETVALUE",
 		Principal:       "coreweave/test",
 		Expires:         time.Now().Add(lifetime).UTC(),
@@ -374,6 +377,10 @@ func TestBackoff(t *testing.T) {
 		{"retry-after capped", &APIError{StatusCode: 503, RetryAfter: 24 * time.Hour}, 1, 0, MaxRetryAfter},
 		{"retry-after cannot shorten a rejection", &APIError{StatusCode: 403, RetryAfter: time.Second}, 1, 0, RejectedBackoffInitial / 2},
 		{"bad token file is transient", fmt.Errorf("%w: /x is empty", ErrBadToken), 1, 0, BackoffInitial / 2},
+		{"timed-out mint starts further", fmt.Errorf("mint: %w", context.DeadlineExceeded), 1, 0, TimedOutBackoffInitial / 2},
+		{"network timeout starts further", &net.OpError{Op: "read", Err: timeoutErr{}}, 2, 0, TimedOutBackoffInitial},
+		{"timed-out capped", context.DeadlineExceeded, 30, 0, BackoffMax / 2},
+		{"upstream 504 is an answer, not a timeout", &APIError{StatusCode: 504}, 1, 0, BackoffInitial / 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -25,6 +25,10 @@ type Profile struct {
 	Source Source
 	// TokenFile holds the upstream credential; it is re-read at every mint.
 	TokenFile string
+	// AllowInsecureFileMode lets TokenFile be readable or writable by its
+	// group or others (CWCREDS_ALLOW_INSECURE_FILE_MODES). Without it such a
+	// file fails every mint with ErrInsecureFileMode (see ReadTokenFile).
+	AllowInsecureFileMode bool
 	// OrgID is the CoreWeave organization (oidc, saml).
 	OrgID string
 	// ConfigID is the SAML federation configuration (saml).
@@ -74,7 +78,7 @@ func (c *Client) Minter(p Profile) (Minter, error) {
 		return nil, fmt.Errorf("profile %q: unknown source %q", p.Name, p.Source)
 	}
 	return MinterFunc(func(ctx context.Context) (*Credentials, error) {
-		tok, err := ReadTokenFile(p.TokenFile)
+		tok, err := ReadTokenFileMode(p.TokenFile, p.AllowInsecureFileMode)
 		if err != nil {
 			return nil, err
 		}

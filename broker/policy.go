@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"context"
 	"errors"
+	"net"
 	"time"
 )
 
@@ -31,11 +33,29 @@ const (
 	// MintTimeout bounds one upstream mint, wherever it was started.
 	MintTimeout = 20 * time.Second
 
+	// DefaultKeyWarmup is the daemon's CacheOptions.KeyWarmup: CoreWeave's
+	// object store may refuse a brand-new key for a few seconds while it
+	// propagates, so a refreshed key is held back this long and the previous
+	// key, which has a third of its life left, is served meanwhile.
+	DefaultKeyWarmup = 5 * time.Second
+	// DefaultMaxConcurrentRefreshes caps background mints in flight at once.
+	// At start-up every profile needs a key: without a cap a node with a
+	// thousand profiles would make a thousand simultaneous upstream calls
+	// and risk upstream rate limits. Sixteen warms a thousand profiles in
+	// about a minute of upstream latency at 1s per mint, and clients asking
+	// for a profile still queued never wait for the queue.
+	DefaultMaxConcurrentRefreshes = 16
+
 	// Transient failures (network, timeouts, 5xx, malformed replies, a
 	// missing token file): exponential backoff from BackoffInitial, doubling
 	// to BackoffMax, with equal jitter.
 	BackoffInitial = 2 * time.Second
 	BackoffMax     = time.Minute
+	// A mint that timed out may still have created a key upstream whose
+	// reply was lost: an orphan, live until it expires. Mints are not
+	// idempotent, so after a timeout the backoff starts here instead, and
+	// a stalled upstream is not fed a new orphan every few seconds.
+	TimedOutBackoffInitial = 15 * time.Second
 	// Upstream refused the credential (401, 403) or the request (other 4xx):
 	// the same token will keep failing, so back off much further. A revoked
 	// token causes at most one call per step.
@@ -68,6 +88,9 @@ func schedule(now, expires time.Time, r float64) (refreshAt, serveUntil time.Tim
 func backoff(err error, failures int, r float64) time.Duration {
 	var api *APIError
 	if !errors.As(err, &api) {
+		if timedOut(err) {
+			return exponential(TimedOutBackoffInitial, BackoffMax, failures, r)
+		}
 		return exponential(BackoffInitial, BackoffMax, failures, r)
 	}
 	d := exponential(BackoffInitial, BackoffMax, failures, r)
@@ -90,4 +113,11 @@ func exponential(initial, max time.Duration, failures int, r float64) time.Durat
 	}
 	d = min(d, max)
 	return d/2 + time.Duration(float64(d/2)*r)
+}
+
+// timedOut reports whether err ended a call whose outcome upstream is
+// unknown: a deadline or a network timeout.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }

@@ -26,25 +26,24 @@ type Revoker interface {
 
 // Revoker returns the Revoker for p's keys. Without an explicit token,
 // access-key and api-token profiles revoke with their own upstream token,
-// read from p.TokenFile at each call; oidc and saml profiles hold no API
-// access token, so they need one (ErrRevokeTokenRequired).
+// read from p.TokenFile at each call (with the same file mode rule as
+// minting); oidc and saml profiles hold no API access
+// token, so they need one (ErrRevokeTokenRequired).
 func (c *Client) Revoker(p Profile) Revoker {
-	return &profileRevoker{client: c, name: p.Name, source: p.Source, tokenFile: p.TokenFile}
+	return &profileRevoker{client: c, profile: p}
 }
 
 type profileRevoker struct {
-	client    *Client
-	name      string
-	source    Source
-	tokenFile string
+	client  *Client
+	profile Profile
 }
 
 func (r *profileRevoker) Revoke(ctx context.Context, apiToken, accessKeyID string) error {
 	if apiToken == "" {
-		if r.source != SourceAccessKey && r.source != SourceAPIToken {
-			return fmt.Errorf("%w: source %s holds none", ErrRevokeTokenRequired, r.source)
+		if src := r.profile.Source; src != SourceAccessKey && src != SourceAPIToken {
+			return fmt.Errorf("%w: source %s holds none", ErrRevokeTokenRequired, src)
 		}
-		tok, err := ReadTokenFile(r.tokenFile)
+		tok, err := ReadTokenFileMode(r.profile.TokenFile, r.profile.AllowInsecureFileMode)
 		if err != nil {
 			return err
 		}
@@ -84,7 +83,7 @@ type Revocation struct {
 // error says why. When the revocation succeeds but the new mint fails, the
 // error is nil and Revocation.MintError is set.
 func (c *Cache) Revoke(ctx context.Context, profile, apiToken string) (*Revocation, error) {
-	e := c.entries[profile]
+	e := c.lookup(profile)
 	if e == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, profile)
 	}
@@ -97,7 +96,7 @@ func (c *Cache) Revoke(ctx context.Context, profile, apiToken string) (*Revocati
 			rev *Revocation
 			err error
 		)
-		ch := c.sf.DoChan(profile, func() (any, error) {
+		ch := c.sf.DoChan(e.flight, func() (any, error) {
 			ran = true
 			var s *state
 			s, rev, err = c.revoke(ctx, e, apiToken)
@@ -119,10 +118,16 @@ func (c *Cache) Revoke(ctx context.Context, profile, apiToken string) (*Revocati
 // the flight's other callers get.
 func (c *Cache) revoke(ctx context.Context, e *entry, apiToken string) (*state, *Revocation, error) {
 	old := e.state.Load()
-	if old.key == nil {
+	// Revoke the key clients are getting: while a new key warms up, that
+	// is the previous one. A key no longer served is still revoked.
+	target, _ := old.serve(c.now())
+	if target == nil {
+		target = old.key
+	}
+	if target == nil {
 		return old, nil, fmt.Errorf("profile %q: %w", e.name, ErrNothingToRevoke)
 	}
-	id := old.key.AccessKeyID
+	id := target.AccessKeyID
 	rctx, cancel := c.upstreamContext(ctx)
 	err := e.revoker.Revoke(rctx, apiToken, id)
 	cancel()
@@ -137,7 +142,7 @@ func (c *Cache) revoke(ctx context.Context, e *entry, apiToken string) (*state, 
 	// Stop serving the revoked key now: a client asking from here on waits
 	// for the key this flight mints.
 	dropped := *old
-	dropped.key = nil
+	dropped.key, dropped.prev = nil, nil
 	dropped.refreshAt, dropped.serveUntil, dropped.retryAt = time.Time{}, time.Time{}, time.Time{}
 	e.state.Store(&dropped)
 	c.log.Warn().Bool("audit", true).Str("event", "key_revoked").Str("profile", e.name).

@@ -8,8 +8,10 @@ type Status struct {
 	Profile string `json:"profile"`
 	Source  Source `json:"source"`
 	// Healthy is true when the profile holds a key that may be served now.
-	Healthy     bool       `json:"healthy"`
-	Principal   string     `json:"principal,omitempty"`
+	Healthy   bool   `json:"healthy"`
+	Principal string `json:"principal,omitempty"`
+	// AccessKeyID and Expiration describe the key served now (or, when
+	// none may be served, the newest key held).
 	AccessKeyID string     `json:"accessKeyId,omitempty"`
 	Expiration  *time.Time `json:"expiration,omitempty"`
 	// RefreshAt is when the background refresh will replace the key.
@@ -24,6 +26,12 @@ type Status struct {
 	// LastMintLatencySeconds is how long the last successful mint took
 	// upstream.
 	LastMintLatencySeconds float64 `json:"lastMintLatencySeconds,omitempty"`
+	// WarmingAccessKeyID and WarmingUntil are set while a newly minted key
+	// warms up (CacheOptions.KeyWarmup): AccessKeyID, Expiration and
+	// Principal describe the previous key, still served, and the new one
+	// takes over at WarmingUntil.
+	WarmingAccessKeyID string     `json:"warmingAccessKeyId,omitempty"`
+	WarmingUntil       *time.Time `json:"warmingUntil,omitempty"`
 	// Reason says why the profile is not Healthy; empty when it is. Like
 	// LastError it is safe to show: it never holds a secret.
 	Reason string `json:"reason,omitempty"`

@@ -203,6 +203,19 @@ func checkDuration(d time.Duration, shown string) string {
 	return ""
 }
 
+// checkKeyWarmup returns what is wrong with a key warm-up, or "". shown is
+// how the message spells the value.
+func checkKeyWarmup(d time.Duration, shown string) string {
+	switch {
+	case d < 0:
+		return fmt.Sprintf("%s is negative; use a duration from 0 (no warm-up) to 1m, such as 5s", shown)
+	case d > maxKeyWarmup:
+		return fmt.Sprintf("%s is longer than 1m: a new key propagates within seconds, and the previous key must "+
+			"outlive the warm-up; use e.g. 5s (0 disables it)", shown)
+	}
+	return ""
+}
+
 // checkAcrossProfiles reports conflicts between profiles: two profiles
 // whose variable names overlap (profile "a" reads
 // CWCREDS_PROFILE_A_CLIENT_TOKEN_FILE, which is profile "a-client"'s

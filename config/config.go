@@ -23,6 +23,7 @@
 package config
 
 import (
+	"fmt"
 	"slices"
 	"time"
 )
@@ -47,6 +48,17 @@ type Config struct {
 	// NodeName identifies this node in the audit attributes sent upstream
 	// (CWCREDS_NODE_NAME).
 	NodeName string
+	// AllowInsecureFileModes accepts upstream token files that their group
+	// or others can read or write (CWCREDS_ALLOW_INSECURE_FILE_MODES).
+	AllowInsecureFileModes bool
+	// KeyWarmup is how old a key minted to replace a still-servable one
+	// must be before it is served, 0 to 1m; 0 disables warm-up
+	// (CWCREDS_KEY_WARMUP).
+	KeyWarmup time.Duration
+	// EnvFile is the absolute path of the environment file the daemon reads
+	// at start and on SIGHUP, or "" (CWCREDS_ENV_FILE). Load does not read
+	// it: the caller applies ReadEnvFile's variables before calling Load.
+	EnvFile string
 	// Profiles are the configured profiles, in CWCREDS_PROFILES order.
 	Profiles []Profile
 }
@@ -87,6 +99,18 @@ type Profile struct {
 
 // Restricted reports whether the profile is limited to some local users.
 func (p Profile) Restricted() bool { return len(p.AllowedUIDs) > 0 || len(p.AllowedGIDs) > 0 }
+
+// Fingerprint identifies what decides which key the profile mints: its
+// source, upstream token file path, organization and SAML configuration
+// IDs, and key lifetime. Two configurations of a profile with equal
+// fingerprints mint the same kind of key, so a reload keeps its cached key;
+// the client token file and the allowed users and groups do not count
+// (they decide who gets the key, not which). It holds paths and IDs only,
+// never a secret, so it may be logged; compare it, do not parse it.
+func (p Profile) Fingerprint() string {
+	return fmt.Sprintf("source=%q token_file=%q org_id=%q config_id=%q duration=%ds",
+		p.Source, p.TokenFile, p.OrgID, p.ConfigID, int64(p.Duration/time.Second))
+}
 
 // IMDSProfile returns the name of the profile served as the EC2 instance
 // role, or "" when IMDS emulation is off.
@@ -175,5 +199,13 @@ func checkGlobals(ps *problems, c *Config) {
 	}
 	if msg := checkEnum(c.LogFormat, logFormats, "log format"); msg != "" {
 		ps.add(varLogFormat, "%s", msg)
+	}
+	if msg := checkKeyWarmup(c.KeyWarmup, c.KeyWarmup.String()); msg != "" && !ps.isBad(varKeyWarmup) {
+		ps.add(varKeyWarmup, "%s", msg)
+	}
+	if c.EnvFile != "" {
+		if msg := checkAbs(c.EnvFile); msg != "" {
+			ps.add(varEnvFile, "%s", msg)
+		}
 	}
 }

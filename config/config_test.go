@@ -16,6 +16,7 @@ var systemVars = []string{
 	envRuntimeDirectory, envXDGRuntimeDir, envCredentialsDirectory,
 	"PROFILES", "SOURCE", "TOKEN_FILE", "ORG_ID", "CONFIG_ID", "DURATION", "CLIENT_TOKEN_FILE", "IMDS", "ALLOWED_UIDS", "ALLOWED_GIDS",
 	"LISTEN_ADDR", "API_URL", "LOG_LEVEL", "LOG_FORMAT", "RUNTIME_DIR", "NODE_NAME", "ALLOW_NON_LOOPBACK",
+	"ALLOW_INSECURE_FILE_MODES", "KEY_WARMUP", "ENV_FILE",
 }
 
 // cleanEnv unsets, for the rest of the test, every variable that could
@@ -109,6 +110,7 @@ func TestLoadDefaults(t *testing.T) {
 		LogFormat:  "json",
 		RuntimeDir: "/run/cwcreds",
 		NodeName:   hostname(t),
+		KeyWarmup:  5 * time.Second,
 		Profiles: []Profile{{
 			Name:            "train",
 			EnvName:         "TRAIN",
@@ -132,6 +134,9 @@ func TestLoadEveryVariable(t *testing.T) {
 		"CWCREDS_LOG_FORMAT":                        "console",
 		"CWCREDS_RUNTIME_DIR":                       "/var/run//cwcreds/",
 		"CWCREDS_NODE_NAME":                         "gpu-node-7",
+		"CWCREDS_ALLOW_INSECURE_FILE_MODES":         "true",
+		"CWCREDS_KEY_WARMUP":                        "1500ms",
+		"CWCREDS_ENV_FILE":                          "/etc/cwcreds/cwcreds.env",
 		"CWCREDS_PROFILES":                          " train , fast-eval,,wif,sso ",
 		"CWCREDS_PROFILE_TRAIN_SOURCE":              "access-key",
 		"CWCREDS_PROFILE_TRAIN_TOKEN_FILE":          "/etc/cwcreds/../cwcreds/train",
@@ -173,6 +178,10 @@ func TestLoadEveryVariable(t *testing.T) {
 		AllowNonLoopback: true,
 		RuntimeDir:       "/var/run/cwcreds",
 		NodeName:         "gpu-node-7",
+
+		AllowInsecureFileModes: true,
+		KeyWarmup:              1500 * time.Millisecond,
+		EnvFile:                "/etc/cwcreds/cwcreds.env",
 		Profiles: []Profile{
 			{Name: "train", EnvName: "TRAIN", Source: "access-key", TokenFile: "/etc/cwcreds/train",
 				Duration: 12 * time.Hour, ClientTokenFile: "/srv/tokens/train"},
@@ -394,6 +403,26 @@ func TestLoadProblems(t *testing.T) {
 		{"runtime directory relative", with(minimal, map[string]string{"RUNTIME_DIRECTORY": "run"}),
 			[]wantProblem{{"RUNTIME_DIRECTORY", "is not an absolute path; set CWCREDS_RUNTIME_DIR"}}},
 
+		// ALLOW_INSECURE_FILE_MODES
+		{"allow insecure modes", with(minimal, map[string]string{"CWCREDS_ALLOW_INSECURE_FILE_MODES": "1"}), nil},
+		{"allow insecure modes not a bool", with(minimal, map[string]string{"CWCREDS_ALLOW_INSECURE_FILE_MODES": "yes"}),
+			[]wantProblem{{"CWCREDS_ALLOW_INSECURE_FILE_MODES", `"yes" is not a boolean; use true or false (or 1 or 0)`}}},
+
+		// KEY_WARMUP
+		{"key warmup zero disables", with(minimal, map[string]string{"CWCREDS_KEY_WARMUP": "0"}), nil},
+		{"key warmup max is inclusive", with(minimal, map[string]string{"CWCREDS_KEY_WARMUP": "1m"}), nil},
+		{"key warmup sub-second", with(minimal, map[string]string{"CWCREDS_KEY_WARMUP": "250ms"}), nil},
+		{"key warmup too long", with(minimal, map[string]string{"CWCREDS_KEY_WARMUP": "61s"}),
+			[]wantProblem{{"CWCREDS_KEY_WARMUP", `"61s" is longer than 1m: a new key propagates within seconds`}}},
+		{"key warmup negative", with(minimal, map[string]string{"CWCREDS_KEY_WARMUP": "-1s"}),
+			[]wantProblem{{"CWCREDS_KEY_WARMUP", `"-1s" is negative; use a duration from 0 (no warm-up) to 1m, such as 5s`}}},
+		{"key warmup not a duration", with(minimal, map[string]string{"CWCREDS_KEY_WARMUP": "5"}),
+			[]wantProblem{{"CWCREDS_KEY_WARMUP", `"5" is not a duration; use Go syntax such as 5s or 500ms (0 disables warm-up)`}}},
+
+		// ENV_FILE
+		{"env file relative", with(minimal, map[string]string{"CWCREDS_ENV_FILE": "cwcreds.env"}),
+			[]wantProblem{{"CWCREDS_ENV_FILE", "is not an absolute path; use a path starting with /"}}},
+
 		// Typo guard
 		{"typo global", with(minimal, map[string]string{"CWCREDS_LOG_LEVL": "debug"}),
 			[]wantProblem{{"CWCREDS_LOG_LEVL", "not a cwcreds variable; did you mean CWCREDS_LOG_LEVEL?"}}},
@@ -543,7 +572,7 @@ func TestLoadIgnoresUnprefixedVariables(t *testing.T) {
 		"SOURCE": "oidc", "TOKEN_FILE": "/stray", "ORG_ID": "stray", "CONFIG_ID": "stray", "DURATION": "2h",
 		"CLIENT_TOKEN_FILE": "/stray", "PROFILES": "stray", "LISTEN_ADDR": "0.0.0.0:1", "API_URL": "ftp://x",
 		"LOG_LEVEL": "bogus", "LOG_FORMAT": "bogus", "RUNTIME_DIR": "/stray", "NODE_NAME": "stray",
-		"ALLOW_NON_LOOPBACK": "bogus",
+		"ALLOW_NON_LOOPBACK": "bogus", "ALLOW_INSECURE_FILE_MODES": "true", "KEY_WARMUP": "1h", "ENV_FILE": "rel",
 	}
 	cfg, err := load(t, with(minimal, stray))
 	if err != nil {
@@ -553,7 +582,8 @@ func TestLoadIgnoresUnprefixedVariables(t *testing.T) {
 	if cfg.ListenAddr != defaultListenAddr || cfg.APIURL != defaultAPIURL || cfg.LogLevel != "info" ||
 		cfg.RuntimeDir != "/run/cwcreds" || cfg.NodeName == "stray" || len(cfg.Profiles) != 1 ||
 		p.Source != "access-key" || p.TokenFile != "/etc/cwcreds/train" || p.Duration != time.Hour ||
-		p.OrgID != "" || p.ConfigID != "" || p.ClientTokenFile != "/run/cwcreds/train.token" {
+		p.OrgID != "" || p.ConfigID != "" || p.ClientTokenFile != "/run/cwcreds/train.token" ||
+		cfg.AllowInsecureFileModes || cfg.KeyWarmup != defaultKeyWarmup || cfg.EnvFile != "" {
 		t.Errorf("Load read an unprefixed variable: %+v", cfg)
 	}
 
@@ -570,12 +600,14 @@ func TestLoadEmptyMeansUnset(t *testing.T) {
 		"CWCREDS_LISTEN_ADDR": "", "CWCREDS_API_URL": "", "CWCREDS_LOG_LEVEL": "", "CWCREDS_LOG_FORMAT": "",
 		"CWCREDS_ALLOW_NON_LOOPBACK": "", "CWCREDS_NODE_NAME": "", "CWCREDS_PROFILE_TRAIN_DURATION": "",
 		"CWCREDS_PROFILE_TRAIN_ORG_ID": "", "CWCREDS_PROFILE_TRAIN_CLIENT_TOKEN_FILE": "", "CREDENTIALS_DIRECTORY": "",
+		"CWCREDS_ALLOW_INSECURE_FILE_MODES": "", "CWCREDS_KEY_WARMUP": "", "CWCREDS_ENV_FILE": "",
 	}))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
 	if cfg.ListenAddr != defaultListenAddr || cfg.LogFormat != "json" || cfg.NodeName != hostname(t) ||
-		cfg.Profiles[0].Duration != time.Hour || cfg.Profiles[0].ClientTokenFile != "/run/cwcreds/train.token" {
+		cfg.Profiles[0].Duration != time.Hour || cfg.Profiles[0].ClientTokenFile != "/run/cwcreds/train.token" ||
+		cfg.AllowInsecureFileModes || cfg.KeyWarmup != 5*time.Second || cfg.EnvFile != "" {
 		t.Errorf("empty variables did not take their defaults: %+v", cfg)
 	}
 }
@@ -606,6 +638,9 @@ func TestLoadKeepsSecretsOutOfMessages(t *testing.T) {
 		"CWCREDS_PROFILE_EVAL_ORG_ID":             secret,
 		"CWCREDS_PROFILE_EVAL_CONFIG_ID":          secret,
 		"CWCREDS_TOKEN":                           secret,
+		"CWCREDS_KEY_WARMUP":                      secret,
+		"CWCREDS_ALLOW_INSECURE_FILE_MODES":       secret,
+		"CWCREDS_ENV_FILE":                        secret,
 	})
 	if err == nil {
 		t.Fatal("Load succeeded, want problems")
@@ -613,8 +648,8 @@ func TestLoadKeepsSecretsOutOfMessages(t *testing.T) {
 	if strings.Contains(err.Error(), "SECRET") {
 		t.Errorf("a message quotes a secret value:\n%v", err)
 	}
-	if n := len(err.(*Error).Problems); n < 9 {
-		t.Errorf("got %d problems, want at least 9:\n%v", n, err)
+	if n := len(err.(*Error).Problems); n < 12 {
+		t.Errorf("got %d problems, want at least 12:\n%v", n, err)
 	}
 }
 
@@ -684,6 +719,12 @@ func TestValidate(t *testing.T) {
 			[]wantProblem{{"CWCREDS_PROFILE_FAST_CLIENT_TOKEN_FILE", `profile "demo"'s client token file`}}},
 		{"two imds profiles", func(c *Config) { c.Profiles[0].IMDS, c.Profiles[1].IMDS = true, true },
 			[]wantProblem{{"CWCREDS_PROFILE_FAST_IMDS", `profile "demo" already answers as the EC2 instance role`}}},
+		{"key warmup out of range", func(c *Config) { c.KeyWarmup = 2 * time.Minute },
+			[]wantProblem{{"CWCREDS_KEY_WARMUP", "2m0s is longer than 1m"}}},
+		{"key warmup negative", func(c *Config) { c.KeyWarmup = -time.Second },
+			[]wantProblem{{"CWCREDS_KEY_WARMUP", "-1s is negative"}}},
+		{"env file relative", func(c *Config) { c.EnvFile = "etc/cwcreds.env" },
+			[]wantProblem{{"CWCREDS_ENV_FILE", "is not an absolute path"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

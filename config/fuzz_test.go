@@ -101,3 +101,64 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEnvFile runs the environment file parser on fuzzed content: no
+// panic; on success only valid CWCREDS_ names, each once, and values that
+// survive a round trip through double quotes; on failure one
+// "path:line: reason" per malformed line, and never a value longer than
+// maxShown (it may be a secret).
+func FuzzEnvFile(f *testing.F) {
+	f.Add("CWCREDS_PROFILES=train\nCWCREDS_PROFILE_TRAIN_TOKEN_FILE='/etc/cw creds/t'\n")
+	f.Add("# c\n; c\n  CWCREDS_LOG_LEVEL = \"de\\\"bug\"\r\nCWCREDS_LOG_LEVEL=info")
+	f.Add("export CWCREDS_X=1\nCWCREDS_ENV_FILE=/x\nHOME=/root\n=v\nnovalue\n")
+	f.Add("CWCREDS_PROFILE_A_TOKEN_FILE=\"" + fuzzLongSecret + "\\n\"\nCWCREDS_B='" + fuzzLongSecret + "\n")
+	f.Add("CWCREDS_A=" + fuzzLongSecret + " # comment\nCWCREDS_B=" + fuzzLongSecret + "\\\nCWCREDS_C=a\"" + fuzzLongSecret)
+
+	const path = "/etc/cwcreds/cwcreds.env"
+	f.Fuzz(func(t *testing.T, content string) {
+		vars, err := parseEnvFile(path, content)
+		if err == nil {
+			seen := make(map[string]bool)
+			var quoted strings.Builder
+			for _, v := range vars {
+				if !isEnvName(v.Name) || !strings.HasPrefix(strings.ToUpper(v.Name), envPrefix+"_") || v.Name == varEnvFile {
+					t.Errorf("accepted name %q", v.Name)
+				}
+				if seen[v.Name] {
+					t.Errorf("%s returned twice", v.Name)
+				}
+				seen[v.Name] = true
+				if strings.ContainsAny(v.Value, "\x00\r\n") {
+					t.Errorf("%s: value holds a NUL or line break", v.Name)
+				}
+				esc := strings.NewReplacer(`\`, `\\`, `"`, `\"`, `$`, `\$`, "`", "\\`").Replace(v.Value)
+				quoted.WriteString(v.Name + "=\"" + esc + "\"\n")
+			}
+			again, err := parseEnvFile(path, quoted.String())
+			if err != nil || len(again) != len(vars) {
+				t.Fatalf("round trip: %v, %d vars, want %d", err, len(again), len(vars))
+			}
+			for i := range vars {
+				if again[i] != vars[i] {
+					t.Errorf("round trip: %q became %q", vars[i], again[i])
+				}
+			}
+			return
+		}
+		if vars != nil {
+			t.Errorf("variables returned with an error")
+		}
+		lines := strings.Split(err.Error(), "\n")
+		for _, l := range lines {
+			if !strings.HasPrefix(l, path+":") {
+				t.Errorf("error line %q does not start with %s:<line>:", l, path)
+			}
+		}
+		for raw := range strings.SplitSeq(content, "\n") {
+			_, val, ok := strings.Cut(raw, "=")
+			if val = strings.Trim(val, " \t\r\"'"); ok && len(val) > maxShown && strings.Contains(err.Error(), val) {
+				t.Errorf("error quotes a %d-character value:\n%v", len(val), err)
+			}
+		}
+	})
+}

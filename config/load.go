@@ -28,6 +28,10 @@ type globalEnv struct {
 	AllowNonLoopback string `split_words:"true"`
 	RuntimeDir       string `split_words:"true"`
 	NodeName         string `split_words:"true"`
+	// The order is the documentation's (globalVars); a test checks it.
+	AllowInsecureFileModes string `split_words:"true"`
+	KeyWarmup              string `split_words:"true"`
+	EnvFile                string `split_words:"true"`
 }
 
 // profileEnv receives one profile's variables, CWCREDS_PROFILE_<NAME>_<FIELD>.
@@ -90,13 +94,20 @@ func Load(environ []string) (*Config, error) {
 		seen[name] = true
 	}
 
-	allowOK := true
-	if g.AllowNonLoopback != "" {
-		c.AllowNonLoopback, allowOK = parseBool(g.AllowNonLoopback)
-		if !allowOK {
-			ps.add(varAllowNonLoopback, "%s is not a boolean; use true or false (or 1 or 0)", show(g.AllowNonLoopback))
+	c.AllowNonLoopback = loadBool(&ps, varAllowNonLoopback, g.AllowNonLoopback)
+	c.AllowInsecureFileModes = loadBool(&ps, varAllowInsecure, g.AllowInsecureFileModes)
+	c.KeyWarmup = defaultKeyWarmup
+	if g.KeyWarmup != "" {
+		d, err := time.ParseDuration(g.KeyWarmup)
+		if err != nil {
+			ps.add(varKeyWarmup, "%s is not a duration; use Go syntax such as 5s or 500ms (0 disables warm-up)",
+				show(g.KeyWarmup))
+		} else if msg := checkKeyWarmup(d, show(g.KeyWarmup)); msg != "" {
+			ps.add(varKeyWarmup, "%s", msg)
 		}
+		c.KeyWarmup = d
 	}
+	c.EnvFile = g.EnvFile
 	checkGlobals(&ps, c)
 	var runtimeDirOK bool
 	c.RuntimeDir, runtimeDirOK = runtimeDir(&ps, g.RuntimeDir)
@@ -203,6 +214,19 @@ func loadProfile(ps *problems, name, credDir, runtimeDir string, runtimeDirOK bo
 	p.AllowedUIDs = parseIDs(ps, v(sfxAllowedUIDs), pe.AllowedUids, lookupUser)
 	p.AllowedGIDs = parseIDs(ps, v(sfxAllowedGIDs), pe.AllowedGids, lookupGroup)
 	return p, nil
+}
+
+// loadBool parses the boolean variable v, reporting a value that is not
+// one; unset or empty is false.
+func loadBool(ps *problems, v, val string) bool {
+	if val == "" {
+		return false
+	}
+	b, ok := parseBool(val)
+	if !ok {
+		ps.add(v, "%s is not a boolean; use true or false (or 1 or 0)", show(val))
+	}
+	return b
 }
 
 // runtimeDir resolves CWCREDS_RUNTIME_DIR and its defaults, and says

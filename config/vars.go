@@ -17,6 +17,9 @@ const (
 	varAllowNonLoopback = "CWCREDS_ALLOW_NON_LOOPBACK"
 	varRuntimeDir       = "CWCREDS_RUNTIME_DIR"
 	varNodeName         = "CWCREDS_NODE_NAME"
+	varAllowInsecure    = "CWCREDS_ALLOW_INSECURE_FILE_MODES"
+	varKeyWarmup        = "CWCREDS_KEY_WARMUP"
+	varEnvFile          = "CWCREDS_ENV_FILE"
 )
 
 // Per-profile variables are profileVarPrefix + EnvName + "_" + suffix.
@@ -50,6 +53,8 @@ const (
 	fallbackRuntimeDir = "/run/cwcreds"
 	minDuration        = time.Minute
 	maxDuration        = 12 * time.Hour
+	defaultKeyWarmup   = 5 * time.Second
+	maxKeyWarmup       = time.Minute
 )
 
 // Profile sources.
@@ -75,77 +80,142 @@ type VarDoc struct {
 	// phrase when the default is computed, or "(required)".
 	Default string
 	// Description says what the variable is for and what values it takes.
+	// Its last sentence says what a reload (SIGHUP, with CWCREDS_ENV_FILE)
+	// does with a change: "Reload: applied..." or "Reload: needs a restart."
 	Description string
+	// NeedsRestart is set for the variables whose change a reload cannot
+	// apply; RestartOnly reports exactly these.
+	NeedsRestart bool
 }
 
-type globalVar struct{ name, def, desc string }
+// globalVar documents a global variable. restart is nil when a reload
+// applies a change; otherwise it reports whether the value differs between
+// two configurations, for RestartOnly.
+type globalVar struct {
+	name, def, desc string
+	restart         func(old, next *Config) bool
+}
 
-type profileSetting struct{ suffix, def, desc string }
+// profileSetting documents a per-profile variable. reload says what a
+// reload does with a change; restart is as for globalVar, comparing a
+// profile before and after (the zero Profile stands for one that is not
+// configured).
+type profileSetting struct {
+	suffix, def, desc string
+	reload            string
+	restart           func(old, next Profile) bool
+}
+
+// What a reload does with a change, as each description's last sentence.
+const (
+	reloadRestart  = "Reload: needs a restart."
+	reloadNewKey   = "Reload: applied; a change drops the profile's cached key and mints a new one."
+	reloadKeepsKey = "Reload: applied; the profile keeps its cached key."
+	reloadProfiles = "Reload: applied; profiles that did not change keep their cached keys, removed ones are dropped, new ones start minting."
+	reloadEnvFile  = "Reload: needs a restart (it names the file a reload reads)."
+)
 
 // globalVars and profileVars are the single source of the documentation,
-// the typo guard's list of known names, and the order problems are
-// reported in.
+// the typo guard's list of known names, the order problems are reported
+// in, and the settings a reload cannot apply.
 var globalVars = []globalVar{
 	{varProfiles, "(required)",
 		"Comma-separated names of the profiles to serve. A name is 1 to 63 characters of a-z, 0-9 and '-', " +
 			"starting and ending with a letter or digit. In the per-profile variables below, <NAME> is the " +
-			"profile name upper-cased with '-' as '_': profile fast-train is configured by CWCREDS_PROFILE_FAST_TRAIN_*."},
+			"profile name upper-cased with '-' as '_': profile fast-train is configured by CWCREDS_PROFILE_FAST_TRAIN_*. " +
+			reloadProfiles, nil},
 	{varListenAddr, defaultListenAddr,
 		"host:port the daemon listens on. The host is an IP address or localhost. An address beyond loopback " +
-			"(including an empty host, 0.0.0.0 or ::) is refused unless CWCREDS_ALLOW_NON_LOOPBACK=true."},
+			"(including an empty host, 0.0.0.0 or ::) is refused unless CWCREDS_ALLOW_NON_LOOPBACK=true. " + reloadRestart,
+		func(o, n *Config) bool { return o.ListenAddr != n.ListenAddr }},
 	{varAPIURL, defaultAPIURL,
 		"Base URL of the CoreWeave API. Must be https, or http with a loopback host, since requests carry bearer " +
-			"tokens; no user info, query or fragment."},
-	{varLogLevel, defaultLogLevel, "Log level: trace, debug, info, warn or error."},
-	{varLogFormat, defaultLogFormat, "Log format: json, or console for people reading a terminal."},
+			"tokens; no user info, query or fragment. " + reloadRestart,
+		func(o, n *Config) bool { return o.APIURL != n.APIURL }},
+	{varLogLevel, defaultLogLevel, "Log level: trace, debug, info, warn or error. " + reloadRestart,
+		func(o, n *Config) bool { return o.LogLevel != n.LogLevel }},
+	{varLogFormat, defaultLogFormat, "Log format: json, or console for people reading a terminal. " + reloadRestart,
+		func(o, n *Config) bool { return o.LogFormat != n.LogFormat }},
 	{varAllowNonLoopback, "false",
 		"Set to true to let CWCREDS_LISTEN_ADDR listen beyond loopback, where other hosts can reach the daemon. " +
-			"Takes true, false, 1 or 0."},
+			"Takes true, false, 1 or 0. " + reloadRestart,
+		func(o, n *Config) bool { return o.AllowNonLoopback != n.AllowNonLoopback }},
 	{varRuntimeDir, "$RUNTIME_DIRECTORY or a fallback",
 		"Absolute path of the directory for the client token files. Without it the daemon uses $RUNTIME_DIRECTORY " +
 			"(set by systemd RuntimeDirectory=; the first entry if it lists several), else $XDG_RUNTIME_DIR/cwcreds, " +
-			"else /run/cwcreds."},
+			"else /run/cwcreds. " + reloadRestart,
+		func(o, n *Config) bool { return o.RuntimeDir != n.RuntimeDir }},
 	{varNodeName, "the host name",
-		"Name of this node, sent upstream in the audit attributes of every key."},
+		"Name of this node, sent upstream in the audit attributes of every key. " + reloadRestart,
+		func(o, n *Config) bool { return o.NodeName != n.NodeName }},
+	{varAllowInsecure, "false",
+		"Set to true to accept upstream token files that their group or other users can read or write. Without " +
+			"it such a file fails every mint with a message naming it and its mode: fix it with chmod 600. Needed " +
+			"where the daemon's user cannot own the file, such as a Kubernetes Secret volume (owned by root, " +
+			"readable by the pod's fsGroup). Set in the process environment, it also accepts a CWCREDS_ENV_FILE " +
+			"file writable by group or others (the file cannot allow itself). Takes true, false, 1 or 0. " +
+			reloadRestart,
+		func(o, n *Config) bool { return o.AllowInsecureFileModes != n.AllowInsecureFileModes }},
+	{varKeyWarmup, defaultKeyWarmup.String(),
+		"How old a newly minted key must be before it replaces the previous one, in Go syntax such as 5s or " +
+			"500ms, from 0 (no warm-up) to 1m. CoreWeave's S3 can refuse a brand-new key for a few seconds while " +
+			"it propagates, and the previous key stays valid meanwhile, so the daemon keeps serving that one. A " +
+			"first key, a key minted while no other can be served and a key minted by revoke are served at once. " +
+			reloadRestart,
+		func(o, n *Config) bool { return o.KeyWarmup != n.KeyWarmup }},
+	{varEnvFile, "(none)",
+		"Absolute path of an environment file with the daemon's CWCREDS_* settings (one NAME=value a line, the " +
+			"subset of systemd's EnvironmentFile= syntax that means the same to both), read at start and again on " +
+			"SIGHUP (systemctl reload cwcreds), so a changed file applies without a restart and a profile removed " +
+			"from it is really gone. Set it in the process environment (the unit sets /etc/cwcreds/cwcreds.env), " +
+			"not in the file. The file must not be writable by group or others. " + reloadEnvFile,
+		func(o, n *Config) bool { return o.EnvFile != n.EnvFile }},
 }
 
 var profileVars = []profileSetting{
 	{sfxSource, "(required)",
 		"How the profile gets keys: access-key (an API access token buys keys that live DURATION), api-token " +
 			"(an API access token buys keys that live 15 minutes), oidc (an OIDC token such as a projected " +
-			"Kubernetes service account token) or saml (a SAML response)."},
+			"Kubernetes service account token) or saml (a SAML response).", reloadNewKey, nil},
 	{sfxTokenFile, "(required)",
 		"Path of the file holding the profile's upstream credential: the API access token, OIDC token or SAML " +
 			"response. It is read again at every mint, so rotation takes effect at once. A relative path is resolved " +
-			"in $CREDENTIALS_DIRECTORY (systemd LoadCredential=); otherwise the path must be absolute."},
+			"in $CREDENTIALS_DIRECTORY (systemd LoadCredential=); otherwise the path must be absolute. The file " +
+			"must be readable and writable by its owner only (chmod 600 or 400) unless " +
+			"CWCREDS_ALLOW_INSECURE_FILE_MODES=true.", reloadNewKey, nil},
 	{sfxOrgID, "(required for oidc and saml)",
 		"CoreWeave organization ID the OIDC or SAML identity belongs to. Only oidc and saml use it; setting it " +
-			"for another source is an error."},
+			"for another source is an error.", reloadNewKey, nil},
 	{sfxConfigID, "(required for saml)",
-		"ID of the organization's SAML configuration. Only saml uses it; setting it for another source is an error."},
+		"ID of the organization's SAML configuration. Only saml uses it; setting it for another source is an error.",
+		reloadNewKey, nil},
 	{sfxDuration, "1h",
 		"Lifetime of the keys the profile mints, from 1m to 12h in whole seconds, in Go syntax such as 90m or 2h. " +
-			"Not allowed for api-token, whose keys always live 15 minutes."},
+			"Not allowed for api-token, whose keys always live 15 minutes.", reloadNewKey, nil},
 	{sfxClientTokenFile, "<runtime dir>/<name>.token",
 		"Absolute path of the file holding the token local clients present for this profile (point " +
 			"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE at it). Created with a random token if missing. Each profile " +
-			"needs its own file."},
+			"needs its own file.", reloadKeepsKey, nil},
 	{sfxIMDS, "false",
 		"Set to true to also serve this profile's keys as the EC2 instance role on the daemon's address " +
 			"(IMDSv2: PUT /latest/api/token, then /latest/meta-data/iam/security-credentials/<name>), for clients " +
 			"that only read instance metadata; point AWS_EC2_METADATA_SERVICE_ENDPOINT at http://127.0.0.1:<port>/. " +
 			"Any local process can get an IMDS session token, so this profile's keys are open to every local user. " +
-			"At most one profile. Takes true, false, 1 or 0."},
+			"At most one profile. Takes true, false, 1 or 0.", reloadRestart,
+		func(o, n Profile) bool { return o.IMDS != n.IMDS }},
 	{sfxAllowedUIDs, "(any user)",
-		"Comma-separated users allowed this profile, as uids or user names (names are resolved at start-up). " +
+		"Comma-separated users allowed this profile, as uids or user names (names are resolved at start-up and " +
+			"at each reload). " +
 			"When this or ALLOWED_GIDS is set, the daemon identifies the local user owning each client's TCP " +
 			"connection and refuses the profile (403) to every other user, and to connections whose owner it cannot " +
 			"find, even with the right client token; this also applies to the profile's IMDS role. It cannot tell apart " +
-			"processes of one uid, such as containers sharing it, and root can always read the keys."},
+			"processes of one uid, such as containers sharing it, and root can always read the keys.", reloadKeepsKey, nil},
 	{sfxAllowedGIDs, "(any group)",
-		"Comma-separated groups allowed this profile, as gids or group names (names are resolved at start-up): " +
+		"Comma-separated groups allowed this profile, as gids or group names (names are resolved at start-up and " +
+			"at each reload): " +
 			"a user whose primary or supplementary group, in the user database, is listed may use the profile. " +
-			"Groups the process gained or dropped after login do not count. Combined with ALLOWED_UIDS, either match allows."},
+			"Groups the process gained or dropped after login do not count. Combined with ALLOWED_UIDS, either match allows.",
+		reloadKeepsKey, nil},
 }
 
 // Vars documents every variable config reads, global ones first, in the
@@ -154,10 +224,11 @@ var profileVars = []profileSetting{
 func Vars() []VarDoc {
 	out := make([]VarDoc, 0, len(globalVars)+len(profileVars))
 	for _, g := range globalVars {
-		out = append(out, VarDoc{Name: g.name, Default: g.def, Description: g.desc})
+		out = append(out, VarDoc{Name: g.name, Default: g.def, Description: g.desc, NeedsRestart: g.restart != nil})
 	}
 	for _, p := range profileVars {
-		out = append(out, VarDoc{Name: profileVarPrefix + "<NAME>_" + p.suffix, Default: p.def, Description: p.desc})
+		out = append(out, VarDoc{Name: profileVarPrefix + "<NAME>_" + p.suffix, Default: p.def,
+			Description: p.desc + " " + p.reload, NeedsRestart: p.restart != nil})
 	}
 	return out
 }

@@ -13,7 +13,8 @@
 #   /usr/local/lib/systemd/system/cwcreds.service   the unit (0644); override it with drop-ins
 #   /usr/local/lib/sysusers.d/cwcreds.conf          user and group cwcreds (0644)
 #   /etc/cwcreds/cwcreds.env.example                every variable, documented (0644)
-#   /etc/cwcreds/cwcreds.env                        copied from the example only if absent (0640);
+#   /etc/cwcreds/cwcreds.env                        copied from the example only if absent (root:cwcreds
+#                                                   0640: the daemon reads it itself, CWCREDS_ENV_FILE);
 #                                                   never overwritten, kept by --uninstall
 #
 # Without DESTDIR it also creates the user and group (systemd-sysusers, or
@@ -138,6 +139,24 @@ create_user() {
 	say "created    user and group cwcreds"
 }
 
+# check_env_file warns when the daemon would refuse cwcreds.env: it reads
+# the file itself (the unit sets CWCREDS_ENV_FILE) as user cwcreds, and
+# refuses one that group or others can write, since whoever writes it
+# chooses the daemon's credentials. The operator's file is not changed.
+check_env_file() {
+	local f=$destdir$env_path mode
+	mode=$(stat -L -c %a "$f")
+	if [ $((8#$mode & 8#022)) -ne 0 ]; then
+		say "WARNING    $env_path has mode $mode: cwcreds refuses an environment file that group or others"
+		say "           can write; run: chmod go-w $env_path"
+	fi
+	if $live && command -v runuser >/dev/null && getent passwd cwcreds >/dev/null &&
+		! runuser -u cwcreds -- test -r "$env_path"; then
+		say "WARNING    user cwcreds cannot read $env_path, and the daemon reads it itself;"
+		say "           run: chgrp cwcreds $env_path && chmod 0640 $env_path"
+	fi
+}
+
 work=""
 trap 'if [ -n "$work" ]; then rm -rf "$work"; fi' EXIT
 
@@ -171,9 +190,10 @@ do_install() {
 	else
 		install_file "$repo/systemd/cwcreds.env.example" "$env_path" 0640
 		if $live; then
-			chgrp cwcreds "$env_path" # the daemon may read it itself (config reload)
+			chgrp cwcreds "$env_path"
 		fi
 	fi
+	check_env_file
 
 	if systemd_running; then
 		if $unit_changed; then

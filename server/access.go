@@ -15,6 +15,18 @@ type Access struct {
 
 func (a Access) restricted() bool { return len(a.UIDs) > 0 || len(a.GIDs) > 0 }
 
+// equal reports whether a and b list the same ids in the same order (a
+// reload keeps a profile only when its Access is equal).
+func (a Access) equal(b Access) bool {
+	return slices.Equal(a.UIDs, b.UIDs) && slices.Equal(a.GIDs, b.GIDs)
+}
+
+// clone returns a copy of a sharing no memory with it, so a caller
+// modifying its slices later cannot change a served profile.
+func (a Access) clone() Access {
+	return Access{UIDs: slices.Clone(a.UIDs), GIDs: slices.Clone(a.GIDs)}
+}
+
 // Peers identifies the local user behind a request, for Options.Access.
 // Implementations must be safe for concurrent use, and should resolve once
 // per connection (see package peer).

@@ -27,10 +27,8 @@ func (w *discardWriter) reset() {
 	w.status, w.n = 0, 0
 }
 
-// BenchmarkHandlerHit is the hot path: a warm profile through the full chain
-// (chi, guards, recoverer, auth, cached body).
-func BenchmarkHandlerHit(b *testing.B) {
-	s := New(zerolog.Nop(), &fakeKeys{creds: testCreds()}, Options{ClientTokens: map[string]string{testProfile: testToken}})
+// benchHit measures s serving a warm testProfile request, one at a time.
+func benchHit(b *testing.B, s *Server) {
 	r := credsRequest(testProfile, testToken)
 	w := &discardWriter{h: make(http.Header)}
 	b.ReportAllocs()
@@ -41,6 +39,31 @@ func BenchmarkHandlerHit(b *testing.B) {
 	if w.status != http.StatusOK {
 		b.Fatalf("status = %d, want 200", w.status)
 	}
+}
+
+// BenchmarkHandlerHit is the hot path: a warm profile through the full chain
+// (ServeHTTP's fast path, guards, recoverer, auth, cached body).
+func BenchmarkHandlerHit(b *testing.B) {
+	benchHit(b, New(zerolog.Nop(), &fakeKeys{creds: testCreds()}, Options{ClientTokens: map[string]string{testProfile: testToken}}))
+}
+
+// BenchmarkHandlerHitChiOnly is BenchmarkHandlerHit with ServeHTTP's fast
+// path off: every request routed by chi, as before the fast path.
+func BenchmarkHandlerHitChiOnly(b *testing.B) {
+	s := New(zerolog.Nop(), &fakeKeys{creds: testCreds()}, Options{ClientTokens: map[string]string{testProfile: testToken}})
+	s.fastCreds = nil
+	benchHit(b, s)
+}
+
+// BenchmarkHandlerHitPeersWired is BenchmarkHandlerHit with Peers wired and
+// another profile restricted, as the daemon runs: an unrestricted profile
+// must not pay for peer identification.
+func BenchmarkHandlerHitPeersWired(b *testing.B) {
+	benchHit(b, New(zerolog.Nop(), &fakeKeys{creds: testCreds()}, Options{
+		ClientTokens: map[string]string{testProfile: testToken, "locked": testToken},
+		Access:       map[string]Access{"locked": {UIDs: []uint32{1}}},
+		Peers:        &fakePeers{uid: 1},
+	}))
 }
 
 // BenchmarkHandlerHitParallel is the hot path under concurrency.
@@ -139,17 +162,7 @@ func BenchmarkHandlerHitAudit(b *testing.B) {
 	}{{"off", zerolog.WarnLevel}, {"on", zerolog.InfoLevel}} {
 		b.Run("audit="+bc.name, func(b *testing.B) {
 			log := zerolog.New(io.Discard).Level(bc.level).With().Timestamp().Logger()
-			s := New(log, &fakeKeys{creds: testCreds()}, Options{ClientTokens: map[string]string{testProfile: testToken}})
-			r := credsRequest(testProfile, testToken)
-			w := &discardWriter{h: make(http.Header)}
-			b.ReportAllocs()
-			for b.Loop() {
-				w.reset()
-				s.ServeHTTP(w, r)
-			}
-			if w.status != http.StatusOK {
-				b.Fatalf("status = %d, want 200", w.status)
-			}
+			benchHit(b, New(log, &fakeKeys{creds: testCreds()}, Options{ClientTokens: map[string]string{testProfile: testToken}}))
 		})
 	}
 }

@@ -63,7 +63,13 @@
 //
 // # Concurrency
 //
-// A Server is safe for concurrent use. The hot path (a warm profile) reads
-// one map entry fixed at construction, makes one KeyGetter call and writes a
-// body rendered once per key; it takes no lock and does not encode JSON.
+// A Server is safe for concurrent use. The hot path (a warm profile) skips
+// the router (ServeHTTP serves GET /v1/credentials/<name> itself, through
+// the same middleware), reads one map entry of the current profile set (one
+// atomic load), makes one KeyGetter call and writes a body rendered once
+// per key, however many requests wait for it; it takes no lock, does not
+// encode JSON and allocates nothing (the audit line uses zerolog's pooled
+// buffer).
+// Server.SetProfiles replaces the profile set while requests run (SIGHUP
+// reload): unchanged profiles keep their rendered body and counters.
 package server

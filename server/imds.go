@@ -168,8 +168,13 @@ func (s *Server) imdsAuth(next http.Handler) http.Handler {
 }
 
 // imdsListRoles answers the role name with no trailing newline: botocore
-// uses the whole body as the name.
+// uses the whole body as the name. While a reload has dropped the role's
+// profile there is no role: 404, as on an instance without one.
 func (s *Server) imdsListRoles(w http.ResponseWriter, r *http.Request) {
+	if s.profile(s.imds.role) == nil {
+		s.writeError(w, r, errNotFound)
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/plain")
 	h["Cache-Control"] = hdrNoStore
@@ -199,9 +204,12 @@ func (s *Server) imdsGetRole(w http.ResponseWriter, r *http.Request) {
 	// /v1/credentials; only the client token is replaced by the session
 	// token checked before this handler.
 	name := s.imds.role
-	p := s.profiles[name]
+	p := s.profile(name)
 	if p == nil {
-		s.writeError(w, r, errNotFound)
+		// A reload (SetProfiles) dropped the role's profile.
+		s.unknown.Count(OutcomeUnknownProfile)
+		s.audit(r, name, OutcomeUnknownProfile, "").Str("via", "imds").Msg("credential request refused: the IMDS role's profile is not served")
+		s.writeError(w, r, fmt.Errorf("%w: %q", broker.ErrUnknownProfile, name))
 		return
 	}
 	if err := s.checkAccess(r, p); err != nil {

@@ -47,11 +47,13 @@ func outcomeOf(code string) Outcome {
 	}
 }
 
-// RequestMetrics counts credential requests. New calls Requests once for
-// each configured profile and once with "" for requests naming no
-// configured profile, and keeps the results, so counting a request is one
-// call on a value resolved in advance. Implementations must be safe for
-// concurrent use.
+// RequestMetrics counts credential requests. New calls Requests once with
+// "" for requests naming no configured profile, and New and
+// Server.SetProfiles call it for each profile they add or change (so
+// possibly several times for one name: each call must count into the same
+// series), and keep the results, so counting a request is one call on a
+// value resolved in advance. Implementations must be safe for concurrent
+// use.
 type RequestMetrics interface {
 	Requests(profile string) RequestCounter
 }

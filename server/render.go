@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"sync"
 	"time"
 
 	"github.com/cwcreds/cwcreds/broker"
@@ -21,10 +22,15 @@ const (
 	permanentKeyRerender   = permanentKeyExpiration / 2
 )
 
-// renderedKey is the response body for one key. It is immutable.
+// renderedKey holds the response body of one key, rendered at most once:
+// the first caller of get renders it and concurrent callers wait for that
+// render instead of repeating it. Once rendered it is immutable.
 type renderedKey struct {
 	creds *broker.Credentials
-	body  []byte
+	once  sync.Once
+	// Set by once, read only after it.
+	body []byte
+	err  error
 	// staleAt, when non-zero, is when body's Expiration becomes too close
 	// and it must be rendered again (permanent keys only).
 	staleAt time.Time
@@ -39,40 +45,53 @@ type credentialsBody struct {
 	Expiration      string `json:"Expiration"`
 }
 
-// body returns the response body for creds, rendering it only when creds is
-// not the key rendered last time. Concurrent callers may both render a new
-// key; either result is correct.
+// body returns the response body for creds. It renders once per key
+// pointer: the first request for a new key (or for a permanent key whose
+// body went stale) swaps in a fresh holder, and every concurrent request
+// for that key waits on the holder's single render. A body past its
+// staleAt is never returned. The hit path is one atomic load and no
+// allocation.
 func (p *profile) body(creds *broker.Credentials, now func() time.Time) ([]byte, error) {
-	if r := p.rendered.Load(); r != nil && r.creds == creds && (r.staleAt.IsZero() || now().Before(r.staleAt)) {
-		return r.body, nil
+	for {
+		k := p.rendered.Load()
+		if k == nil || k.creds != creds {
+			fresh := &renderedKey{creds: creds}
+			if !p.rendered.CompareAndSwap(k, fresh) {
+				continue // another request swapped first: use (or replace) its holder
+			}
+			k = fresh
+		}
+		k.once.Do(func() { k.render(now(), p.onRender) })
+		if k.err != nil {
+			return nil, k.err
+		}
+		if !k.staleAt.IsZero() && !now().Before(k.staleAt) {
+			// Swap in a fresh holder unless another request already did,
+			// then render (or wait for) that one.
+			p.rendered.CompareAndSwap(k, &renderedKey{creds: creds})
+			continue
+		}
+		return k.body, nil
 	}
-	r, err := render(creds, now())
-	if err != nil {
-		return nil, err
-	}
-	p.rendered.Store(r)
-	return r.body, nil
 }
 
-// render encodes creds as served at now.
-func render(creds *broker.Credentials, now time.Time) (*renderedKey, error) {
-	r := &renderedKey{creds: creds}
-	exp := creds.Expires
+// render encodes k.creds as served at now, calling onRender first when set.
+// A failure is kept: encoding the same key fails again.
+func (k *renderedKey) render(now time.Time, onRender func()) {
+	if onRender != nil {
+		onRender()
+	}
+	exp := k.creds.Expires
 	if exp.IsZero() {
 		exp = now.Add(permanentKeyExpiration)
-		r.staleAt = now.Add(permanentKeyRerender)
+		k.staleAt = now.Add(permanentKeyRerender)
 	}
-	body, err := json.Marshal(credentialsBody{
-		AccessKeyID:     creds.AccessKeyID,
-		SecretAccessKey: creds.SecretAccessKey,
+	k.body, k.err = json.Marshal(credentialsBody{
+		AccessKeyID:     k.creds.AccessKeyID,
+		SecretAccessKey: k.creds.SecretAccessKey,
 		Token:           "",
 		Expiration:      formatExpiration(exp),
 	})
-	if err != nil {
-		return nil, err
-	}
-	r.body = body
-	return r, nil
 }
 
 // formatExpiration formats t as UTC truncated to whole seconds.

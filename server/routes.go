@@ -11,14 +11,24 @@ import (
 	"github.com/cwcreds/cwcreds/broker"
 )
 
-// routes builds the handler: every route and middleware is here.
+// credentialsPrefix is the credential route's path up to the profile name.
+const credentialsPrefix = "/v1/credentials/"
+
+// middlewares is the chain every request goes through, outermost first:
+// the chi router and ServeHTTP's fast credential path both use it.
+func (s *Server) middlewares() []func(http.Handler) http.Handler {
+	return []func(http.Handler) http.Handler{s.logRequests, s.recoverPanics, s.guard}
+}
+
+// routes builds the handler: every route and middleware is here. A static
+// route under credentialsPrefix would be shadowed by ServeHTTP's fast path.
 func (s *Server) routes() *chi.Mux {
 	r := chi.NewRouter()
-	r.Use(s.logRequests, s.recoverPanics, s.guard)
+	r.Use(s.middlewares()...)
 	r.NotFound(s.notFound)
 	r.MethodNotAllowed(s.methodNotAllowed)
 
-	r.Get("/v1/credentials/{profile}", s.getCredentials)
+	r.Get(credentialsPrefix+"{profile}", s.getCredentials)
 	r.Get("/v1/profiles", s.getProfiles)
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
@@ -32,12 +42,34 @@ func (s *Server) routes() *chi.Mux {
 	return r
 }
 
-// getCredentials serves a profile's key: unknown profile 404, then a user
-// the profile is restricted against 403, then bad token 401, then the
-// broker's answer.
+// getCredentials is GET /v1/credentials/{profile} as routed by chi.
 func (s *Server) getCredentials(w http.ResponseWriter, r *http.Request) {
-	name := chi.URLParam(r, "profile")
-	p := s.profiles[name]
+	s.serveCredentials(w, r, chi.URLParam(r, "profile"))
+}
+
+// getCredentialsFast is the same route outside chi (see ServeHTTP), which
+// sends it only paths credentialsName accepts.
+func (s *Server) getCredentialsFast(w http.ResponseWriter, r *http.Request) {
+	name, _ := credentialsName(r.URL.Path)
+	s.serveCredentials(w, r, name)
+}
+
+// credentialsName returns the profile name of a credential route path, as
+// chi's {profile} would match it: a non-empty final segment after
+// credentialsPrefix.
+func credentialsName(path string) (string, bool) {
+	name, ok := strings.CutPrefix(path, credentialsPrefix)
+	if !ok || name == "" || strings.IndexByte(name, '/') >= 0 {
+		return "", false
+	}
+	return name, true
+}
+
+// serveCredentials serves the key of the profile called name (request
+// input): unknown profile 404, then a user the profile is restricted against
+// 403, then bad token 401, then the broker's answer.
+func (s *Server) serveCredentials(w http.ResponseWriter, r *http.Request, name string) {
+	p := s.profile(name)
 	if p == nil {
 		// The requested name is not logged as a profile: it is request
 		// input, not a configured name.

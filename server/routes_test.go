@@ -100,11 +100,11 @@ func TestBodyCache(t *testing.T) {
 	}
 
 	first := get()
-	rendered := s.profiles[testProfile].rendered.Load()
+	rendered := s.profile(testProfile).rendered.Load()
 	if got := get(); got != first {
 		t.Errorf("second body = %s, want %s", got, first)
 	}
-	if got := s.profiles[testProfile].rendered.Load(); got != rendered {
+	if got := s.profile(testProfile).rendered.Load(); got != rendered {
 		t.Errorf("same key rendered again")
 	}
 
@@ -116,7 +116,7 @@ func TestBodyCache(t *testing.T) {
 	if got := get(); got != want {
 		t.Errorf("after the broker changed key, body = %s, want %s", got, want)
 	}
-	if got := s.profiles[testProfile].rendered.Load().creds; got != next {
+	if got := s.profile(testProfile).rendered.Load().creds; got != next {
 		t.Errorf("cached body is for %v, want %v", got, next)
 	}
 
@@ -124,7 +124,7 @@ func TestBodyCache(t *testing.T) {
 	same := *next
 	keys.set(&same, nil)
 	get()
-	if got := s.profiles[testProfile].rendered.Load().creds; got != &same {
+	if got := s.profile(testProfile).rendered.Load().creds; got != &same {
 		t.Errorf("cached body is for %p, want the new pointer %p", got, &same)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"log"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,8 @@ type Options struct {
 	// ClientTokens maps each served profile to the token its clients must
 	// send as the Authorization header. A profile absent here is unknown
 	// (404). A profile whose token is empty is refused to every client.
+	// It and Access are the initial profile set; Server.SetProfiles
+	// replaces both.
 	ClientTokens map[string]string
 	// AllowNonLoopbackHosts also accepts any IP literal as the request's
 	// Host (for a listener on a non-loopback address). DNS names other than
@@ -39,7 +42,8 @@ type Options struct {
 	AllowNonLoopbackHosts bool
 	// IMDSProfile, when set, is the profile served as the EC2 instance
 	// role under /latest/ (IMDSv2 emulation, see imds.go). It must be in
-	// ClientTokens.
+	// ClientTokens. It is fixed for the Server's life: while the profile
+	// set lacks it, the role answers 404.
 	IMDSProfile string
 
 	// Metrics, when set, is served at GET /metrics (behind the same guards
@@ -67,15 +71,24 @@ type Options struct {
 // Server is the HTTP handler for the credential endpoints. Build it with New;
 // it is safe for concurrent use.
 type Server struct {
-	log      zerolog.Logger
-	keys     KeyGetter
-	profiles map[string]*profile // fixed at construction: read without a lock
-	anyIP    bool
-	now      func() time.Time
-	mux      *chi.Mux
-	imds     *imds // nil unless Options.IMDSProfile is set
+	log  zerolog.Logger
+	keys KeyGetter
+	// profiles is the served profile set. It is copy-on-write: a map, once
+	// stored, is never modified, so requests read it with one atomic load
+	// and no lock (see SetProfiles).
+	profiles atomic.Pointer[map[string]*profile]
+	// reload serialises SetProfiles calls (requests never take it).
+	reload sync.Mutex
+	anyIP  bool
+	now    func() time.Time
+	mux    *chi.Mux
+	// fastCreds is the credential route outside chi (see ServeHTTP); nil
+	// sends every request through chi (tests compare both).
+	fastCreds http.Handler
+	imds      *imds // nil unless Options.IMDSProfile is set
 
 	auditLog     zerolog.Logger
+	requests     RequestMetrics // resolves the counter of every profile SetProfiles adds
 	unknown      RequestCounter // requests for unconfigured profiles
 	peerIdentity PeerIdentity
 	peers        Peers
@@ -85,48 +98,102 @@ type Server struct {
 }
 
 // profile is one served profile: its client token and the last rendered
-// response.
+// response. name, token, requests and access never change; a reload that
+// changes the token or access builds a new profile.
 type profile struct {
 	name     string
 	token    string
 	rendered atomic.Pointer[renderedKey]
 	requests RequestCounter
 	access   Access // zero: any peer
+	// onRender, when set, is called at every render (tests count them).
+	onRender func()
 }
 
 // New returns a Server that serves keys from keys to the profiles in
 // opts.ClientTokens, logging to log.
 func New(log zerolog.Logger, keys KeyGetter, opts Options) *Server {
 	s := &Server{
-		log:      log,
-		keys:     keys,
-		profiles: make(map[string]*profile, len(opts.ClientTokens)),
-		anyIP:    opts.AllowNonLoopbackHosts,
-		now:      time.Now,
+		log:   log,
+		keys:  keys,
+		anyIP: opts.AllowNonLoopbackHosts,
+		now:   time.Now,
 	}
 	if opts.Requests == nil {
 		opts.Requests = nopRequests{}
 	}
 	s.auditLog = newAuditLogger(log)
+	s.requests = opts.Requests
 	s.unknown = opts.Requests.Requests("")
 	s.peerIdentity = opts.PeerIdentity
 	s.peers = opts.Peers
 	s.metrics = opts.Metrics
 	s.revoker, s.adminToken = opts.Revoker, opts.AdminToken
-	for name, tok := range opts.ClientTokens {
-		s.profiles[name] = &profile{name: name, token: tok, requests: opts.Requests.Requests(name), access: opts.Access[name]}
-	}
+	s.profiles.Store(new(map[string]*profile{}))
+	s.SetProfiles(opts.ClientTokens, opts.Access)
 	if opts.IMDSProfile != "" {
 		s.imds = newIMDS(opts.IMDSProfile, func() time.Time { return s.now() })
 		log.Warn().Str("profile", opts.IMDSProfile).
 			Msg("IMDSv2 emulation on: any local process can get this profile's keys from /latest/ without its client token")
 	}
 	s.mux = s.routes()
+	s.fastCreds = chi.Chain(s.middlewares()...).HandlerFunc(s.getCredentialsFast)
 	return s
 }
 
+// SetProfiles atomically replaces the served profile set with the profiles
+// in tokens (name -> client token, as Options.ClientTokens), restricted as
+// in access (as Options.Access). Once it returns, every new request sees
+// the new set: a removed profile is unknown (404), an added one is served,
+// and a changed token or Access applies. A profile whose token and Access
+// are unchanged keeps its rendered body and its request counter; a changed
+// one starts afresh, with the counter Options.Requests gives for its name.
+// Requests already past the profile lookup finish with the set they read.
+//
+// The IMDS role (Options.IMDSProfile) is fixed at construction: if the new
+// set lacks it, IMDS credential requests fail with 404 until a later call
+// brings it back. SetProfiles keeps no reference to tokens, access or
+// their slices: the caller may modify them afterwards.
+func (s *Server) SetProfiles(tokens map[string]string, access map[string]Access) {
+	s.reload.Lock()
+	defer s.reload.Unlock()
+	old := *s.profiles.Load()
+	next := make(map[string]*profile, len(tokens))
+	for name, tok := range tokens {
+		a := access[name]
+		if p := old[name]; p != nil && p.token == tok && p.access.equal(a) {
+			next[name] = p
+			continue
+		}
+		next[name] = &profile{name: name, token: tok, requests: s.requests.Requests(name), access: a.clone()}
+	}
+	s.profiles.Store(&next)
+}
+
+// profile returns the served profile called name, or nil.
+func (s *Server) profile(name string) *profile {
+	return (*s.profiles.Load())[name]
+}
+
 // ServeHTTP implements http.Handler.
+//
+// GET /v1/credentials/<name>, the hot path, skips chi: chi costs four
+// allocations a request (a request copy, a context value, the path-value
+// map). Such a request goes through the same middleware (see middlewares)
+// around the same handler (serveCredentials) as its chi route, so the
+// answer is identical; TestFastPathMatchesChi checks it. Only requests chi
+// would route to that handler, with the same name, take it: method exactly
+// GET, an unescaped path (chi routes on RawPath when set), a non-empty name
+// without '/', and no chi routing context already on the request (a Server
+// mounted in a chi router leaves every request to chi). Everything else,
+// HEAD and trailing slashes included, goes to chi.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.fastCreds != nil && r.Method == http.MethodGet && r.URL.RawPath == "" {
+		if _, ok := credentialsName(r.URL.Path); ok && r.Context().Value(chi.RouteCtxKey) == nil {
+			s.fastCreds.ServeHTTP(w, r)
+			return
+		}
+	}
 	s.mux.ServeHTTP(w, r)
 }
 

@@ -50,6 +50,7 @@ type faultJSON struct {
 	Count      int      `json:"count"`
 	Malformed  bool     `json:"malformed"`
 	Body       string   `json:"body,omitempty"`
+	Delay      duration `json:"delay,omitempty"`
 }
 
 // keyJSON is a Key in control JSON, secret included.
@@ -84,25 +85,8 @@ func (e *Emulator) controlRoutes(r chi.Router) {
 		e.ResetStats()
 		ok(w)
 	})
-	latency := func(w http.ResponseWriter) {
-		writeJSON(w, http.StatusOK, map[string]duration{"latency": duration(e.Latency())})
-	}
-	r.Get(controlPrefix+"/latency", func(w http.ResponseWriter, _ *http.Request) { latency(w) })
-	r.Put(controlPrefix+"/latency", func(w http.ResponseWriter, r *http.Request) {
-		var in struct {
-			Latency *duration `json:"latency"`
-		}
-		if aerr := decodeControl(w, r, &in); aerr != nil {
-			writeError(w, aerr)
-			return
-		}
-		if in.Latency == nil || *in.Latency < 0 {
-			writeError(w, invalid("latency required, at least 0"))
-			return
-		}
-		e.SetLatency(time.Duration(*in.Latency))
-		latency(w)
-	})
+	latencyControl(r, "/latency", e.Latency, e.SetLatency)
+	latencyControl(r, "/reply-latency", e.ReplyLatency, e.SetReplyLatency)
 
 	r.Get(controlPrefix+"/faults", func(w http.ResponseWriter, _ *http.Request) {
 		out := []faultJSON{}
@@ -110,6 +94,7 @@ func (e *Emulator) controlRoutes(r chi.Router) {
 			out = append(out, faultJSON{
 				Endpoint: f.Endpoint, Status: f.Status, Code: f.Code, Message: f.Message,
 				RetryAfter: duration(f.RetryAfter), Count: f.Count, Malformed: f.Malformed, Body: f.Body,
+				Delay: duration(f.Delay),
 			})
 		}
 		writeJSON(w, http.StatusOK, map[string][]faultJSON{"faults": out})
@@ -133,10 +118,14 @@ func (e *Emulator) controlRoutes(r chi.Router) {
 		case in.RetryAfter < 0:
 			writeError(w, invalid("retryAfter must not be negative"))
 			return
+		case in.Delay < 0:
+			writeError(w, invalid("delay must not be negative"))
+			return
 		}
 		e.InjectFault(Fault{
 			Endpoint: in.Endpoint, Status: in.Status, Code: in.Code, Message: in.Message,
 			RetryAfter: time.Duration(in.RetryAfter), Count: in.Count, Malformed: in.Malformed, Body: in.Body,
+			Delay: time.Duration(in.Delay),
 		})
 		ok(w)
 	})
@@ -230,4 +219,28 @@ func decodeControl(w http.ResponseWriter, r *http.Request, v any) *apiError {
 		return invalid("invalid control request: trailing data after the JSON object")
 	}
 	return nil
+}
+
+// latencyControl serves GET and PUT {"latency":"200ms"} on path for one of
+// the emulator's latency settings.
+func latencyControl(r chi.Router, path string, get func() time.Duration, set func(time.Duration)) {
+	reply := func(w http.ResponseWriter) {
+		writeJSON(w, http.StatusOK, map[string]duration{"latency": duration(get())})
+	}
+	r.Get(controlPrefix+path, func(w http.ResponseWriter, _ *http.Request) { reply(w) })
+	r.Put(controlPrefix+path, func(w http.ResponseWriter, r *http.Request) {
+		var in struct {
+			Latency *duration `json:"latency"`
+		}
+		if aerr := decodeControl(w, r, &in); aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		if in.Latency == nil || *in.Latency < 0 {
+			writeError(w, invalid("latency required, at least 0"))
+			return
+		}
+		set(time.Duration(*in.Latency))
+		reply(w)
+	})
 }

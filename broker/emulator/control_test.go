@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -243,6 +244,154 @@ func TestLatencyAndInFlight(t *testing.T) {
 	})
 }
 
+// TestReplyLatencyOrphansKeys: with a reply latency the key exists before
+// the reply is sent, so a client that gives up leaves an active key behind,
+// counted in Stats.Orphaned; a patient client gets its key late.
+func TestReplyLatencyOrphansKeys(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var minted []Key
+		emu := New(Options{OnMint: func(k Key) { minted = append(minted, k) }})
+		emu.AddAPIToken(testToken, Identity{Principal: "coreweave/u1", OrgID: testOrg})
+		emu.SetReplyLatency(time.Minute)
+		serve := func(ctx context.Context) *httptest.ResponseRecorder {
+			r := httptest.NewRequestWithContext(ctx, "POST", pathAccessKey, strings.NewReader(`{"durationSeconds":3600}`))
+			r.Header.Set("Authorization", bearer(testToken))
+			rec := httptest.NewRecorder()
+			emu.ServeHTTP(rec, r)
+			return rec
+		}
+
+		// A client that gives up after 15 s: the key is minted at once,
+		// the reply is lost.
+		ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+		start := time.Now()
+		rec := serve(ctx)
+		cancel()
+		if d := time.Since(start); d != 15*time.Second {
+			t.Errorf("abandoned request returned after %s, want the client's 15s", d)
+		}
+		var body statusBody
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); rec.Code != 499 || err != nil || body.Code != CodeCanceled {
+			t.Errorf("abandoned request = %d %s, want 499 code 1", rec.Code, rec.Body)
+		}
+		if strings.Contains(rec.Body.String(), "cwo") {
+			t.Errorf("abandoned reply holds a secret: %s", rec.Body)
+		}
+		if len(minted) != 1 || minted[0].Created != start {
+			t.Fatalf("minted %v, want one key minted when the request arrived", minted)
+		}
+		if k, ok := emu.Key(minted[0].AccessKeyID); !ok || k.Status != StatusActive {
+			t.Errorf("orphaned key = %+v, %v; want it stored and active", k, ok)
+		}
+		st := emu.Stats()
+		if st.Mints[EndpointAccessKey] != 1 || st.Orphaned[EndpointAccessKey] != 1 || st.InFlight != 0 {
+			t.Errorf("Stats() = %+v, want 1 mint, 1 orphaned, none in flight", st)
+		}
+
+		// A patient client gets its key after the reply latency.
+		start = time.Now()
+		rec = serve(t.Context())
+		if d := time.Since(start); d != time.Minute || rec.Code != http.StatusOK {
+			t.Errorf("patient request = %d after %s, want 200 after 1m", rec.Code, d)
+		}
+		if len(minted) != 2 || !strings.Contains(rec.Body.String(), minted[1].SecretKey) {
+			t.Errorf("patient reply %s is not the second minted key", rec.Body)
+		}
+		if st := emu.Stats(); st.Mints[EndpointAccessKey] != 2 || st.Orphaned[EndpointAccessKey] != 1 {
+			t.Errorf("Stats() = %+v, want 2 mints, still 1 orphaned", st)
+		}
+
+		// Faulted requests mint nothing, so they wait no reply latency.
+		emu.InjectFault(Fault{Status: 503, Count: 1})
+		start = time.Now()
+		if rec := serve(t.Context()); rec.Code != 503 || time.Since(start) != 0 {
+			t.Errorf("faulted request = %d after %s, want 503 at once", rec.Code, time.Since(start))
+		}
+		emu.ResetStats()
+		if st := emu.Stats(); len(st.Orphaned) != 0 {
+			t.Errorf("Orphaned after ResetStats = %v", st.Orphaned)
+		}
+		emu.SetReplyLatency(-time.Second)
+		if d := emu.ReplyLatency(); d != 0 {
+			t.Errorf("ReplyLatency() = %s after SetReplyLatency(-1s), want 0", d)
+		}
+	})
+}
+
+// TestFaultDelay: a fault's Delay holds its reply back, after the latency;
+// a client that gives up meanwhile gets 499 and uses up the fault anyway.
+func TestFaultDelay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		emu := New(Options{})
+		emu.AddAPIToken(testToken, Identity{Principal: "coreweave/u1", OrgID: testOrg})
+		emu.SetLatency(time.Second)
+		emu.InjectFault(Fault{Status: 504, Delay: 10 * time.Second, Count: 2})
+		serve := func(ctx context.Context) *httptest.ResponseRecorder {
+			r := httptest.NewRequestWithContext(ctx, "GET", pathAPIToken, nil)
+			r.Header.Set("Authorization", bearer(testToken))
+			rec := httptest.NewRecorder()
+			emu.ServeHTTP(rec, r)
+			return rec
+		}
+		start := time.Now()
+		if rec := serve(t.Context()); rec.Code != http.StatusGatewayTimeout || time.Since(start) != 11*time.Second {
+			t.Errorf("delayed fault = %d after %s, want 504 after 1s latency + 10s delay", rec.Code, time.Since(start))
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		start = time.Now()
+		if rec := serve(ctx); rec.Code != 499 || time.Since(start) != 5*time.Second {
+			t.Errorf("abandoned delayed fault = %d after %s, want 499 after 5s", rec.Code, time.Since(start))
+		}
+		if f := emu.Faults(); len(f) != 0 {
+			t.Errorf("faults left = %v, want both applications used", f)
+		}
+		start = time.Now()
+		if rec := serve(t.Context()); rec.Code != http.StatusOK || time.Since(start) != time.Second {
+			t.Errorf("after the fault = %d after %s, want 200 after the 1s latency", rec.Code, time.Since(start))
+		}
+		if st := emu.Stats(); st.Requests[EndpointAPIToken] != 3 || st.Mints[EndpointAPIToken] != 1 {
+			t.Errorf("Stats() = %+v, want 3 requests, 1 mint", st)
+		}
+	})
+}
+
+// TestWaitEndsWhenClientHangsUp: over a real connection, a client that
+// gives up on a POST mint during the latency, a fault's delay or the reply
+// latency ends the wait at once. net/http only notices the hang-up once the
+// request body has been read, so the emulator reads it before waiting.
+func TestWaitEndsWhenClientHangsUp(t *testing.T) {
+	const wait = 3 * time.Second // what a missed hang-up costs
+	for _, tc := range []struct {
+		name string
+		set  func(*Emulator)
+	}{
+		{"latency", func(e *Emulator) { e.SetLatency(wait) }},
+		{"fault delay", func(e *Emulator) { e.InjectFault(Fault{Status: 504, Delay: wait}) }},
+		{"reply latency", func(e *Emulator) { e.SetReplyLatency(wait) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			tc.set(e.emu)
+			ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "POST", e.ts.URL+pathAccessKey, strings.NewReader(`{"durationSeconds":60}`))
+			req.Header.Set("Authorization", bearer(testToken))
+			if resp, err := e.ts.Client().Do(req); err == nil {
+				resp.Body.Close()
+				t.Fatalf("request answered %d before the client gave up", resp.StatusCode)
+			}
+			start := time.Now()
+			for e.emu.Stats().InFlight != 0 {
+				if time.Since(start) > wait/2 {
+					t.Fatalf("the handler still waits %s after the client hung up", time.Since(start))
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+}
+
 func TestMaxInFlightOverHTTP(t *testing.T) {
 	const n = 8
 	entered, release := make(chan struct{}), make(chan struct{})
@@ -331,13 +480,26 @@ func TestControlEndpoints(t *testing.T) {
 		t.Errorf("latency from seconds = %s, want 1.5s", d)
 	}
 	ctl("PUT", "/latency", `{"latency":"0s"}`)
+	if got := ctl("PUT", "/reply-latency", `{"latency":"1m0s"}`); got["latency"] != "1m0s" {
+		t.Errorf("PUT reply-latency = %v", got)
+	}
+	if got := ctl("GET", "/reply-latency", ""); got["latency"] != "1m0s" || e.emu.ReplyLatency() != time.Minute || e.emu.Latency() != 0 {
+		t.Errorf("GET reply-latency = %v, ReplyLatency() = %s, Latency() = %s", got, e.emu.ReplyLatency(), e.emu.Latency())
+	}
+	ctl("PUT", "/reply-latency", `{"latency":0}`)
+	if d := e.emu.ReplyLatency(); d != 0 {
+		t.Errorf("reply latency after PUT 0 = %s", d)
+	}
 
 	// Faults.
 	wantFields(t, ctl("POST", "/faults", `{"endpoint":"","status":503,"code":14,"count":3,"retryAfter":"2s"}`))
-	ctl("POST", "/faults", `{"endpoint":"saml","malformed":true,"body":"{}"}`)
+	ctl("POST", "/faults", `{"endpoint":"saml","malformed":true,"body":"{}","delay":"10s"}`)
 	faults := ctl("GET", "/faults", "")["faults"].([]any)
 	if len(faults) != 2 {
 		t.Fatalf("GET faults = %v, want 2", faults)
+	}
+	if f1 := faults[1].(map[string]any); f1["delay"] != "10s" || e.emu.Faults()[1].Delay != 10*time.Second {
+		t.Errorf("fault with delay = %v", f1)
 	}
 	f0 := faults[0].(map[string]any)
 	wantFields(t, f0, "endpoint", "status", "code", "message", "retryAfter", "count", "malformed")
@@ -359,7 +521,7 @@ func TestControlEndpoints(t *testing.T) {
 
 	// Stats.
 	st := ctl("GET", "/stats", "")
-	wantFields(t, st, "requests", "mints", "inFlight", "maxInFlight")
+	wantFields(t, st, "requests", "mints", "orphaned", "inFlight", "maxInFlight")
 	if st["mints"].(map[string]any)[EndpointAccessKey] != 1.0 || st["requests"].(map[string]any)[EndpointAPIToken] != 2.0 {
 		t.Errorf("stats = %v", st)
 	}
@@ -381,11 +543,15 @@ func TestControlEndpoints(t *testing.T) {
 		{"PUT", "/latency", `{"latency":"fast"}`},
 		{"PUT", "/latency", `{"latency":"-1s"}`},
 		{"PUT", "/latency", `{"latency":1e300}`},
+		{"PUT", "/reply-latency", `{}`},
+		{"PUT", "/reply-latency", `{"latency":"-1s"}`},
+		{"PUT", "/reply-latency", `{"replyLatency":"1s"}`},
 		{"POST", "/faults", `{"endpoint":"list-access-keys"}`},
 		{"POST", "/faults", `{"status":200}`},
 		{"POST", "/faults", `{"code":17}`},
 		{"POST", "/faults", `{"retryAfter":"-2s"}`},
 		{"POST", "/faults", `{"retryAfter":true}`},
+		{"POST", "/faults", `{"delay":"-1s"}`},
 	} {
 		wantError(t, e.do(tc.method, "/_emulator"+tc.path, "", tc.body), 400, 3, "")
 	}

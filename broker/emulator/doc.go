@@ -56,19 +56,26 @@
 //
 // # Test controls
 //
-// Latency (SetLatency) and faults (InjectFault) apply to the five minting
-// endpoints only. A minting request is counted, waits out the latency, then
-// takes the first queued fault that matches its endpoint, if any; a faulted
-// request counts as a request but not as a mint. The same controls, plus
-// identity registration and key lookup, are served as JSON under /_emulator/
-// for out-of-process drivers:
+// Latency (SetLatency), reply latency (SetReplyLatency) and faults
+// (InjectFault) apply to the five minting endpoints only. A minting request
+// is counted, waits out the latency, then takes the first queued fault that
+// matches its endpoint, if any; a faulted request counts as a request but
+// not as a mint. A request that mints a key then waits out the reply
+// latency before replying: if the client gives up meanwhile, the key stays
+// minted and is counted in Stats.Orphaned, as a real upstream leaves a key
+// behind when a client times out on a slow reply. A request that gives up
+// during the latency mints nothing. The same controls, plus identity
+// registration and key lookup, are served as JSON under /_emulator/ for
+// out-of-process drivers:
 //
 //	GET    /_emulator/stats               Stats
 //	POST   /_emulator/reset-stats         {}
 //	GET    /_emulator/latency             {"latency":"200ms"}
 //	PUT    /_emulator/latency             {"latency":"200ms"} -> the same
+//	GET    /_emulator/reply-latency       {"latency":"60s"}
+//	PUT    /_emulator/reply-latency       {"latency":"60s"} -> the same
 //	GET    /_emulator/faults              {"faults":[Fault...]}
-//	POST   /_emulator/faults              Fault, e.g. {"endpoint":"","status":503,"code":14,"count":3,"retryAfter":"2s"}
+//	POST   /_emulator/faults              Fault, e.g. {"endpoint":"","status":503,"code":14,"count":3,"retryAfter":"2s","delay":"10s"}
 //	DELETE /_emulator/faults              {}
 //	POST   /_emulator/api-tokens          {"token":"CW-SECRET-…","principal":"coreweave/u1","orgId":"cw1","denied":false}
 //	POST   /_emulator/oidc-issuers        {"issuer":"https://…","orgId":"cw1","audience":"https://coreweave.com/iam"}

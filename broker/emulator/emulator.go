@@ -140,6 +140,10 @@ type Fault struct {
 	// Body is the raw reply body of a Malformed fault, e.g. a key without
 	// its secret.
 	Body string
+	// Delay, if positive, holds the faulted reply back that long after the
+	// latency: a slow failure, such as a gateway timing out. A request whose
+	// context ends meanwhile gets 499 CANCELLED instead.
+	Delay time.Duration
 }
 
 // Stats counts the emulator's API traffic since New or ResetStats.
@@ -153,6 +157,11 @@ type Stats struct {
 	InFlight int `json:"inFlight"`
 	// MaxInFlight is the high-water mark of InFlight.
 	MaxInFlight int `json:"maxInFlight"`
+	// Orphaned counts, per minting endpoint, keys that were minted (and
+	// are counted in Mints) but whose reply never reached the client: its
+	// request ended while the reply waited out the reply latency. Each is a
+	// live key nobody holds, the cost of a mint the client gave up on.
+	Orphaned map[string]int `json:"orphaned"`
 }
 
 // Key is a minted access key, secret included. It is a copy: changing it
@@ -196,9 +205,11 @@ type Emulator struct {
 	issuers     map[string]OIDCIssuer
 	samlConfigs map[string]SAMLConfig
 	latency     time.Duration
+	replyDelay  time.Duration
 	faults      []Fault
 	requests    map[string]int
 	mints       map[string]int
+	orphaned    map[string]int
 	inFlight    int
 	maxInFlight int
 	keys        map[string]*record
@@ -247,6 +258,7 @@ func New(opts Options) *Emulator {
 		samlConfigs:      map[string]SAMLConfig{},
 		requests:         map[string]int{},
 		mints:            map[string]int{},
+		orphaned:         map[string]int{},
 		keys:             map[string]*record{},
 	}
 	if e.now == nil {
@@ -338,6 +350,25 @@ func (e *Emulator) Latency() time.Duration {
 	return e.latency
 }
 
+// SetReplyLatency sets the delay added, from now on, between minting a key
+// and writing the reply; 0 or less removes it. Unlike SetLatency, the key
+// already exists while the reply waits: a request whose context ends then
+// gets 499 CANCELLED, and its key stays minted and active, counted in
+// Stats.Orphaned. This is how a real upstream behaves when a client times
+// out on a slow reply, and why mints are not idempotent.
+func (e *Emulator) SetReplyLatency(d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.replyDelay = max(d, 0)
+}
+
+// ReplyLatency returns the delay set by SetReplyLatency.
+func (e *Emulator) ReplyLatency() time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.replyDelay
+}
+
 // InjectFault queues f after any faults already queued. Defaults are filled
 // in as documented on Fault. A fault naming an endpoint that is not a
 // minting endpoint never matches.
@@ -402,6 +433,7 @@ func (e *Emulator) Stats() Stats {
 	return Stats{
 		Requests:    maps.Clone(e.requests),
 		Mints:       maps.Clone(e.mints),
+		Orphaned:    maps.Clone(e.orphaned),
 		InFlight:    e.inFlight,
 		MaxInFlight: e.maxInFlight,
 	}
@@ -414,6 +446,7 @@ func (e *Emulator) ResetStats() {
 	defer e.mu.Unlock()
 	clear(e.requests)
 	clear(e.mints)
+	clear(e.orphaned)
 	e.maxInFlight = e.inFlight
 }
 

@@ -1,6 +1,8 @@
 package emulator
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -63,7 +65,7 @@ func (e *Emulator) minting(endpoint string, fn mintFunc) http.HandlerFunc {
 		e.requests[endpoint]++
 		e.inFlight++
 		e.maxInFlight = max(e.maxInFlight, e.inFlight)
-		latency := e.latency
+		latency, replyDelay := e.latency, e.replyDelay
 		e.mu.Unlock()
 		defer func() {
 			e.mu.Lock()
@@ -71,17 +73,24 @@ func (e *Emulator) minting(endpoint string, fn mintFunc) http.HandlerFunc {
 			e.mu.Unlock()
 		}()
 
-		if latency > 0 {
-			t := time.NewTimer(latency)
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				t.Stop()
+		// Read the body before any wait: net/http notices a client that
+		// hangs up, and cancels r.Context(), only once the body is consumed.
+		data, aerr := readBody(w, r)
+		if aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(data))
+
+		if !wait(r.Context(), latency) {
+			writeError(w, errorf(CodeCanceled, "request cancelled"))
+			return
+		}
+		if f, ok := e.takeFault(endpoint); ok {
+			if !wait(r.Context(), f.Delay) {
 				writeError(w, errorf(CodeCanceled, "request cancelled"))
 				return
 			}
-		}
-		if f, ok := e.takeFault(endpoint); ok {
 			writeFault(w, f, endpoint)
 			return
 		}
@@ -98,6 +107,14 @@ func (e *Emulator) minting(endpoint string, fn mintFunc) http.HandlerFunc {
 		if e.onMint != nil {
 			e.onMint(k)
 		}
+		if !wait(r.Context(), replyDelay) {
+			// The key exists upstream but its only holder is gone.
+			e.mu.Lock()
+			e.orphaned[endpoint]++
+			e.mu.Unlock()
+			writeError(w, errorf(CodeCanceled, "request cancelled"))
+			return
+		}
 		if req.container {
 			writeJSON(w, http.StatusOK, containerReply{
 				AccessKeyID: k.AccessKeyID, SecretAccessKey: k.SecretKey, Expiration: formatTime(k.Expiry),
@@ -109,6 +126,22 @@ func (e *Emulator) minting(endpoint string, fn mintFunc) http.HandlerFunc {
 			AccessKeyID: k.AccessKeyID, SecretKey: k.SecretKey, PrincipalName: k.Principal,
 			Expiry: formatTime(k.Expiry), Attributes: k.Attributes,
 		})
+	}
+}
+
+// wait waits d, or less if ctx ends first; it reports whether ctx was
+// still live when the wait ended. A d of 0 or less does not wait.
+func wait(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -96,7 +96,9 @@ func emulatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	emu := emulator.New(opts)
 
 	if *apiTokenFile != "" {
-		tok, err := broker.ReadTokenFile(*apiTokenFile)
+		// The emulator only learns which token to accept: the file's mode
+		// protects nothing here, so any mode is fine.
+		tok, err := broker.ReadTokenFileMode(*apiTokenFile, true)
 		if err != nil {
 			return fmt.Errorf("emulator: --api-token-file: %w", err)
 		}

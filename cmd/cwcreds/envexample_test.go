@@ -43,19 +43,28 @@ var envExampleValues = map[string]string{
 	"CWCREDS_PROFILE_<NAME>_CLIENT_TOKEN_FILE": "/run/cwcreds/" + envExampleProfile + ".token",
 }
 
-const envExampleHeader = `# cwcreds configuration: /etc/cwcreds/cwcreds.env, read by cwcreds.service
-# (EnvironmentFile=). Installed as cwcreds.env.example; scripts/install.sh
-# copies it to cwcreds.env only when there is none, and never overwrites it.
+const envExampleHeader = `# cwcreds configuration: /etc/cwcreds/cwcreds.env, read by the daemon itself
+# (CWCREDS_ENV_FILE in cwcreds.service) at start and at every
+# systemctl reload cwcreds. Owner root, group cwcreds, mode 0640: the daemon
+# refuses it when its group or others can write it. Installed as
+# cwcreds.env.example; scripts/install.sh copies it to cwcreds.env only
+# when there is none, and never overwrites it.
 #
 # GENERATED from config.Vars() by TestEnvExampleDocumentsEveryVariable in
 # cmd/cwcreds; do not edit the source copy by hand. Regenerate with
 #   go test ./cmd/cwcreds -run TestEnvExample -update-env-example
 #
-# Format: one NAME=value per line, no quotes, no "export", comments only on
-# lines of their own. Unset and empty mean the default. A CWCREDS_ variable
-# that cwcreds does not know is an error, so a typo cannot pass unnoticed.
-# Every problem is reported at start-up (exit status 2, in the journal:
-# journalctl -u cwcreds); after a change run: systemctl restart cwcreds
+# Format: one NAME=value per line, only CWCREDS_ variables; a value may be
+# quoted whole in '...' or "..."; no "export", no $ expansion, comments
+# only on lines of their own. Unset and empty mean the default. A CWCREDS_
+# variable that cwcreds does not know is an error, so a typo cannot pass
+# unnoticed. Every problem is reported at once (exit status 2 at start-up,
+# in the journal: journalctl -u cwcreds).
+# After a change: systemctl reload cwcreds. Profiles are added, removed and
+# changed live, and unchanged ones keep their keys; a file with a problem
+# is rejected as a whole and the daemon keeps running as before (see
+# journalctl -u cwcreds). Settings marked "needs a restart" below take
+# effect only with systemctl restart cwcreds.
 #
 # This example serves one profile, "training", with an API access token:
 #   1. put the token in /etc/cwcreds/api-token (owner root, mode 0600);

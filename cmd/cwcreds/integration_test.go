@@ -100,18 +100,26 @@ func startDaemon(t *testing.T, setup ...func(*emulator.Emulator)) *daemon {
 	}
 
 	d := &daemon{emu: emu, cfg: cfg, logs: &syncBuffer{}, emuURL: emuSrv.URL, dataDir: dir}
+	d.run(t, serveHooks{})
+	return d
+}
+
+// run starts serveWith for d.cfg with h, waits until it serves and sets
+// d.addr, d.tokens and d.stop (also run at cleanup).
+func (d *daemon) run(t *testing.T, h serveHooks) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, cfg, d.logs, func(a net.Addr, tokens map[string]string) {
-			d.addr, d.tokens = a.String(), tokens
-			close(ready)
-		})
-	}()
+	h.ready = func(a net.Addr, tokens map[string]string) {
+		d.addr, d.tokens = a.String(), tokens
+		close(ready)
+	}
+	go func() { done <- serveWith(ctx, d.cfg, d.logs, h) }()
 	select {
 	case <-ready:
 	case err := <-done:
+		cancel()
 		t.Fatalf("serve: %v", err)
 	}
 	d.stop = func() {
@@ -125,7 +133,6 @@ func startDaemon(t *testing.T, setup ...func(*emulator.Emulator)) *daemon {
 			d.stop()
 		}
 	})
-	return d
 }
 
 // clearEnv removes variables with prefix for the test (restored after).

@@ -15,7 +15,6 @@ import (
 
 	"github.com/cwcreds/cwcreds/broker/emulator"
 	"github.com/cwcreds/cwcreds/config"
-	"github.com/cwcreds/cwcreds/server"
 )
 
 // serve wires ALLOWED_UIDS end to end: this process's uid gets its
@@ -83,15 +82,14 @@ func TestServeRestrictsProfilesByUID(t *testing.T) {
 	}
 }
 
-// Without ALLOWED_UIDS/GIDS nothing is wired: no peer lookups at all.
-func TestPeerAccessOnlyWhenRestricted(t *testing.T) {
+// Without ALLOWED_UIDS/GIDS there is nothing to restrict.
+func TestAccessOfRestrictedProfilesOnly(t *testing.T) {
 	cfg := &config.Config{Profiles: []config.Profile{{Name: "a"}, {Name: "b"}}}
-	var opts server.Options
-	if peerAccess(cfg, &opts, zerolog.Nop()) || opts.Access != nil || opts.Peers != nil || opts.PeerIdentity != nil {
-		t.Errorf("unrestricted config wired peer lookups: %+v", opts)
+	if a := accessOf(cfg, zerolog.Nop()); a != nil {
+		t.Errorf("unrestricted config: access = %+v, want nil", a)
 	}
 	cfg.Profiles[1].AllowedGIDs = []uint32{5}
-	if !peerAccess(cfg, &opts, zerolog.Nop()) || len(opts.Access) != 1 || opts.Access["b"].GIDs[0] != 5 || opts.Peers == nil {
-		t.Errorf("restricted config: %+v", opts)
+	if a := accessOf(cfg, zerolog.Nop()); len(a) != 1 || len(a["b"].GIDs) != 1 || a["b"].GIDs[0] != 5 {
+		t.Errorf("restricted config: access = %+v", a)
 	}
 }

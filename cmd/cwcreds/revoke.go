@@ -50,7 +50,7 @@ func revokeCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	}
 	var apiToken string
 	if *tokenFile != "" {
-		if apiToken, err = broker.ReadTokenFile(*tokenFile); err != nil {
+		if apiToken, err = broker.ReadTokenFileMode(*tokenFile, insecureModesAllowed(environ)); err != nil {
 			return fmt.Errorf("--token-file: %w", err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
@@ -65,14 +66,17 @@ func dispatch(ctx context.Context, cmd string, rest, environ []string, stdout, s
 		if err := parseFlags(flag.NewFlagSet("serve", flag.ContinueOnError), rest, stderr); err != nil {
 			return err
 		}
-		cfg, err := config.Load(environ)
+		// Listen for SIGHUP before reading the configuration, so one sent
+		// while starting (systemctl reload) is not fatal; it then re-reads
+		// the configuration once serving.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		cfg, load, err := loadServeConfig(environ)
 		if err != nil {
-			return configError(err)
+			return err
 		}
-		// systemd's ExecReload sends SIGHUP; until reload exists, do not
-		// let it kill the daemon (systemd would not restart a SIGHUP exit).
-		signal.Ignore(syscall.SIGHUP)
-		return serve(ctx, cfg, stderr, nil)
+		return serveWith(ctx, cfg, stderr, serveHooks{reloads: hup, load: load})
 	case "demo":
 		return demo(ctx, rest, stdout, stderr)
 	case "status":

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -29,8 +30,36 @@ const shutdownTimeout = broker.MintTimeout + 5*time.Second
 
 // serve runs the daemon for cfg until ctx ends, logging to logOut. When
 // ready is non-nil it is called with the bound address once the listener
-// accepts connections.
+// accepts connections. It never reloads; see serveWith.
 func serve(ctx context.Context, cfg *config.Config, logOut io.Writer, ready func(net.Addr, map[string]string)) error {
+	return serveWith(ctx, cfg, logOut, serveHooks{ready: ready})
+}
+
+// serveHooks connects serveWith to its caller.
+type serveHooks struct {
+	// ready, when set, is called with the bound address and the client
+	// tokens once the listener accepts connections.
+	ready func(net.Addr, map[string]string)
+	// reloads delivers SIGHUP: each one re-reads the configuration with
+	// load (nil without CWCREDS_ENV_FILE: token files are checked only).
+	reloads <-chan os.Signal
+	load    func() (*config.Config, func(), error)
+}
+
+// node is the running daemon's state that a reload changes. Only
+// serveWith's goroutine uses it, so it needs no lock.
+type node struct {
+	log    zerolog.Logger
+	cfg    *config.Config
+	client *broker.Client
+	cache  *broker.Cache
+	srv    *server.Server
+	addr   net.Addr
+}
+
+// serveWith runs the daemon for cfg until ctx ends, applying each reload
+// h delivers.
+func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serveHooks) error {
 	log, err := newLogger(cfg.LogLevel, cfg.LogFormat, logOut)
 	if err != nil {
 		return &usageError{err}
@@ -39,49 +68,83 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer, ready func
 	if err != nil {
 		return err
 	}
-	cache, tokens, err := newCache(cfg, log, m)
+	d := &node{log: log, cfg: cfg}
+	if d.client, err = newClient(cfg, m); err != nil {
+		return err
+	}
+	profiles, tokens, err := d.profiles(cfg)
 	if err != nil {
 		return err
+	}
+	// Not fatal: a projected token may appear after start-up. But say so
+	// now rather than only at the first mint.
+	d.checkTokenFiles(cfg)
+	d.cache, err = broker.NewCache(profiles, func(o *broker.CacheOptions) {
+		o.Logger = log
+		o.Observer = m
+		o.KeyWarmup = cfg.KeyWarmup
+	})
+	if err != nil {
+		return err
+	}
+	if err := m.WatchProfiles(d.cache, nil); err != nil {
+		return fmt.Errorf("metrics: %w", err)
 	}
 	adminToken, err := newAdminToken(cfg, log)
 	if err != nil {
 		return err
 	}
+	access := accessOf(cfg, log)
 	opts := server.Options{ClientTokens: tokens, AllowNonLoopbackHosts: cfg.AllowNonLoopback, IMDSProfile: cfg.IMDSProfile(),
-		Metrics: metricsHandler, Requests: m, Revoker: cache, AdminToken: adminToken}
-	restricted := peerAccess(cfg, &opts, log)
-	srv := server.New(log, cache, opts)
+		Metrics: metricsHandler, Requests: m, Revoker: d.cache, AdminToken: adminToken, Access: access}
+	// Peers are identified only for restricted profiles, once per
+	// connection and only when first needed; without any restricted profile,
+	// and no reload that could add one, nothing is wired at all.
+	identifyPeers := len(access) > 0 || h.load != nil
+	if identifyPeers {
+		opts.Peers = peer.Requests{}
+	}
+	if len(access) > 0 {
+		opts.PeerIdentity = peer.Identity // the audit line's uid, when some profile is restricted at start
+	}
+	d.srv = server.New(log, d.cache, opts)
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s (CWCREDS_LISTEN_ADDR): %w", cfg.ListenAddr, err)
 	}
-	httpSrv := server.NewHTTPServer(cfg.ListenAddr, srv, log)
-	if restricted {
-		httpSrv.ConnContext = peer.ConnContext // a peer is looked up once per connection, when first needed
+	d.addr = ln.Addr()
+	httpSrv := server.NewHTTPServer(cfg.ListenAddr, d.srv, log)
+	if identifyPeers {
+		httpSrv.ConnContext = peer.ConnContext
 	}
 
 	// The cache outlives the listener so requests in flight at shutdown
 	// still get their keys; it stops once the server has drained.
 	cacheCtx, stopCache := context.WithCancel(context.WithoutCancel(ctx))
 	cacheDone := make(chan struct{})
-	go func() { cache.Run(cacheCtx); close(cacheDone) }()
+	go func() { d.cache.Run(cacheCtx); close(cacheDone) }()
 	defer func() { stopCache(); <-cacheDone }()
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 	log.Info().Str("version", buildVersion()).Str("listen", ln.Addr().String()).
-		Str("api_url", cfg.APIURL).Int("profiles", len(cfg.Profiles)).Msg("cwcreds serving")
-	if ready != nil {
-		ready(ln.Addr(), tokens)
+		Str("api_url", cfg.APIURL).Int("profiles", len(cfg.Profiles)).Bool("reloadable", h.load != nil).Msg("cwcreds serving")
+	if h.ready != nil {
+		h.ready(ln.Addr(), tokens)
 	}
 	// systemd Type=notify: READY=1 now, the watchdog while ctx lives, STOPPING=1 when it ends.
-	defer notifySystemd(ctx, log, fmt.Sprintf("serving %d profiles on %s", len(cfg.Profiles), ln.Addr()))()
+	defer notifySystemd(ctx, log, d.statusLine())()
 
-	select {
-	case err := <-serveErr:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
+	for running := true; running; {
+		select {
+		case err := <-serveErr:
+			return fmt.Errorf("serve: %w", err)
+		case <-ctx.Done():
+			running = false
+		case <-h.reloads:
+			d.reload(h.load)
+		}
 	}
 	log.Info().Msg("shutting down: draining requests")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
@@ -96,82 +159,86 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer, ready func
 	return nil
 }
 
-// peerAccess sets opts up for the profiles with ALLOWED_UIDS or
-// ALLOWED_GIDS and reports whether there are any. Without them nothing is
-// wired: no request pays for peer identification.
-func peerAccess(cfg *config.Config, opts *server.Options, log zerolog.Logger) bool {
+func (d *node) statusLine() string {
+	return fmt.Sprintf("serving %d profiles on %s", len(d.cfg.Profiles), d.addr)
+}
+
+// accessOf returns the restrictions of the profiles with ALLOWED_UIDS or
+// ALLOWED_GIDS, or nil when there are none.
+func accessOf(cfg *config.Config, log zerolog.Logger) map[string]server.Access {
+	var access map[string]server.Access
 	for _, p := range cfg.Profiles {
 		if !p.Restricted() {
 			continue
 		}
-		if opts.Access == nil {
-			opts.Access = make(map[string]server.Access)
+		if access == nil {
+			access = make(map[string]server.Access)
 		}
-		opts.Access[p.Name] = server.Access{UIDs: p.AllowedUIDs, GIDs: p.AllowedGIDs}
+		access[p.Name] = server.Access{UIDs: p.AllowedUIDs, GIDs: p.AllowedGIDs}
 		log.Info().Str("profile", p.Name).Uints32("allowed_uids", p.AllowedUIDs).Uints32("allowed_gids", p.AllowedGIDs).
 			Msg("profile restricted to some local users")
 	}
-	if opts.Access == nil {
-		return false
-	}
-	opts.Peers = peer.Requests{}
-	opts.PeerIdentity = peer.Identity
-	return true
+	return access
 }
 
-// newCache builds the upstream client, one minter per profile and the
-// cache, and loads (or creates) each profile's client token.
-func newCache(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics) (*broker.Cache, map[string]string, error) {
+// newClient builds the upstream client every profile mints through.
+func newClient(cfg *config.Config, m *metrics.Metrics) (*broker.Client, error) {
 	client, err := broker.NewClient(cfg.APIURL, func(o *broker.ClientOptions) {
 		o.UserAgent = "cwcreds/" + buildVersion()
 		o.Observer = m
 	})
 	if err != nil {
-		return nil, nil, &usageError{fmt.Errorf("CWCREDS_API_URL: %w", err)}
+		return nil, &usageError{fmt.Errorf("CWCREDS_API_URL: %w", err)}
 	}
+	return client, nil
+}
+
+// profiles builds one minter per profile of cfg, and loads (or creates)
+// each profile's client token.
+func (d *node) profiles(cfg *config.Config) ([]broker.CacheProfile, map[string]string, error) {
 	profiles := make([]broker.CacheProfile, 0, len(cfg.Profiles))
 	tokens := make(map[string]string, len(cfg.Profiles))
 	for _, p := range cfg.Profiles {
-		bp := broker.Profile{
-			Name:       p.Name,
-			Source:     broker.Source(p.Source),
-			TokenFile:  p.TokenFile,
-			OrgID:      p.OrgID,
-			ConfigID:   p.ConfigID,
-			Duration:   p.Duration,
-			Attributes: broker.AuditAttributes(cfg.NodeName, p.Name),
-		}
-		minter, err := client.Minter(bp)
+		bp := brokerProfile(cfg, p)
+		minter, err := d.client.Minter(bp)
 		if err != nil {
 			return nil, nil, &usageError{err}
-		}
-		// Not fatal: a projected token may appear after start-up. But say so
-		// now rather than only at the first mint.
-		if _, err := broker.ReadTokenFile(p.TokenFile); err != nil {
-			log.Warn().Str("profile", p.Name).Err(err).Msg("upstream token file not usable yet; mints will fail until it is")
 		}
 		tok, created, err := server.LoadClientToken(p.ClientTokenFile, rand.Reader, clientTokenMode)
 		if err != nil {
 			return nil, nil, fmt.Errorf("profile %q client token (set CWCREDS_RUNTIME_DIR or CWCREDS_PROFILE_%s_CLIENT_TOKEN_FILE to a writable place): %w", p.Name, p.EnvName, err)
 		}
 		if created {
-			log.Info().Str("profile", p.Name).Str("path", p.ClientTokenFile).Msg("created client token file")
+			d.log.Info().Str("profile", p.Name).Str("path", p.ClientTokenFile).Msg("created client token file")
 		}
 		tokens[p.Name] = tok
 		profiles = append(profiles, broker.CacheProfile{Name: p.Name, Source: broker.Source(p.Source), Minter: minter,
-			Revoker: client.Revoker(bp)})
+			Revoker: d.client.Revoker(bp), Fingerprint: p.Fingerprint()})
 	}
-	cache, err := broker.NewCache(profiles, func(o *broker.CacheOptions) {
-		o.Logger = log
-		o.Observer = m
-	})
-	if err != nil {
-		return nil, nil, err
+	return profiles, tokens, nil
+}
+
+func brokerProfile(cfg *config.Config, p config.Profile) broker.Profile {
+	return broker.Profile{
+		Name:                  p.Name,
+		Source:                broker.Source(p.Source),
+		TokenFile:             p.TokenFile,
+		OrgID:                 p.OrgID,
+		ConfigID:              p.ConfigID,
+		Duration:              p.Duration,
+		Attributes:            broker.AuditAttributes(cfg.NodeName, p.Name),
+		AllowInsecureFileMode: cfg.AllowInsecureFileModes,
 	}
-	if err := m.WatchProfiles(cache, nil); err != nil {
-		return nil, nil, fmt.Errorf("metrics: %w", err)
+}
+
+// checkTokenFiles logs every profile whose upstream token file cannot be
+// used now (missing, empty, unsafe mode): its mints will fail until fixed.
+func (d *node) checkTokenFiles(cfg *config.Config) {
+	for _, p := range cfg.Profiles {
+		if _, err := broker.ReadTokenFileMode(p.TokenFile, cfg.AllowInsecureFileModes); err != nil {
+			d.log.Warn().Str("profile", p.Name).Err(err).Msg("upstream token file not usable; mints will fail until it is")
+		}
 	}
-	return cache, tokens, nil
 }
 
 // newLogger builds the one logger the daemon passes down.

@@ -2,7 +2,9 @@
 // processes: like an SDK in a long-running process, it fetches its profile's
 // key from the container-credentials endpoint every -every for -for, on a
 // fresh connection each time, and prints one line per fetch:
-// "<unix-ms> <status> <access key id> <latency-µs>".
+// "<unix-ms> <status> <access key id> <latency-µs>". With -until it stops at
+// that wall-clock time instead, so processes started over several seconds
+// on a busy machine all end together.
 package main
 
 import (
@@ -22,6 +24,7 @@ func main() {
 	every := flag.Duration("every", 2*time.Second, "interval between fetches")
 	dur := flag.Duration("for", 10*time.Second, "how long to keep fetching")
 	max := flag.Int("max", 1000, "at most this many fetches")
+	until := flag.Int64("until", 0, "if set, fetch until this Unix time in milliseconds instead of for -for")
 	flag.Parse()
 	if !strings.HasPrefix(*url, "http://127.0.0.1:") {
 		fmt.Fprintln(os.Stderr, "fetch: -url must be http://127.0.0.1:PORT/...")
@@ -34,6 +37,9 @@ func main() {
 	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
 	end := time.Now().Add(*dur)
+	if *until > 0 {
+		end = time.UnixMilli(*until)
+	}
 	fails := 0
 	for i := 0; i < *max && time.Now().Before(end); i++ {
 		start := time.Now()

@@ -1,0 +1,231 @@
+package broker_test
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cwcreds/cwcreds/broker"
+)
+
+// writeMode writes content to path and then sets mode exactly (WriteFile
+// alone is subject to the umask).
+func writeMode(t *testing.T, path, content string, mode fs.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkInsecureModeErr asserts err is the file mode refusal for path and
+// mode: both sentinels match, the path, the mode and both fixes are named,
+// and the content is not.
+func checkInsecureModeErr(t *testing.T, err error, path string, mode fs.FileMode, content string) {
+	t.Helper()
+	if !errors.Is(err, broker.ErrInsecureFileMode) || !errors.Is(err, broker.ErrBadToken) {
+		t.Fatalf("err = %v, want ErrInsecureFileMode (and ErrBadToken)", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		path + " has mode " + fmt.Sprintf("%04o", uint32(mode)),
+		"chmod 600 " + path,
+		"CWCREDS_ALLOW_INSECURE_FILE_MODES=true",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q lacks %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, content) {
+		t.Errorf("error leaks the token: %q", msg)
+	}
+}
+
+func TestReadTokenFileModes(t *testing.T) {
+	const tok = "CW-SECRET-mode-check"
+	tests := []struct {
+		mode fs.FileMode
+		ok   bool
+		can  string // what the message says others can do
+	}{
+		{0o600, true, ""},
+		{0o400, true, ""},
+		{0o700, true, ""}, // the execute bit gives nobody else anything
+		{0o640, false, "can read it"},
+		{0o644, false, "can read it"},
+		{0o604, false, "can read it"},
+		{0o440, false, "can read it"},
+		{0o620, false, "can write it"}, // group may substitute its own identity
+		{0o602, false, "can write it"},
+		{0o666, false, "can read and write it"},
+	}
+	dir := t.TempDir()
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%04o", uint32(tc.mode)), func(t *testing.T) {
+			path := filepath.Join(dir, fmt.Sprintf("token-%04o", uint32(tc.mode)))
+			writeMode(t, path, tok+"\n", tc.mode)
+			got, err := broker.ReadTokenFile(path)
+			if tc.ok {
+				if err != nil || got != tok {
+					t.Fatalf("ReadTokenFile = %q, %v; want the token", got, err)
+				}
+				return
+			}
+			checkInsecureModeErr(t, err, path, tc.mode, tok)
+			if !strings.Contains(err.Error(), tc.can) {
+				t.Errorf("error %q does not say others %s", err, tc.can)
+			}
+			if _, err := broker.ReadTokenFileMode(path, false); !errors.Is(err, broker.ErrInsecureFileMode) {
+				t.Errorf("ReadTokenFileMode(path, false) = %v, want ErrInsecureFileMode", err)
+			}
+			if got, err := broker.ReadTokenFileMode(path, true); err != nil || got != tok {
+				t.Errorf("allowed: ReadTokenFileMode = %q, %v; want the token", got, err)
+			}
+		})
+	}
+}
+
+// TestReadTokenFileRefusesNonRegular: a directory and a FIFO are refused at
+// once; opening the FIFO must not wait for a writer.
+func TestReadTokenFileRefusesNonRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{dir, fifo} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := broker.ReadTokenFile(path)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if !errors.Is(err, broker.ErrBadToken) || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("%s: err = %v, want ErrBadToken, not a regular file", path, err)
+			}
+		case <-time.After(10 * time.Second): // a bound, not synchronisation: a blocked open never returns
+			t.Fatalf("ReadTokenFile(%s) blocked", path)
+		}
+	}
+}
+
+// TestReadTokenFileKubernetesSymlinkSwap replays how the kubelet updates a
+// Secret or projected volume: token -> ..data/token, ..data -> a timestamped
+// directory, and an update renames a new ..data symlink over the old one.
+// The next read sees the new token, and the mode checked is the target
+// file's, not the symlink's (always 0777).
+func TestReadTokenFileKubernetesSymlinkSwap(t *testing.T) {
+	vol := t.TempDir()
+	token := filepath.Join(vol, "token")
+	if err := os.Symlink(filepath.Join("..data", "token"), token); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(ts, content string, mode fs.FileMode) {
+		t.Helper()
+		dir := filepath.Join(vol, ts)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeMode(t, filepath.Join(dir, "token"), content, mode)
+		tmp := filepath.Join(vol, "..data_tmp")
+		if err := os.Symlink(ts, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(vol, "..data")); err != nil { // atomic swap
+			t.Fatal(err)
+		}
+	}
+
+	publish("..2026_01_01_00_00_00.000000001", "CW-SECRET-first", 0o600)
+	if got, err := broker.ReadTokenFile(token); err != nil || got != "CW-SECRET-first" {
+		t.Fatalf("first: %q, %v", got, err)
+	}
+	publish("..2026_01_01_01_00_00.000000002", "CW-SECRET-second", 0o400)
+	if got, err := broker.ReadTokenFile(token); err != nil || got != "CW-SECRET-second" {
+		t.Fatalf("after the swap: %q, %v; want the new token", got, err)
+	}
+	publish("..2026_01_01_02_00_00.000000003", "CW-SECRET-third", 0o440) // defaultMode 0440 with fsGroup
+	_, err := broker.ReadTokenFile(token)
+	checkInsecureModeErr(t, err, token, 0o440, "CW-SECRET-third")
+	if got, err := broker.ReadTokenFileMode(token, true); err != nil || got != "CW-SECRET-third" {
+		t.Fatalf("allowed: %q, %v", got, err)
+	}
+}
+
+// TestReadTokenFileRenameOver: a file renamed over the token file is read
+// next time, with its own mode.
+func TestReadTokenFileRenameOver(t *testing.T) {
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	replace := func(content string, mode fs.FileMode) {
+		t.Helper()
+		tmp := filepath.Join(dir, ".token.new")
+		writeMode(t, tmp, content, mode)
+		if err := os.Rename(tmp, token); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replace("CW-SECRET-one", 0o600)
+	if got, err := broker.ReadTokenFile(token); err != nil || got != "CW-SECRET-one" {
+		t.Fatalf("%q, %v", got, err)
+	}
+	replace("CW-SECRET-two", 0o644) // e.g. written by a tool with umask 022
+	_, err := broker.ReadTokenFile(token)
+	checkInsecureModeErr(t, err, token, 0o644, "CW-SECRET-two")
+	replace("CW-SECRET-three", 0o600)
+	if got, err := broker.ReadTokenFile(token); err != nil || got != "CW-SECRET-three" {
+		t.Fatalf("%q, %v", got, err)
+	}
+}
+
+// TestMinterAndRevokerRefuseInsecureTokenFile: through the real client and
+// the emulator, a group-readable token file fails the mint (and a revoke
+// with the profile's own token) before any upstream call; allowed, or once
+// fixed with chmod, the same file mints.
+func TestMinterAndRevokerRefuseInsecureTokenFile(t *testing.T) {
+	c, emu := newEmulated(t)
+	path := filepath.Join(t.TempDir(), "api-token")
+	writeMode(t, path, apiToken+"\n", 0o640)
+	p := broker.Profile{Name: "p", Source: broker.SourceAccessKey, TokenFile: path, Duration: time.Hour}
+	m, err := c.Minter(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.Mint(t.Context())
+	checkInsecureModeErr(t, err, path, 0o640, apiToken)
+	err = c.Revoker(p).Revoke(t.Context(), "", "CWAAAAAAAAAAAAAA")
+	checkInsecureModeErr(t, err, path, 0o640, apiToken)
+	if st := emu.Stats(); len(st.Requests) != 0 {
+		t.Fatalf("upstream saw %v; a refused token file must not be sent", st.Requests)
+	}
+
+	allowed := p
+	allowed.AllowInsecureFileMode = true
+	am, err := c.Minter(allowed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := am.Mint(t.Context())
+	if err != nil {
+		t.Fatalf("allowed profile: %v", err)
+	}
+	if err := c.Revoker(allowed).Revoke(t.Context(), "", k.AccessKeyID); err != nil {
+		t.Fatalf("allowed revoke: %v", err)
+	}
+
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Mint(t.Context()); err != nil {
+		t.Fatalf("after chmod 600 the same minter must work: %v", err)
+	}
+}
