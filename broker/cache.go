@@ -522,6 +522,9 @@ func (c *Cache) logFailure(e *entry, s *state, err error, wait time.Duration, no
 	case errors.As(err, &api) && !api.Temporary():
 		ev = c.log.Error() // a revoked or wrong credential needs a person
 	}
+	if hint := rejectionHint(err); hint != "" {
+		ev = ev.Str("action_needed", hint)
+	}
 	ev.Bool("audit", true).Str("event", "mint_failed").
 		Str("profile", e.name).Str("source", string(e.source)).Str("trigger", trigger).Err(err).
 		Int("failures", s.failures).Dur("retry_in_ms", wait).

@@ -34,6 +34,9 @@ type UnavailableError struct {
 func (e *UnavailableError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "profile %q has no valid key", e.Profile)
+	if hint := rejectionHint(e.Err); hint != "" {
+		fmt.Fprintf(&b, ": %s", hint)
+	}
 	if e.Err != nil {
 		fmt.Fprintf(&b, ": %v", e.Err)
 	}
@@ -73,6 +76,23 @@ func (e *APIError) Error() string {
 		return fmt.Sprintf("%s: HTTP %d (%s): %s", e.Endpoint, e.StatusCode, grpcCodeName(e.Code), msg)
 	}
 	return fmt.Sprintf("%s: HTTP %d: %s", e.Endpoint, e.StatusCode, msg)
+}
+
+// rejectionHint says in plain words what it means when upstream refuses
+// the profile's own credential (401, 403), and what a person must do;
+// otherwise "". Retrying cannot fix these.
+func rejectionHint(err error) string {
+	var api *APIError
+	if !errors.As(err, &api) {
+		return ""
+	}
+	switch api.StatusCode {
+	case http.StatusUnauthorized:
+		return "upstream rejected the profile's credential (revoked, expired or wrong); replace its token file"
+	case http.StatusForbidden:
+		return "upstream refused the profile's credential permission to mint keys; grant it or use another token"
+	}
+	return ""
 }
 
 // Temporary reports whether retrying later may succeed: 429, 5xx and 408.

@@ -342,17 +342,20 @@ func TestFaultRevokedUpstreamToken(t *testing.T) {
 		name   string
 		denied bool     // a registered identity without permission (403), else an unknown token (401)
 		want   []string // in the client message, status reason and log line
+		action string   // the plain words in the client message, status reason and log line
 	}{
-		{"403 permission denied", true, []string{"HTTP 403 (PERMISSION_DENIED)", "permission denied"}},
-		{"401 unknown token", false, []string{"HTTP 401 (UNAUTHENTICATED)", "invalid API access token"}},
+		{"403 permission denied", true, []string{"HTTP 403 (PERMISSION_DENIED)", "permission denied"},
+			"upstream refused the profile's credential permission to mint keys"},
+		{"401 unknown token", false, []string{"HTTP 401 (UNAUTHENTICATED)", "invalid API access token"},
+			"upstream rejected the profile's credential (revoked, expired or wrong); replace its token file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) { testRevokedUpstreamToken(t, tc.denied, tc.want) })
+			synctest.Test(t, func(t *testing.T) { testRevokedUpstreamToken(t, tc.denied, tc.want, tc.action) })
 		})
 	}
 }
 
-func testRevokedUpstreamToken(t *testing.T, denied bool, want []string) {
+func testRevokedUpstreamToken(t *testing.T, denied bool, want []string, action string) {
 	const poll, refused = 5 * time.Second, 30 * time.Minute
 	token := "CW-SECRET-revoked-" + randomHex(12)
 	r := newRig(t, func(r *rig) {
@@ -382,6 +385,9 @@ func testRevokedUpstreamToken(t *testing.T, denied bool, want []string) {
 			t.Fatalf("client at %s = %d %s %s; want 503 NoValidKey JSON with the next attempt", r.since(at), rep.Status, rep.CType, rep.Raw)
 		}
 		says("client message", rep.Msg)
+		if !strings.Contains(rep.Msg, action) {
+			t.Fatalf("client message %q does not say plainly %q", rep.Msg, action)
+		}
 		pages.WriteString(rep.Raw)
 	}
 	st, page := r.status("train")
@@ -392,6 +398,9 @@ func testRevokedUpstreamToken(t *testing.T, denied bool, want []string) {
 	}
 	says("status reason", st.Reason)
 	says("status last error", st.LastError)
+	if !strings.Contains(st.Reason, action) {
+		t.Errorf("status reason %q does not say plainly %q", st.Reason, action)
+	}
 
 	// One call per rejected-backoff step, however many clients asked.
 	checkBackoffSpacing(t, "rejected", calls, 1, broker.RejectedBackoffInitial, broker.RejectedBackoffMax)
@@ -416,6 +425,9 @@ func testRevokedUpstreamToken(t *testing.T, denied bool, want []string) {
 			t.Errorf("mint_failed at level %q, want error: a refused credential needs a person", l.str("level"))
 		}
 		says("log line", l.str("error"))
+		if !strings.Contains(l.str("action_needed"), action) {
+			t.Errorf("mint_failed action_needed = %q, want %q", l.str("action_needed"), action)
+		}
 	}
 	for _, l := range r.logLines() {
 		if l.str("level") == "error" && l.str("event") != "mint_failed" {
