@@ -1,14 +1,18 @@
 // Package broker mints CoreWeave AI Object Storage access keys from upstream
 // credentials and caches them per profile.
 //
-// A Cache holds one entry per configured profile. Its hit path is an atomic
-// load: it takes no lock that a mint holds. Concurrent misses for one profile
+// A Cache holds one entry per configured profile; Cache.Update replaces the
+// profile set while it runs (a configuration reload), keeping the entries
+// whose settings did not change. Its hit path is two atomic loads: it takes
+// no lock that a mint or an update holds. Concurrent misses for one profile
 // share one upstream call (singleflight), and a caller whose context ends
 // leaves without cancelling that shared call. Cache.Run refreshes every key in
 // the background once two thirds of its lifetime has passed, so a warm profile
 // never makes a client wait on upstream; a failed refresh keeps serving the
-// still-valid key and retries with backoff. All timing policy lives in
-// policy.go.
+// still-valid key and retries with backoff. A refreshed key is held back
+// for a short warm-up (CacheOptions.KeyWarmup) while the previous, still
+// valid key is served, because the object store may refuse a brand-new key
+// for a few seconds. All timing policy lives in policy.go.
 //
 // Client talks to the CoreWeave credential API (api.coreweave.com): the four
 // minting endpoints and key revocation. It never retries a mint by itself,
