@@ -2,15 +2,14 @@ package main
 
 // The in-process daemon the upstream fault tests (faults_test.go) drive
 // inside a testing/synctest bubble: the real broker.Client, minters,
-// broker.Cache with Run, and server.Server, wired as newCache and serve wire
-// them, against the real emulator. Only the network is replaced: the
+// broker.Cache with Run, and server.Server, built by the daemon's own
+// newNode from a configuration, against the real emulator. Only the network is replaced: the
 // broker's HTTP client reaches the emulator through fakeUpstream, and
 // clients call the server's handler directly, so no socket stops the
 // bubble's fake clock and hours of key lifetime pass in milliseconds.
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/cwcreds/cwcreds/broker"
 	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/config"
 	"github.com/cwcreds/cwcreds/server"
 )
 
@@ -195,22 +195,18 @@ func newRig(t *testing.T, setup func(*rig), profiles ...rigProfile) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, metricsHandler, err := newMetrics()
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpClient := broker.NewHTTPClient()
-	httpClient.Transport = r.up
-	client, err := broker.NewClient("http://127.0.0.1:9", func(o *broker.ClientOptions) {
-		o.UserAgent = "cwcreds/" + buildVersion()
-		o.Observer = m
-		o.HTTPClient = httpClient
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The configuration config.Load would give for these profiles with
+	// every other setting at its default.
 	dir := t.TempDir()
-	var cps []broker.CacheProfile
+	cfg := &config.Config{
+		ListenAddr: "127.0.0.1:0",
+		APIURL:     "http://127.0.0.1:9", // never dialled: fakeUpstream answers
+		LogLevel:   "info",
+		LogFormat:  "json",
+		RuntimeDir: dir,
+		NodeName:   "gpu-node-7",
+		KeyWarmup:  keyWarmup,
+	}
 	for _, p := range profiles {
 		if p.duration == 0 {
 			p.duration = time.Hour
@@ -228,40 +224,24 @@ func newRig(t *testing.T, setup func(*rig), profiles ...rigProfile) *rig {
 		if err := os.WriteFile(tokenFile, []byte(tok+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		bp := broker.Profile{Name: p.name, Source: p.source, TokenFile: tokenFile, Duration: p.duration,
-			Attributes: broker.AuditAttributes("gpu-node-7", p.name)}
+		cp := config.Profile{Name: p.name, EnvName: strings.ToUpper(p.name), Source: string(p.source), TokenFile: tokenFile,
+			Duration: p.duration, ClientTokenFile: filepath.Join(dir, p.name+".token")}
 		if p.source == broker.SourceOIDC {
-			bp.OrgID = rigOrg
+			cp.OrgID = rigOrg
 		}
-		minter, err := client.Minter(bp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ct, _, err := server.LoadClientToken(filepath.Join(dir, p.name+".token"), rand.Reader, clientTokenMode)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.tokens[p.name] = ct
-		r.secrets[p.name+" client token"] = ct
-		cps = append(cps, broker.CacheProfile{Name: p.name, Source: p.source, Minter: minter, Revoker: client.Revoker(bp)})
+		cfg.Profiles = append(cfg.Profiles, cp)
 	}
-	jitter := seededRand(t)
-	r.cache, err = broker.NewCache(cps, func(o *broker.CacheOptions) {
-		o.Logger = log
-		o.Observer = m
-		o.KeyWarmup = keyWarmup // the daemon's default CWCREDS_KEY_WARMUP
-		o.Rand = jitter
-	})
+	httpClient := broker.NewHTTPClient()
+	httpClient.Transport = r.up
+	d, tokens, err := newNode(cfg, log, nodeOptions{httpClient: httpClient, rand: seededRand(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.WatchProfiles(r.cache, nil); err != nil {
-		t.Fatal(err)
+	r.cache, r.srv, r.tokens = d.cache, d.srv, tokens
+	for name, ct := range tokens {
+		r.secrets[name+" client token"] = ct
 	}
-	admin := randomHex(32)
-	r.secrets["admin token"] = admin
-	r.srv = server.New(log, r.cache, server.Options{ClientTokens: r.tokens, Metrics: metricsHandler, Requests: m,
-		Revoker: r.cache, AdminToken: admin})
+	r.secrets["admin token"] = readTrimmed(t, adminTokenPath(dir))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

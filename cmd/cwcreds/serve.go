@@ -55,6 +55,8 @@ type node struct {
 	cache  *broker.Cache
 	srv    *server.Server
 	addr   net.Addr
+	// identifyPeers: the HTTP server must attach each connection's peer.
+	identifyPeers bool
 }
 
 // serveWith runs the daemon for cfg until ctx ends, applying each reload
@@ -64,58 +66,17 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	if err != nil {
 		return &usageError{err}
 	}
-	m, metricsHandler, err := newMetrics()
+	d, tokens, err := newNode(cfg, log, nodeOptions{reloadable: h.load != nil})
 	if err != nil {
 		return err
 	}
-	d := &node{log: log, cfg: cfg}
-	if d.client, err = newClient(cfg, m); err != nil {
-		return err
-	}
-	profiles, tokens, err := d.profiles(cfg)
-	if err != nil {
-		return err
-	}
-	// Not fatal: a projected token may appear after start-up. But say so
-	// now rather than only at the first mint.
-	d.checkTokenFiles(cfg)
-	d.cache, err = broker.NewCache(profiles, func(o *broker.CacheOptions) {
-		o.Logger = log
-		o.Observer = m
-		o.KeyWarmup = cfg.KeyWarmup
-	})
-	if err != nil {
-		return err
-	}
-	if err := m.WatchProfiles(d.cache, nil); err != nil {
-		return fmt.Errorf("metrics: %w", err)
-	}
-	adminToken, err := newAdminToken(cfg, log)
-	if err != nil {
-		return err
-	}
-	access := accessOf(cfg, log)
-	opts := server.Options{ClientTokens: tokens, AllowNonLoopbackHosts: cfg.AllowNonLoopback, IMDSProfile: cfg.IMDSProfile(),
-		Metrics: metricsHandler, Requests: m, Revoker: d.cache, AdminToken: adminToken, Access: access}
-	// Peers are identified only for restricted profiles, once per
-	// connection and only when first needed; without any restricted profile,
-	// and no reload that could add one, nothing is wired at all.
-	identifyPeers := len(access) > 0 || h.load != nil
-	if identifyPeers {
-		opts.Peers = peer.Requests{}
-	}
-	if len(access) > 0 {
-		opts.PeerIdentity = peer.Identity // the audit line's uid, when some profile is restricted at start
-	}
-	d.srv = server.New(log, d.cache, opts)
-
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s (CWCREDS_LISTEN_ADDR): %w", cfg.ListenAddr, err)
 	}
 	d.addr = ln.Addr()
 	httpSrv := server.NewHTTPServer(cfg.ListenAddr, d.srv, log)
-	if identifyPeers {
+	if d.identifyPeers {
 		httpSrv.ConnContext = peer.ConnContext
 	}
 
@@ -159,6 +120,70 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	return nil
 }
 
+// nodeOptions are what newNode takes besides the configuration.
+type nodeOptions struct {
+	// reloadable: a reload may come, which may restrict a profile, so
+	// peers are identifiable from the start.
+	reloadable bool
+	// httpClient sends upstream calls. Default broker.NewHTTPClient();
+	// tests replace its transport.
+	httpClient broker.HTTPDoer
+	// rand is the cache's jitter source. Default math/rand/v2.
+	rand func() float64
+}
+
+// newNode builds the daemon for cfg: the upstream client, one minter and
+// client token per profile, the cache, the metrics and the HTTP handler.
+// It neither listens nor starts the cache (d.cache.Run), and returns the
+// client tokens by profile.
+func newNode(cfg *config.Config, log zerolog.Logger, o nodeOptions) (*node, map[string]string, error) {
+	m, metricsHandler, err := newMetrics()
+	if err != nil {
+		return nil, nil, err
+	}
+	d := &node{log: log, cfg: cfg}
+	if d.client, err = newClient(cfg, m, o.httpClient); err != nil {
+		return nil, nil, err
+	}
+	profiles, tokens, err := d.profiles(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Not fatal: a projected token may appear after start-up. But say so
+	// now rather than only at the first mint.
+	d.checkTokenFiles(cfg)
+	d.cache, err = broker.NewCache(profiles, func(co *broker.CacheOptions) {
+		co.Logger = log
+		co.Observer = m
+		co.KeyWarmup = cfg.KeyWarmup
+		co.Rand = o.rand
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := m.WatchProfiles(d.cache, nil); err != nil {
+		return nil, nil, fmt.Errorf("metrics: %w", err)
+	}
+	adminToken, err := newAdminToken(cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	access := accessOf(cfg, log)
+	opts := server.Options{ClientTokens: tokens, AllowNonLoopbackHosts: cfg.AllowNonLoopback, IMDSProfile: cfg.IMDSProfile(),
+		Metrics: metricsHandler, Requests: m, Revoker: d.cache, AdminToken: adminToken, Access: access}
+	// Peers are identified only for restricted profiles, once per
+	// connection and only when first needed; without any restricted profile,
+	// and no reload that could add one, nothing is wired at all.
+	if d.identifyPeers = len(access) > 0 || o.reloadable; d.identifyPeers {
+		opts.Peers = peer.Requests{}
+	}
+	if len(access) > 0 {
+		opts.PeerIdentity = peer.Identity // the audit line's uid, when some profile is restricted at start
+	}
+	d.srv = server.New(log, d.cache, opts)
+	return d, tokens, nil
+}
+
 func (d *node) statusLine() string {
 	return fmt.Sprintf("serving %d profiles on %s", len(d.cfg.Profiles), d.addr)
 }
@@ -181,11 +206,13 @@ func accessOf(cfg *config.Config, log zerolog.Logger) map[string]server.Access {
 	return access
 }
 
-// newClient builds the upstream client every profile mints through.
-func newClient(cfg *config.Config, m *metrics.Metrics) (*broker.Client, error) {
+// newClient builds the upstream client every profile mints through;
+// httpClient nil means the broker's default.
+func newClient(cfg *config.Config, m *metrics.Metrics, httpClient broker.HTTPDoer) (*broker.Client, error) {
 	client, err := broker.NewClient(cfg.APIURL, func(o *broker.ClientOptions) {
 		o.UserAgent = "cwcreds/" + buildVersion()
 		o.Observer = m
+		o.HTTPClient = httpClient
 	})
 	if err != nil {
 		return nil, &usageError{fmt.Errorf("CWCREDS_API_URL: %w", err)}
