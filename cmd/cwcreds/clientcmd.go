@@ -256,7 +256,10 @@ func envCmd(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		// Both: older clients (Debian's AWS CLI 2.9, botocore < 1.32,
 		// rclone 1.60) read only the variable, newer ones prefer the file.
 		export("AWS_CONTAINER_AUTHORIZATION_TOKEN", token)
+		// object_store uses FULL_URI only together with the file (it
+		// never reads the env token) and otherwise falls back to IMDS.
 		export("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", t.tokenFile)
+		warnShadowing(environ, stderr)
 	}
 	if *endpoint != "" {
 		u, err := url.Parse(*endpoint)
@@ -271,6 +274,35 @@ func envCmd(ctx context.Context, args, environ []string, stdout, stderr io.Write
 	}
 	_, err = io.WriteString(stdout, b.String())
 	return err
+}
+
+// shadowingVars are variables that, set in a shell, make AWS SDKs ignore
+// the container endpoint that env exports, with the reason for each.
+var shadowingVars = []struct{ name, why string }{
+	{"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "wins over AWS_CONTAINER_CREDENTIALS_FULL_URI in botocore, the CRT, the C++, Java and minio-go SDKs"},
+	{"AWS_ACCESS_KEY_ID", "environment keys come before the container endpoint in every SDK's chain"},
+	{"AWS_PROFILE", "a profile's keys or credential_process come before the container endpoint in every SDK's chain"},
+}
+
+// warnShadowing tells on stderr (never in the eval'd output) which
+// variables of the caller's environment would make clients bypass cwcreds.
+func warnShadowing(environ []string, stderr io.Writer) {
+	set := make(map[string]bool)
+	for _, kv := range environ {
+		if name, v, ok := strings.Cut(kv, "="); ok && v != "" {
+			set[name] = true
+		}
+	}
+	var names []string
+	for _, v := range shadowingVars {
+		if set[v.name] {
+			fmt.Fprintf(stderr, "cwcreds env: warning: %s is set: %s; unset it to use cwcreds\n", v.name, v.why)
+			names = append(names, v.name)
+		}
+	}
+	if len(names) > 0 {
+		fmt.Fprintf(stderr, "cwcreds env: to fix: unset %s\n", strings.Join(names, " "))
+	}
 }
 
 // shellQuote quotes s for a POSIX shell: in single quotes, each embedded quote written as quote, backslash, quote, quote.

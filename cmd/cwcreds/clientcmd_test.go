@@ -208,3 +208,53 @@ func TestDialAddr(t *testing.T) {
 		}
 	}
 }
+
+func TestEnvWarnsAboutShadowingVariables(t *testing.T) {
+	d := startDaemon(t)
+	useDaemonAddr(t, d)
+	clearEnv(t, "AWS_")
+	out, errOut, err := runClient(t, "env", "--profile", "train")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errOut != "" {
+		t.Errorf("stderr %q with a clean environment, want nothing", errOut)
+	}
+	clean := out
+
+	t.Setenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/credentials/x")
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAOLD")
+	t.Setenv("AWS_PROFILE", "")        // empty: shadows nothing
+	t.Setenv("AWS_SESSION_TOKEN", "x") // not warned about alone
+	out, errOut, err = runClient(t, "env", "--profile", "train")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != clean {
+		t.Errorf("stdout changed with the warnings:\n%s\nwant\n%s", out, clean)
+	}
+	want := "cwcreds env: warning: AWS_CONTAINER_CREDENTIALS_RELATIVE_URI is set: wins over AWS_CONTAINER_CREDENTIALS_FULL_URI " +
+		"in botocore, the CRT, the C++, Java and minio-go SDKs; unset it to use cwcreds\n" +
+		"cwcreds env: warning: AWS_ACCESS_KEY_ID is set: environment keys come before the container endpoint in every SDK's chain; " +
+		"unset it to use cwcreds\n" +
+		"cwcreds env: to fix: unset AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_ACCESS_KEY_ID\n"
+	if errOut != want {
+		t.Errorf("stderr\n%s\nwant\n%s", errOut, want)
+	}
+
+	t.Setenv("AWS_PROFILE", "research")
+	_, errOut, err = runClient(t, "env", "--profile", "train")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errOut, "warning: AWS_PROFILE is set") ||
+		!strings.HasSuffix(errOut, "to fix: unset AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_ACCESS_KEY_ID AWS_PROFILE\n") {
+		t.Errorf("stderr %q, want a warning for AWS_PROFILE too", errOut)
+	}
+
+	// --keys exports keys of its own, which win over all of these.
+	out, errOut, err = runClient(t, "env", "--profile", "train", "--keys")
+	if err != nil || errOut != "" || !strings.Contains(out, "export AWS_ACCESS_KEY_ID=") {
+		t.Errorf("env --keys: err %v, stderr %q, stdout %q; want keys and no warning", err, errOut, out)
+	}
+}
