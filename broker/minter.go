@@ -25,10 +25,11 @@ type Profile struct {
 	Source Source
 	// TokenFile holds the upstream credential; it is re-read at every mint.
 	TokenFile string
-	// AllowInsecureFileMode lets TokenFile be readable or writable by its
-	// group or others (CWCREDS_ALLOW_INSECURE_FILE_MODES). Without it such a
-	// file fails every mint with ErrInsecureFileMode (see ReadTokenFile).
-	AllowInsecureFileMode bool
+	// TokenFileRules say which loose modes of TokenFile are accepted
+	// (CWCREDS_ALLOW_INSECURE_FILE_MODES, $CREDENTIALS_DIRECTORY). A file
+	// they do not accept fails every mint with ErrInsecureFileMode (see
+	// ReadTokenFileWith).
+	TokenFileRules TokenFileRules
 	// OrgID is the CoreWeave organization (oidc, saml).
 	OrgID string
 	// ConfigID is the SAML federation configuration (saml).
@@ -78,7 +79,7 @@ func (c *Client) Minter(p Profile) (Minter, error) {
 		return nil, fmt.Errorf("profile %q: unknown source %q", p.Name, p.Source)
 	}
 	return MinterFunc(func(ctx context.Context) (*Credentials, error) {
-		tok, err := ReadTokenFileMode(p.TokenFile, p.AllowInsecureFileMode)
+		tok, err := ReadTokenFileWith(p.TokenFile, p.TokenFileRules)
 		if err != nil {
 			return nil, err
 		}

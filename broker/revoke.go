@@ -43,7 +43,7 @@ func (r *profileRevoker) Revoke(ctx context.Context, apiToken, accessKeyID strin
 		if src := r.profile.Source; src != SourceAccessKey && src != SourceAPIToken {
 			return fmt.Errorf("%w: source %s holds none", ErrRevokeTokenRequired, src)
 		}
-		tok, err := ReadTokenFileMode(r.profile.TokenFile, r.profile.AllowInsecureFileMode)
+		tok, err := ReadTokenFileWith(r.profile.TokenFile, r.profile.TokenFileRules)
 		if err != nil {
 			return err
 		}

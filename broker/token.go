@@ -5,6 +5,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -20,51 +22,72 @@ const maxTokenBytes = 1 << 20
 const insecureModeBits fs.FileMode = 0o066
 
 // ErrInsecureFileMode: an upstream credential file is readable or writable
-// by its group or by others, and insecure modes are not allowed (see
-// Profile.AllowInsecureFileMode). It wraps ErrBadToken, so
-// errors.Is(err, ErrBadToken) holds as for any other unusable token file.
+// by its group or by others, and neither TokenFileRules exception applies
+// (the file is not in the systemd credentials directory, and insecure
+// modes are not allowed). It wraps ErrBadToken, so errors.Is(err,
+// ErrBadToken) holds as for any other unusable token file.
 var ErrInsecureFileMode = fmt.Errorf("%w: insecure file mode", ErrBadToken)
+
+// TokenFileRules say which file modes ReadTokenFileWith accepts beyond the
+// owner-only ones (0600, 0400). The zero value accepts nothing more.
+type TokenFileRules struct {
+	// AllowInsecureMode accepts any file its group or others can read or
+	// write (CWCREDS_ALLOW_INSECURE_FILE_MODES).
+	AllowInsecureMode bool
+	// CredentialsDir is systemd's $CREDENTIALS_DIRECTORY (LoadCredential=),
+	// or "". A file that really lies inside it is accepted whatever its
+	// mode: systemd owns that read-only per-service mount and decides who
+	// may read its files (systemd ≥ 254 makes them root-owned 0440 with an
+	// ACL entry for the service user, which no chmod can change). "Really"
+	// is decided on the opened file, through /proc/self/fd, against the
+	// directory with its symlinks resolved: a symlink elsewhere pointing
+	// into the directory is trusted, a symlink in the directory pointing
+	// out of it is not, and a file whose location cannot be read is not.
+	CredentialsDir string
+}
 
 // ReadTokenFile reads an upstream credential (API access token, OIDC JWT or
 // base64 SAML response) from path, refusing a file its group or others can
-// read or write (ErrInsecureFileMode). It is called at every mint, so a
-// rotated file (a Kubernetes projected token, a symlink swap) takes effect
-// at once.
-//
-// The file must be a regular file; a symlink is followed, and the mode
-// checked is the target's, taken from the opened file so that a swap
-// between check and read cannot slip another file past it. One trailing
-// line ending is dropped, since editors and `echo` add one; the token
-// itself must not contain CR or LF, and an empty file is an error. Every
-// error wraps ErrBadToken and names the path, never the file's content.
-func ReadTokenFile(path string) (string, error) { return ReadTokenFileMode(path, false) }
+// read or write (ErrInsecureFileMode). It is ReadTokenFileWith with the
+// zero TokenFileRules.
+func ReadTokenFile(path string) (string, error) { return ReadTokenFileWith(path, TokenFileRules{}) }
 
-// ReadTokenFileMode is ReadTokenFile with the file mode rule made
-// explicit: allowInsecureMode (CWCREDS_ALLOW_INSECURE_FILE_MODES) accepts a
-// file its group or others can read or write. Minters and revokers read
-// with their Profile's AllowInsecureFileMode.
-func ReadTokenFileMode(path string, allowInsecureMode bool) (string, error) {
+// ReadTokenFileWith reads an upstream credential from path, refusing a
+// file its group or others can read or write (ErrInsecureFileMode) unless
+// rules accept it. Minters and revokers read with their Profile's
+// TokenFileRules at every mint, so a rotated file (a Kubernetes projected
+// token, a symlink swap) takes effect at once.
+//
+// The file must be a regular file; a symlink is followed, and the mode and
+// location checked are the target's, taken from the opened file so that a
+// swap between check and read cannot slip another file past them. One
+// trailing line ending is dropped, since editors and `echo` add one; the
+// token itself must not contain CR or LF, and an empty file is an error.
+// Every error wraps ErrBadToken and names the path, never the file's
+// content.
+func ReadTokenFileWith(path string, rules TokenFileRules) (string, error) {
 	// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
 	// writer, hanging the mint; it is refused below as not a regular file.
 	// Reads of regular files ignore the flag.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrBadToken, err)
+		return "", fmt.Errorf("%w: %w", ErrBadToken, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return "", fmt.Errorf("%w: stat %s: %v", ErrBadToken, path, err)
+		return "", fmt.Errorf("%w: stat %s: %w", ErrBadToken, path, err)
 	}
 	if !fi.Mode().IsRegular() {
 		return "", fmt.Errorf("%w: %s is not a regular file", ErrBadToken, path)
 	}
-	if perm := fi.Mode().Perm(); perm&insecureModeBits != 0 && !allowInsecureMode {
-		return "", insecureModeError(path, perm)
+	if perm := fi.Mode().Perm(); perm&insecureModeBits != 0 && !rules.AllowInsecureMode &&
+		!inCredentialsDir(f, rules.CredentialsDir) {
+		return "", insecureModeError(path, perm, rules.CredentialsDir)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxTokenBytes+1))
 	if err != nil {
-		return "", fmt.Errorf("%w: read %s: %v", ErrBadToken, path, err)
+		return "", fmt.Errorf("%w: read %s: %w", ErrBadToken, path, err)
 	}
 	if len(b) > maxTokenBytes {
 		return "", fmt.Errorf("%w: %s is larger than %d bytes", ErrBadToken, path, maxTokenBytes)
@@ -79,9 +102,40 @@ func ReadTokenFileMode(path string, allowInsecureMode bool) (string, error) {
 	return tok, nil
 }
 
+// inCredentialsDir reports whether the opened file f lies inside dir once
+// every symlink is resolved. It asks the kernel where f is
+// (/proc/self/fd/N names the opened inode's path, so a rename or symlink
+// swap after the open cannot change the answer) and compares that with
+// dir, resolved, on a path boundary: /x/creds2/f is not inside /x/creds.
+// Anything it cannot determine (no /proc, an unresolvable dir, a deleted
+// file) is "not inside", so the mode check then applies.
+func inCredentialsDir(f *os.File, dir string) bool {
+	if dir == "" || !filepath.IsAbs(dir) {
+		return false
+	}
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil || root == "/" {
+		return false
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var at string
+	if cerr := rc.Control(func(fd uintptr) {
+		at, err = os.Readlink("/proc/self/fd/" + strconv.FormatUint(uint64(fd), 10))
+	}); cerr != nil || err != nil {
+		return false
+	}
+	if !filepath.IsAbs(at) || strings.HasSuffix(at, " (deleted)") {
+		return false
+	}
+	return strings.HasPrefix(at, root+string(filepath.Separator))
+}
+
 // insecureModeError explains which access perm grants beyond the owner and
-// the two ways out.
-func insecureModeError(path string, perm fs.FileMode) error {
+// the ways out.
+func insecureModeError(path string, perm fs.FileMode, credDir string) error {
 	var can string
 	switch read, write := perm&0o044 != 0, perm&0o022 != 0; {
 	case read && write:
@@ -91,7 +145,14 @@ func insecureModeError(path string, perm fs.FileMode) error {
 	default:
 		can = "write it"
 	}
-	return fmt.Errorf("%w: %s has mode %04o, so users other than its owner can %s; "+
-		"run chmod 600 %s (or 0400), or set CWCREDS_ALLOW_INSECURE_FILE_MODES=true if that access is intended",
-		ErrInsecureFileMode, path, uint32(perm), can, path)
+	where := ""
+	if credDir != "" && strings.HasPrefix(filepath.Clean(path), filepath.Clean(credDir)+string(filepath.Separator)) {
+		// Named inside the directory but not there once resolved.
+		where = fmt.Sprintf(" (it is not trusted as a systemd credential: it resolves outside $CREDENTIALS_DIRECTORY %s)", credDir)
+	}
+	return fmt.Errorf("%w: %s has mode %04o, so users other than its owner can %s%s; "+
+		"run chmod 600 %s (or 0400) as its owner, or load it with systemd LoadCredential= "+
+		"(files in $CREDENTIALS_DIRECTORY are trusted whatever their mode), "+
+		"or set CWCREDS_ALLOW_INSECURE_FILE_MODES=true if that access is intended",
+		ErrInsecureFileMode, path, uint32(perm), can, where, path)
 }

@@ -14,6 +14,9 @@ import (
 	"github.com/cwcreds/cwcreds/broker"
 )
 
+// allowInsecure is CWCREDS_ALLOW_INSECURE_FILE_MODES=true.
+var allowInsecure = broker.TokenFileRules{AllowInsecureMode: true}
+
 // writeMode writes content to path and then sets mode exactly (WriteFile
 // alone is subject to the umask).
 func writeMode(t *testing.T, path, content string, mode fs.FileMode) {
@@ -39,6 +42,7 @@ func checkInsecureModeErr(t *testing.T, err error, path string, mode fs.FileMode
 		path + " has mode " + fmt.Sprintf("%04o", uint32(mode)),
 		"chmod 600 " + path,
 		"CWCREDS_ALLOW_INSECURE_FILE_MODES=true",
+		"LoadCredential=",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q lacks %q", msg, want)
@@ -83,11 +87,11 @@ func TestReadTokenFileModes(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.can) {
 				t.Errorf("error %q does not say others %s", err, tc.can)
 			}
-			if _, err := broker.ReadTokenFileMode(path, false); !errors.Is(err, broker.ErrInsecureFileMode) {
-				t.Errorf("ReadTokenFileMode(path, false) = %v, want ErrInsecureFileMode", err)
+			if _, err := broker.ReadTokenFileWith(path, broker.TokenFileRules{}); !errors.Is(err, broker.ErrInsecureFileMode) {
+				t.Errorf("ReadTokenFileWith(path, zero rules) = %v, want ErrInsecureFileMode", err)
 			}
-			if got, err := broker.ReadTokenFileMode(path, true); err != nil || got != tok {
-				t.Errorf("allowed: ReadTokenFileMode = %q, %v; want the token", got, err)
+			if got, err := broker.ReadTokenFileWith(path, allowInsecure); err != nil || got != tok {
+				t.Errorf("allowed: ReadTokenFileWith = %q, %v; want the token", got, err)
 			}
 		})
 	}
@@ -156,7 +160,7 @@ func TestReadTokenFileKubernetesSymlinkSwap(t *testing.T) {
 	publish("..2026_01_01_02_00_00.000000003", "CW-SECRET-third", 0o440) // defaultMode 0440 with fsGroup
 	_, err := broker.ReadTokenFile(token)
 	checkInsecureModeErr(t, err, token, 0o440, "CW-SECRET-third")
-	if got, err := broker.ReadTokenFileMode(token, true); err != nil || got != "CW-SECRET-third" {
+	if got, err := broker.ReadTokenFileWith(token, allowInsecure); err != nil || got != "CW-SECRET-third" {
 		t.Fatalf("allowed: %q, %v", got, err)
 	}
 }
@@ -209,7 +213,7 @@ func TestMinterAndRevokerRefuseInsecureTokenFile(t *testing.T) {
 	}
 
 	allowed := p
-	allowed.AllowInsecureFileMode = true
+	allowed.TokenFileRules = allowInsecure
 	am, err := c.Minter(allowed)
 	if err != nil {
 		t.Fatal(err)
@@ -227,5 +231,117 @@ func TestMinterAndRevokerRefuseInsecureTokenFile(t *testing.T) {
 	}
 	if _, err := m.Mint(t.Context()); err != nil {
 		t.Fatalf("after chmod 600 the same minter must work: %v", err)
+	}
+}
+
+// TestReadTokenFileCredentialsDirectory: a file that really lies in the
+// systemd credentials directory is accepted whatever its mode (systemd ≥
+// 254 makes LoadCredential= files root-owned 0440 with an ACL); the same
+// mode anywhere else is refused, including through a symlink out of the
+// directory and in a sibling whose name shares the directory's as a prefix.
+func TestReadTokenFileCredentialsDirectory(t *testing.T) {
+	const tok = "CW-SECRET-credentials-dir"
+	base := t.TempDir()
+	creds := filepath.Join(base, "creds")
+	sibling := filepath.Join(base, "creds2") // shares "creds" as a string prefix
+	other := filepath.Join(base, "other")
+	for _, d := range []string{creds, sibling, other} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inCreds := filepath.Join(creds, "api-token")
+	writeMode(t, inCreds, tok+"\n", 0o440)
+	loose := filepath.Join(creds, "loose")
+	writeMode(t, loose, tok+"\n", 0o644)
+	outside := filepath.Join(other, "api-token")
+	writeMode(t, outside, tok+"\n", 0o440)
+	inSibling := filepath.Join(sibling, "api-token")
+	writeMode(t, inSibling, tok+"\n", 0o440)
+	intoCreds := filepath.Join(other, "link-into-creds") // outside, pointing in
+	if err := os.Symlink(inCreds, intoCreds); err != nil {
+		t.Fatal(err)
+	}
+	outOfCreds := filepath.Join(creds, "link-out") // inside, pointing out
+	if err := os.Symlink(outside, outOfCreds); err != nil {
+		t.Fatal(err)
+	}
+	credsLink := filepath.Join(base, "creds-link") // the directory named through a symlink
+	if err := os.Symlink(creds, credsLink); err != nil {
+		t.Fatal(err)
+	}
+
+	rules := broker.TokenFileRules{CredentialsDir: creds}
+	tests := []struct {
+		name  string
+		path  string
+		rules broker.TokenFileRules
+		ok    bool
+	}{
+		{"0440 in the directory", inCreds, rules, true},
+		{"0644 in the directory", loose, rules, true},
+		{"symlink outside pointing in", intoCreds, rules, true},
+		{"directory named through a symlink", inCreds, broker.TokenFileRules{CredentialsDir: credsLink}, true},
+		{"file named through the directory's symlink", filepath.Join(credsLink, "api-token"), rules, true},
+		{"0440 outside", outside, rules, false},
+		{"symlink in the directory pointing out", outOfCreds, rules, false},
+		{"dot-dot out of the directory", filepath.Join(creds, "..", "other", "api-token"), rules, false},
+		{"sibling sharing the prefix", inSibling, rules, false},
+		{"no credentials directory", inCreds, broker.TokenFileRules{}, false},
+		{"relative credentials directory", inCreds, broker.TokenFileRules{CredentialsDir: "creds"}, false},
+		{"missing credentials directory", inCreds, broker.TokenFileRules{CredentialsDir: filepath.Join(base, "gone")}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := broker.ReadTokenFileWith(tc.path, tc.rules)
+			if tc.ok {
+				if err != nil || got != tok {
+					t.Fatalf("ReadTokenFileWith(%s) = %q, %v; want the token", tc.path, got, err)
+				}
+				return
+			}
+			fi, serr := os.Stat(tc.path)
+			if serr != nil {
+				t.Fatal(serr)
+			}
+			checkInsecureModeErr(t, err, tc.path, fi.Mode().Perm(), tok)
+		})
+	}
+
+	// Refused inside the directory's name, the error says why the
+	// directory's trust does not apply.
+	_, err := broker.ReadTokenFileWith(outOfCreds, rules)
+	if want := "resolves outside $CREDENTIALS_DIRECTORY"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("err = %v, want it to say the file %s", err, want)
+	}
+}
+
+// TestMinterTrustsCredentialsDirectory: a profile whose token file is a
+// LoadCredential= file (0440 in $CREDENTIALS_DIRECTORY) mints through the
+// real client; the same profile without the directory in its rules is
+// refused before any upstream call.
+func TestMinterTrustsCredentialsDirectory(t *testing.T) {
+	c, emu := newEmulated(t)
+	creds := t.TempDir()
+	path := filepath.Join(creds, "api-token")
+	writeMode(t, path, apiToken+"\n", 0o440)
+	p := broker.Profile{Name: "p", Source: broker.SourceAccessKey, TokenFile: path, Duration: time.Hour}
+
+	m, err := c.Minter(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.Mint(t.Context())
+	checkInsecureModeErr(t, err, path, 0o440, apiToken)
+	if st := emu.Stats(); len(st.Requests) != 0 {
+		t.Fatalf("upstream saw %v; a refused token file must not be sent", st.Requests)
+	}
+
+	p.TokenFileRules = broker.TokenFileRules{CredentialsDir: creds}
+	if m, err = c.Minter(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Mint(t.Context()); err != nil {
+		t.Fatalf("a 0440 file in the credentials directory: %v", err)
 	}
 }

@@ -51,6 +51,12 @@ type Config struct {
 	// AllowInsecureFileModes accepts upstream token files that their group
 	// or others can read or write (CWCREDS_ALLOW_INSECURE_FILE_MODES).
 	AllowInsecureFileModes bool
+	// CredentialsDir is systemd's $CREDENTIALS_DIRECTORY (LoadCredential=),
+	// absolute and cleaned, or "" when it is unset or unusable. Relative
+	// token file paths are resolved in it, and token files that lie in it
+	// are accepted whatever their mode: systemd owns that read-only mount.
+	// It comes from the process environment, so a reload never changes it.
+	CredentialsDir string
 	// KeyWarmup is how old a key minted to replace a still-servable one
 	// must be before it is served, 0 to 1m; 0 disables warm-up
 	// (CWCREDS_KEY_WARMUP).

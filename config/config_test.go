@@ -533,6 +533,9 @@ func TestLoadResolvesCredentialsDirectory(t *testing.T) {
 			if got := cfg.Profiles[0].TokenFile; got != tc.want {
 				t.Errorf("TokenFile = %q, want %q", got, tc.want)
 			}
+			if cfg.CredentialsDir != credDir {
+				t.Errorf("CredentialsDir = %q, want %q", cfg.CredentialsDir, credDir)
+			}
 		})
 	}
 }

@@ -129,6 +129,10 @@ func Load(environ []string) (*Config, error) {
 		ps.add(envCredentialsDirectory, "is not an absolute path; systemd sets it for LoadCredential=, so unset it or make it absolute")
 		credDir = ""
 	}
+	if credDir != "" {
+		credDir = filepath.Clean(credDir)
+	}
+	c.CredentialsDir = credDir
 	for _, name := range valid {
 		p, err := loadProfile(&ps, name, credDir, c.RuntimeDir, runtimeDirOK)
 		if err != nil {

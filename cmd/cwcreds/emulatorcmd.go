@@ -98,7 +98,7 @@ func emulatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *apiTokenFile != "" {
 		// The emulator only learns which token to accept: the file's mode
 		// protects nothing here, so any mode is fine.
-		tok, err := broker.ReadTokenFileMode(*apiTokenFile, true)
+		tok, err := broker.ReadTokenFileWith(*apiTokenFile, broker.TokenFileRules{AllowInsecureMode: true})
 		if err != nil {
 			return fmt.Errorf("emulator: --api-token-file: %w", err)
 		}

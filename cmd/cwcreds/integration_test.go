@@ -66,7 +66,13 @@ func startDaemon(t *testing.T, setup ...func(*emulator.Emulator)) *daemon {
 	if err := os.Mkdir(credDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// 0440, as systemd ≥ 254 hands LoadCredential= files over (root-owned,
+	// with an ACL for the service user): trusted because it lies in
+	// $CREDENTIALS_DIRECTORY, though refused anywhere else.
 	if err := os.WriteFile(filepath.Join(credDir, "api-token"), []byte(apiToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(credDir, "api-token"), 0o440); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{

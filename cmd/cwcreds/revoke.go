@@ -50,7 +50,8 @@ func revokeCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	}
 	var apiToken string
 	if *tokenFile != "" {
-		if apiToken, err = broker.ReadTokenFileMode(*tokenFile, insecureModesAllowed(environ)); err != nil {
+		if apiToken, err = broker.ReadTokenFileWith(*tokenFile, broker.TokenFileRules{
+			AllowInsecureMode: insecureModesAllowed(environ), CredentialsDir: lookupEnv(environ, "CREDENTIALS_DIRECTORY")}); err != nil {
 			return fmt.Errorf("--token-file: %w", err)
 		}
 	}

@@ -247,22 +247,27 @@ func (d *node) profiles(cfg *config.Config) ([]broker.CacheProfile, map[string]s
 
 func brokerProfile(cfg *config.Config, p config.Profile) broker.Profile {
 	return broker.Profile{
-		Name:                  p.Name,
-		Source:                broker.Source(p.Source),
-		TokenFile:             p.TokenFile,
-		OrgID:                 p.OrgID,
-		ConfigID:              p.ConfigID,
-		Duration:              p.Duration,
-		Attributes:            broker.AuditAttributes(cfg.NodeName, p.Name),
-		AllowInsecureFileMode: cfg.AllowInsecureFileModes,
+		Name:           p.Name,
+		Source:         broker.Source(p.Source),
+		TokenFile:      p.TokenFile,
+		OrgID:          p.OrgID,
+		ConfigID:       p.ConfigID,
+		Duration:       p.Duration,
+		Attributes:     broker.AuditAttributes(cfg.NodeName, p.Name),
+		TokenFileRules: tokenFileRules(cfg),
 	}
+}
+
+// tokenFileRules are the loose token file modes cfg accepts.
+func tokenFileRules(cfg *config.Config) broker.TokenFileRules {
+	return broker.TokenFileRules{AllowInsecureMode: cfg.AllowInsecureFileModes, CredentialsDir: cfg.CredentialsDir}
 }
 
 // checkTokenFiles logs every profile whose upstream token file cannot be
 // used now (missing, empty, unsafe mode): its mints will fail until fixed.
 func (d *node) checkTokenFiles(cfg *config.Config) {
 	for _, p := range cfg.Profiles {
-		if _, err := broker.ReadTokenFileMode(p.TokenFile, cfg.AllowInsecureFileModes); err != nil {
+		if _, err := broker.ReadTokenFileWith(p.TokenFile, tokenFileRules(cfg)); err != nil {
 			d.log.Warn().Str("profile", p.Name).Err(err).Msg("upstream token file not usable; mints will fail until it is")
 		}
 	}
