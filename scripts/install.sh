@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install cwcreds on a node: the binary, its system user and group, the
-# systemd unit and the environment file example. Idempotent: running it again
-# with the same binary changes nothing.
+# Install cwcreds on a node without dpkg: the binary, its system user and
+# group, the systemd unit and the environment file example. On Debian and
+# Ubuntu, install the .deb instead (scripts/package; README "Install on a
+# node"). Idempotent: running it again with the same binary changes nothing.
 #
 #   sudo scripts/install.sh                      # build from this checkout, install, enable
 #   sudo scripts/install.sh --binary ./cwcreds   # install a binary built elsewhere
@@ -10,7 +11,8 @@
 #
 # What goes where ($DESTDIR is prepended to every path):
 #   /usr/local/bin/cwcreds                          the binary (0755)
-#   /usr/local/lib/systemd/system/cwcreds.service   the unit (0644); override it with drop-ins
+#   /usr/local/lib/systemd/system/cwcreds.service   the unit (0644), its /usr/bin/cwcreds changed to
+#                                                   /usr/local/bin/cwcreds; override it with drop-ins
 #   /usr/local/lib/sysusers.d/cwcreds.conf          user and group cwcreds (0644)
 #   /etc/cwcreds/cwcreds.env.example                every variable, documented (0644)
 #   /etc/cwcreds/cwcreds.env                        copied from the example only if absent (root:cwcreds
@@ -177,7 +179,9 @@ do_install() {
 	changed=false
 	install_file "$src" "$bin_path" 0755
 	local bin_changed=$changed
-	install_file "$repo/systemd/cwcreds.service" "$unit_path" 0644
+	# The unit names /usr/bin/cwcreds (the .deb's path): point it at ours.
+	sed "s#/usr/bin/cwcreds\b#$bin_path#g" "$repo/systemd/cwcreds.service" >"$work/cwcreds.service"
+	install_file "$work/cwcreds.service" "$unit_path" 0644
 	install_file "$repo/systemd/cwcreds.sysusers" "$sysusers_path" 0644
 	install_file "$repo/systemd/cwcreds.env.example" "$example_path" 0644
 	local unit_changed=$changed
