@@ -6,8 +6,7 @@ import (
 	"os"
 	"strings"
 
-	sdnotify "github.com/coreos/go-systemd/v22/daemon"
-
+	"github.com/cwcreds/cwcreds/broker"
 	"github.com/cwcreds/cwcreds/config"
 )
 
@@ -142,18 +141,36 @@ func loadServeConfig(environ []string) (cfg *config.Config, reload func() (*conf
 // once; new or changed ones start warming. A configuration that is invalid
 // or changes a setting only a restart can apply is rejected: the daemon
 // keeps running as it was, and the log says why.
+//
+// Around it, systemd hears RELOADING=1 (with MONOTONIC_USEC=) and then
+// READY=1, and the outcome is written to reload.json in the runtime
+// directory for `cwcreds reload`, which waits for it (see reloadOutcome).
 func (d *node) reload(load func() (*config.Config, func(), error)) {
+	started, err := monotonicUsec()
+	if err != nil {
+		d.log.Warn().Err(err).Msg("reload start time unknown; `cwcreds reload` will not see this reload's outcome")
+	}
+	out := reloadOutcome{PID: os.Getpid(), StartedUsec: started}
 	d.log.Info().Msg("SIGHUP: reloading the configuration")
+	if d.notify != nil {
+		d.notify.reloading(started)
+	}
+	defer func() {
+		if d.notify != nil {
+			d.notify.ready(d.readiness())
+		}
+		d.recordReload(out)
+	}()
 	d.checkTokenFiles(d.cfg) // token files are re-read at every mint; say now if one broke
 	if load == nil {
+		out.Outcome, out.Detail = reloadNotReloadable, envFileVar+" is not set, so there is no file to re-read; token files are re-read at every mint anyway"
 		d.log.Info().Msg("configuration not reloaded: " + envFileVar + " is not set, and the process environment cannot change; token files are re-read at every mint anyway")
 		return
 	}
-	notifyStatus("RELOADING=1\nSTATUS=reloading the configuration")
-	defer func() { notifyStatus("READY=1\nSTATUS=" + d.statusLine()) }()
 	cfg, undo, err := load()
+	var res broker.UpdateResult
 	if err == nil {
-		if err = d.apply(cfg); err != nil {
+		if res, err = d.apply(cfg); err != nil {
 			undo()
 		}
 	}
@@ -161,26 +178,58 @@ func (d *node) reload(load func() (*config.Config, func(), error)) {
 		// A config error lists every problem; none of them holds a secret.
 		d.log.Error().Bool("audit", true).Str("event", "reload_rejected").Err(err).
 			Msg("configuration reload rejected; the running configuration is unchanged")
+		out.Outcome, out.Problems = reloadRejected, problemLines(err)
 		return
 	}
+	out.Outcome, out.Detail = reloadApplied, fmt.Sprintf("%d profiles: kept %s, added %s, replaced %s, removed %s",
+		len(cfg.Profiles), listOrNone(res.Kept), listOrNone(res.Added), listOrNone(res.Replaced), listOrNone(res.Removed))
+}
+
+// problemLines renders a rejected reload's error as one problem a line:
+// each config.Problem as "VAR: msg", or else the error's own lines. No
+// error a reload returns holds a secret: config problems quote no value,
+// and the others name variables, profiles and paths.
+func problemLines(err error) []string {
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		lines := make([]string, len(ce.Problems))
+		for i, p := range ce.Problems {
+			lines[i] = p.String()
+		}
+		return lines
+	}
+	var lines []string
+	for l := range strings.SplitSeq(err.Error(), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+func listOrNone(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, " ")
 }
 
 // errRestartOnly says a reload changed settings that only a restart applies.
 var errRestartOnly = errors.New("a restart is needed to apply")
 
 // apply switches the daemon to cfg, or changes nothing and says why.
-func (d *node) apply(cfg *config.Config) error {
+func (d *node) apply(cfg *config.Config) (broker.UpdateResult, error) {
 	if vars := config.RestartOnly(d.cfg, cfg); len(vars) > 0 {
-		return fmt.Errorf("%s changed: %w (systemctl restart cwcreds), or undo the change and reload again",
+		return broker.UpdateResult{}, fmt.Errorf("%s changed: %w (systemctl restart cwcreds), or undo the change and reload again",
 			strings.Join(vars, ", "), errRestartOnly)
 	}
 	profiles, tokens, err := d.profiles(cfg)
 	if err != nil {
-		return err
+		return broker.UpdateResult{}, err
 	}
 	res, err := d.cache.Update(profiles)
 	if err != nil {
-		return err
+		return broker.UpdateResult{}, err
 	}
 	d.srv.SetProfiles(tokens, accessOf(cfg, d.log))
 	d.cfg = cfg
@@ -188,13 +237,5 @@ func (d *node) apply(cfg *config.Config) error {
 	d.log.Info().Bool("audit", true).Str("event", "reloaded").
 		Strs("kept", res.Kept).Strs("added", res.Added).Strs("replaced", res.Replaced).Strs("removed", res.Removed).
 		Msg("configuration reloaded")
-	return nil
-}
-
-// notifyStatus sends state to systemd when it listens (Type=notify); a
-// failure only costs the status line, so it is ignored.
-func notifyStatus(state string) {
-	if os.Getenv("NOTIFY_SOCKET") != "" {
-		_, _ = sdnotify.SdNotify(false, state)
-	}
+	return res, nil
 }

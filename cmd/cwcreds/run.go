@@ -31,6 +31,8 @@ const usageText = `Usage: cwcreds <command> [flags]
 
 Commands:
   serve     run the credential daemon (configured by CWCREDS_* environment variables)
+  reload    make the running daemon re-read CWCREDS_ENV_FILE (--pid PID, default $MAINPID) and wait
+            for the outcome; exits non-zero, printing every problem, if it rejected the file
   demo      run the daemon against a built-in emulator of the CoreWeave API
   status    show every profile of the running daemon; exits 1 if any is unhealthy
   revoke    revoke a profile's current key upstream (--profile NAME or --all-cached) and mint a new one
@@ -77,6 +79,8 @@ func dispatch(ctx context.Context, cmd string, rest, environ []string, stdout, s
 			return err
 		}
 		return serveWith(ctx, cfg, stderr, serveHooks{reloads: hup, load: load})
+	case "reload":
+		return reloadCmd(ctx, rest, environ, stdout, stderr)
 	case "demo":
 		return demo(ctx, rest, stdout, stderr)
 	case "status":

@@ -40,6 +40,9 @@ type serveHooks struct {
 	// ready, when set, is called with the bound address and the client
 	// tokens once the listener accepts connections.
 	ready func(net.Addr, map[string]string)
+	// notify, when set, receives the sd_notify messages instead of
+	// $NOTIFY_SOCKET (tests).
+	notify notifySender
 	// reloads delivers SIGHUP: each one re-reads the configuration with
 	// load (nil without CWCREDS_ENV_FILE: token files are checked only).
 	reloads <-chan os.Signal
@@ -55,6 +58,8 @@ type node struct {
 	cache  *broker.Cache
 	srv    *server.Server
 	addr   net.Addr
+	// notify tells systemd about readiness and reloads; nil until serving.
+	notify *notifier
 	// identifyPeers: the HTTP server must attach each connection's peer.
 	identifyPeers bool
 }
@@ -94,8 +99,11 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	if h.ready != nil {
 		h.ready(ln.Addr(), tokens)
 	}
-	// systemd Type=notify: READY=1 now, the watchdog while ctx lives, STOPPING=1 when it ends.
-	defer notifySystemd(ctx, log, d.statusLine())()
+	// systemd Type=notify: READY=1 now, STATUS= kept true to the
+	// profiles' readiness and the watchdog while ctx lives, STOPPING=1
+	// when it ends.
+	d.notify = newNotifier(log, h.notify)
+	defer d.notify.start(ctx, d.readiness, watchdogInterval(log), statusPollInterval)()
 
 	for running := true; running; {
 		select {
@@ -184,8 +192,11 @@ func newNode(cfg *config.Config, log zerolog.Logger, o nodeOptions) (*node, map[
 	return d, tokens, nil
 }
 
-func (d *node) statusLine() string {
-	return fmt.Sprintf("serving %d profiles on %s", len(d.cfg.Profiles), d.addr)
+// readiness is the STATUS= line for systemd: how many profiles have a key
+// to serve, and why the first one that has not. Safe to call from any
+// goroutine: it reads only the cache and the bound address.
+func (d *node) readiness() string {
+	return readinessStatus(d.addr.String(), d.cache.Status())
 }
 
 // accessOf returns the restrictions of the profiles with ALLOWED_UIDS or
