@@ -55,6 +55,11 @@ func (c *clientFlags) resolve(cmd string, environ []string) (daemonTarget, error
 	if c.profile == "" {
 		return daemonTarget{}, &usageError{fmt.Errorf("%s: --profile is required", cmd)}
 	}
+	if !printableNoSpace(c.profile, 63) {
+		// No profile can be named so (config: [a-z0-9-], 63 at most), and
+		// env prints the name for a shell.
+		return daemonTarget{}, &usageError{fmt.Errorf("%s: --profile %q is not a profile name", cmd, c.profile)}
+	}
 	t := daemonTarget{profile: c.profile, addr: c.addr, tokenFile: c.tokenFile}
 	if t.addr == "" || t.tokenFile == "" {
 		cfg, err := config.Load(environ)
@@ -173,10 +178,77 @@ func fetchKey(ctx context.Context, t daemonTarget) (*servedKey, error) {
 	if err := json.Unmarshal(body, &k); err != nil {
 		return nil, fmt.Errorf("the daemon's answer is not a key: %w", err)
 	}
-	if k.AccessKeyID == "" || k.SecretAccessKey == "" || k.Expiration == "" {
-		return nil, errors.New("the daemon's answer lacks AccessKeyId, SecretAccessKey or Expiration")
+	if err := k.validate(); err != nil {
+		return nil, fmt.Errorf("cwcreds daemon at %s answered profile %q with an unusable key, refused: %w", t.addr, t.profile, err)
 	}
 	return &k, nil
+}
+
+// Limits of a served key's fields. The broker refuses upstream keys beyond
+// the same limits (broker.newCredentials); the client checks again because
+// it cannot know it is talking to the real daemon, and its output is fed to
+// eval (env) or an SDK (credential-process).
+const (
+	maxServedKeyID  = 128
+	maxServedSecret = 1024
+	maxServedToken  = 4096
+)
+
+// validate checks every field of the daemon's answer strictly: the key id
+// is 1..128 of [A-Za-z0-9._-]; the secret and the token are printable ASCII
+// without spaces, '"' or '\' (the token may be empty); the expiration is an
+// RFC 3339 timestamp. So no field can hold a newline, a control character
+// or anything a shell comment would end at. Its errors never quote the
+// fields: the secret must not reach stderr.
+func (k *servedKey) validate() error {
+	switch {
+	case !validKeyID(k.AccessKeyID):
+		return fmt.Errorf("AccessKeyId is empty, longer than %d or not [A-Za-z0-9._-]", maxServedKeyID)
+	case k.SecretAccessKey == "" || !printableNoSpace(k.SecretAccessKey, maxServedSecret):
+		return fmt.Errorf("SecretAccessKey is empty, longer than %d or holds a space, quote, backslash or non-printable character", maxServedSecret)
+	case k.Token != "" && !printableNoSpace(k.Token, maxServedToken):
+		return fmt.Errorf("Token is longer than %d or holds a space, quote, backslash or non-printable character", maxServedToken)
+	case !validExpiration(k.Expiration):
+		return errors.New("Expiration is not an RFC 3339 timestamp")
+	}
+	return nil
+}
+
+func validKeyID(s string) bool {
+	if s == "" || len(s) > maxServedKeyID {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// printableNoSpace accepts at most max bytes of printable ASCII other than
+// space, '"' and '\' (as the broker accepts from upstream).
+func printableNoSpace(s string, max int) bool {
+	if len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// validExpiration accepts an RFC 3339 timestamp of at most 40 bytes made
+// only of digits and "-:.TZ+".
+func validExpiration(s string) bool {
+	if s == "" || len(s) > 40 || strings.Trim(s, "0123456789-:.TZ+") != "" {
+		return false
+	}
+	_, err := time.Parse(time.RFC3339Nano, s)
+	return err == nil
 }
 
 // processCredentials is the credential_process output. SessionToken is
@@ -243,7 +315,10 @@ func envCmd(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(&b, "# cwcreds profile %s: key %s, valid until %s; run this again before then\n", t.profile, k.AccessKeyID, k.Expiration)
+		// Every value is validated (fetchKey, resolve) and cannot end the
+		// comment; it is quoted all the same.
+		fmt.Fprintf(&b, "# cwcreds profile %s: key %s, valid until %s; run this again before then\n",
+			shellQuote(t.profile), shellQuote(k.AccessKeyID), shellQuote(k.Expiration))
 		export("AWS_ACCESS_KEY_ID", k.AccessKeyID)
 		export("AWS_SECRET_ACCESS_KEY", k.SecretAccessKey)
 		b.WriteString("unset AWS_SESSION_TOKEN AWS_CONTAINER_CREDENTIALS_FULL_URI AWS_CONTAINER_AUTHORIZATION_TOKEN AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE\n")
@@ -305,7 +380,10 @@ func warnShadowing(environ []string, stderr io.Writer) {
 	}
 }
 
-// shellQuote quotes s for a POSIX shell: in single quotes, each embedded quote written as quote, backslash, quote, quote.
+// shellQuote quotes s for a POSIX shell: in single quotes, each embedded
+// quote written as quote, backslash, quote, quote. It is the one quoting
+// helper for everything env prints. Inside a '#' comment quotes mean
+// nothing: only values that hold no newline may go there.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
