@@ -36,7 +36,10 @@
 // # Per connection
 //
 // ConnContext (for http.Server.ConnContext) attaches a *Conn to each
-// connection's context. A Conn resolves its uid at most once, on first use,
-// and its groups at most once, so keep-alive clients pay once per connection
-// and connections nobody asks about pay nothing but the allocation.
+// connection's context. A Conn resolves its uid at most once, on first use
+// (a socket's owner never changes), so keep-alive clients pay once per
+// connection and connections nobody asks about pay nothing but the
+// allocation. Groups are not cached here: group membership changes while a
+// connection lives, so the server (server.GroupsTTL) caches them per uid
+// for a few seconds and forgets them at every reload.
 package peer

@@ -20,14 +20,9 @@ func (Requests) PeerUID(r *http.Request) (uint32, error) {
 	return c.UID()
 }
 
-// PeerGroups returns the groups of the peer's user.
-func (Requests) PeerGroups(r *http.Request) ([]uint32, error) {
-	c := FromContext(r.Context())
-	if c == nil {
-		return nil, errNoConn
-	}
-	return c.GIDs()
-}
+// Groups returns the groups of uid's user from the user database, as it is
+// now (see Groups); the server bounds how long it trusts the answer.
+func (Requests) Groups(uid uint32) ([]uint32, error) { return Groups(uid) }
 
 // Identity reports the peer's uid for the audit log (a
 // server.PeerIdentity) when it has been looked up already, and never looks

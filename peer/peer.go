@@ -83,9 +83,11 @@ func Groups(uid uint32) ([]uint32, error) {
 	return out, nil
 }
 
-// Conn is one connection's peer, resolved lazily and at most once. It is
-// safe for concurrent use (HTTP/2 would run requests of one connection in
-// parallel).
+// Conn is one connection's peer uid, resolved lazily and at most once (a
+// socket's owner never changes). It is safe for concurrent use (HTTP/2
+// would run requests of one connection in parallel). It does not hold the
+// user's groups: those change while a connection lives, so the server asks
+// Groups again at least every few seconds (server.GroupsTTL).
 type Conn struct {
 	local, remote netip.AddrPort
 
@@ -93,10 +95,6 @@ type Conn struct {
 	uid     uint32
 	uidErr  error
 	done    atomic.Bool // uidOnce has run
-
-	gidOnce sync.Once
-	gids    []uint32
-	gidErr  error
 }
 
 // NewConn returns the peer of a connection with server-side addresses local
@@ -132,20 +130,6 @@ func (c *Conn) Known() (uint32, bool) {
 		return 0, false
 	}
 	return c.uid, c.uidErr == nil
-}
-
-// GIDs returns the groups of the peer's user (see Groups), looking them up
-// on first use.
-func (c *Conn) GIDs() ([]uint32, error) {
-	c.gidOnce.Do(func() {
-		uid, err := c.UID()
-		if err != nil {
-			c.gidErr = err
-			return
-		}
-		c.gids, c.gidErr = Groups(uid)
-	})
-	return c.gids, c.gidErr
 }
 
 type ctxKey struct{}

@@ -117,7 +117,7 @@ func TestConnContext(t *testing.T) {
 	if k, ok := c.Known(); !ok || k != uid {
 		t.Errorf("Known = %d, %v after UID", k, ok)
 	}
-	gids, err := c.GIDs()
+	gids, err := Requests{}.Groups(uid)
 	if u, lerr := user.LookupId(strconv.Itoa(os.Getuid())); lerr != nil {
 		if err == nil {
 			t.Errorf("GIDs = %v for a uid the user database does not know", gids)

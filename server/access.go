@@ -3,6 +3,9 @@ package server
 import (
 	"net/http"
 	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Access limits a profile to some local users: a request is served only
@@ -28,14 +31,83 @@ func (a Access) clone() Access {
 }
 
 // Peers identifies the local user behind a request, for Options.Access.
-// Implementations must be safe for concurrent use, and should resolve once
-// per connection (see package peer).
+// Implementations must be safe for concurrent use.
 type Peers interface {
-	// PeerUID returns the uid owning the client's socket.
+	// PeerUID returns the uid owning the client's socket. It may be
+	// resolved once per connection (see package peer): a socket's owner
+	// never changes.
 	PeerUID(r *http.Request) (uint32, error)
-	// PeerGroups returns the gids of the peer's user.
-	PeerGroups(r *http.Request) ([]uint32, error)
+	// Groups returns the gids of uid's user, as the system says now. The
+	// Server caches the answer per uid for at most GroupsTTL, and forgets
+	// every answer at SetProfiles and RecheckAccess, so implementations
+	// should not cache it themselves: a user removed from a group must
+	// lose access on connections they already hold.
+	Groups(uid uint32) ([]uint32, error)
 }
+
+// GroupsTTL bounds how long the Server trusts a uid's group list: after
+// it, the next request of a profile restricted by ALLOWED_GIDS looks the
+// groups up again, whichever connection it comes on. A user removed from
+// an allowed group is refused at most this long after the change, or at
+// once after a reload (systemctl reload cwcreds).
+const GroupsTTL = 5 * time.Second
+
+// maxGroupEntries bounds the group cache; past it the cache starts afresh.
+// One entry per distinct local uid that asked for a GID-restricted
+// profile within GroupsTTL, so it is never reached on a normal node.
+const maxGroupEntries = 4096
+
+// groupCache remembers each uid's groups (or the error looking them up)
+// for at most ttl. Its zero value is ready to use, with ttl GroupsTTL. The
+// hit path is one atomic load, one sync.Map load and a clock read.
+type groupCache struct {
+	ttl  time.Duration // 0: GroupsTTL
+	gen  atomic.Uint64 // bumped by forget; entries of an older generation are stale
+	size atomic.Int64  // entries stored since the last clear (an upper bound)
+	m    sync.Map      // uint32 -> *groupEntry, never modified once stored
+}
+
+type groupEntry struct {
+	gids []uint32
+	err  error
+	at   time.Time // when the lookup started
+	gen  uint64
+}
+
+// groups returns uid's groups, from the cache when they were looked up
+// less than ttl before now and since the last forget, else from peers.
+func (c *groupCache) groups(peers Peers, uid uint32, now time.Time) ([]uint32, error) {
+	ttl := c.ttl
+	if ttl == 0 {
+		ttl = GroupsTTL
+	}
+	gen := c.gen.Load()
+	if v, ok := c.m.Load(uid); ok {
+		e := v.(*groupEntry)
+		// A clock that went back makes now.Sub negative: look up again.
+		if age := now.Sub(e.at); e.gen == gen && age >= 0 && age < ttl {
+			return e.gids, e.err
+		}
+	}
+	gids, err := peers.Groups(uid)
+	// Stamped with the generation read before the lookup: a lookup that
+	// overlapped a forget is stale already and is not trusted next time.
+	if c.size.Add(1) > maxGroupEntries {
+		c.m.Clear()
+		c.size.Store(1)
+	}
+	c.m.Store(uid, &groupEntry{gids: gids, err: err, at: now, gen: gen})
+	return gids, err
+}
+
+// forget makes every cached group list stale.
+func (c *groupCache) forget() { c.gen.Add(1) }
+
+// RecheckAccess makes the next request of every profile restricted by
+// ALLOWED_GIDS look its peer's groups up again, on every connection.
+// SetProfiles does it too; the daemon calls it at every reload, applied or
+// not, so `systemctl reload cwcreds` applies a group change at once.
+func (s *Server) RecheckAccess() { s.groups.forget() }
 
 // The refusals of a restricted profile. Neither says which users are
 // allowed.
@@ -68,7 +140,7 @@ func (s *Server) checkAccess(r *http.Request, p *profile) *requestError {
 		return nil
 	}
 	if len(p.access.GIDs) > 0 {
-		gids, err := s.peers.PeerGroups(r)
+		gids, err := s.groups.groups(s.peers, uid, s.now())
 		if err != nil {
 			s.log.Warn().Str("profile", p.name).Str("remote", r.RemoteAddr).Uint32("peer_uid", uid).Err(err).
 				Msg("refused: cannot read the groups of the connection's user")

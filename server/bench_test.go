@@ -166,3 +166,14 @@ func BenchmarkHandlerHitAudit(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHandlerHitGroupAllowed is BenchmarkHandlerHit for a profile
+// restricted by ALLOWED_GIDS, the peer allowed through one of its groups:
+// the access check's cost on a kept-alive connection.
+func BenchmarkHandlerHitGroupAllowed(b *testing.B) {
+	benchHit(b, New(zerolog.Nop(), &fakeKeys{creds: testCreds()}, Options{
+		ClientTokens: map[string]string{testProfile: testToken},
+		Access:       map[string]Access{testProfile: {GIDs: []uint32{2000}}},
+		Peers:        &fakePeers{uid: 1001, gids: []uint32{100, 2000}},
+	}))
+}

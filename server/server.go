@@ -92,6 +92,7 @@ type Server struct {
 	unknown      RequestCounter // requests for unconfigured profiles
 	peerIdentity PeerIdentity
 	peers        Peers
+	groups       groupCache // peers' groups, trusted for GroupsTTL (access.go)
 	metrics      http.Handler
 	revoker      KeyRevoker
 	adminToken   string
@@ -168,6 +169,7 @@ func (s *Server) SetProfiles(tokens map[string]string, access map[string]Access)
 		next[name] = &profile{name: name, token: tok, requests: s.requests.Requests(name), access: a.clone()}
 	}
 	s.profiles.Store(&next)
+	s.groups.forget() // a reload re-checks every peer's groups at once
 }
 
 // profile returns the served profile called name, or nil.
