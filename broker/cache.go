@@ -452,7 +452,7 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 		if errors.Is(mctx.Err(), context.Canceled) {
 			switch {
 			case isClosing(c.closing):
-				err = errors.New("broker is shutting down")
+				err = errShuttingDown
 			case isClosing(e.removed):
 				err = errRemoved
 			}
@@ -648,7 +648,7 @@ func (c *Cache) Status() []Status {
 			st.WarmingUntil = timePtr(s.takeover())
 		}
 		if s.lastErr != nil {
-			st.LastError = s.lastErr.Error()
+			st.LastError, st.LastErrorHTTPStatus, st.LastErrorCode = publicReason(s.lastErr)
 			st.LastErrorAt = timePtr(s.lastErrAt)
 		}
 		if s.failures > 0 && s.retryAt.After(now) {

@@ -22,7 +22,8 @@ var (
 )
 
 // UnavailableError reports why a profile has no key to serve. Its message is
-// safe to show to clients: it never contains a secret.
+// safe to show to clients: it names the failure's class with a fixed phrase
+// (see publicReason), never Err's text, which may hold upstream's words.
 type UnavailableError struct {
 	Profile string
 	// Err is the last minting failure, if any.
@@ -34,11 +35,9 @@ type UnavailableError struct {
 func (e *UnavailableError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "profile %q has no valid key", e.Profile)
-	if hint := rejectionHint(e.Err); hint != "" {
-		fmt.Fprintf(&b, ": %s", hint)
-	}
 	if e.Err != nil {
-		fmt.Fprintf(&b, ": %v", e.Err)
+		phrase, _, _ := publicReason(e.Err)
+		fmt.Fprintf(&b, ": %s", phrase)
 	}
 	if !e.RetryAt.IsZero() {
 		fmt.Fprintf(&b, " (next upstream attempt at %s)", e.RetryAt.UTC().Format(time.RFC3339))

@@ -1,6 +1,16 @@
 package broker
 
-import "time"
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"syscall"
+	"time"
+)
 
 // Status is a point-in-time view of one profile for status pages and
 // readiness checks. It never holds a secret: only the public key id.
@@ -17,8 +27,14 @@ type Status struct {
 	// RefreshAt is when the background refresh will replace the key.
 	RefreshAt   *time.Time `json:"refreshAt,omitempty"`
 	LastRefresh *time.Time `json:"lastRefresh,omitempty"`
-	LastError   string     `json:"lastError,omitempty"`
-	LastErrorAt *time.Time `json:"lastErrorAt,omitempty"`
+	// LastError describes the last failed mint with a fixed phrase for its
+	// class (see publicReason), never text from upstream; with
+	// LastErrorHTTPStatus and LastErrorCode (gRPC code name) when upstream
+	// answered. The daemon's log has the (scrubbed) upstream message.
+	LastError           string     `json:"lastError,omitempty"`
+	LastErrorHTTPStatus int        `json:"lastErrorHttpStatus,omitempty"`
+	LastErrorCode       string     `json:"lastErrorCode,omitempty"`
+	LastErrorAt         *time.Time `json:"lastErrorAt,omitempty"`
 	// NextAttempt is set while the profile is backing off after failures.
 	NextAttempt *time.Time `json:"nextAttempt,omitempty"`
 	// ConsecutiveFailures counts failed mints since the last success.
@@ -33,6 +49,71 @@ type Status struct {
 	WarmingAccessKeyID string     `json:"warmingAccessKeyId,omitempty"`
 	WarmingUntil       *time.Time `json:"warmingUntil,omitempty"`
 	// Reason says why the profile is not Healthy; empty when it is. Like
-	// LastError it is safe to show: it never holds a secret.
+	// LastError it is safe to show to every local user: it is built from
+	// fixed phrases, never from upstream text.
 	Reason string `json:"reason,omitempty"`
+}
+
+// errShuttingDown is the failure of a mint Run's shutdown cancelled.
+var errShuttingDown = errors.New("broker is shutting down")
+
+// publicReason describes a mint failure for anyone who can reach the
+// daemon (Status, UnavailableError, hence /v1/profiles, 503 bodies, /readyz,
+// systemd's STATUS=): a fixed phrase chosen by the failure's class, plus the
+// upstream HTTP status and gRPC code name when upstream answered. It never
+// holds text from upstream, a proxy in between or the token file: such text
+// can echo the credential in a form no scrubber recognises (base64, split,
+// case-changed). The full error, scrubbed of the credential, goes to the
+// daemon's log only.
+//
+// httpStatus is 0 and code "" when upstream did not answer.
+func publicReason(err error) (phrase string, httpStatus int, code string) {
+	var api *APIError
+	if errors.As(err, &api) {
+		code = ""
+		if api.Code != 0 {
+			code = grpcCodeName(api.Code) // a fixed name, or "code N"
+		}
+		what := fmt.Sprintf("HTTP %d", api.StatusCode)
+		if code != "" {
+			what += " " + code
+		}
+		switch {
+		case api.StatusCode == http.StatusUnauthorized:
+			phrase = "upstream rejected the profile's credential (" + what + "): revoked, expired or wrong; replace its token file"
+		case api.StatusCode == http.StatusForbidden:
+			phrase = "upstream refused the profile's credential permission to mint keys (" + what + "); grant it or use another token"
+		case api.StatusCode == http.StatusTooManyRequests:
+			phrase = "upstream is rate limiting key minting (" + what + ")"
+		case api.Temporary():
+			phrase = "upstream failed to mint a key (" + what + ")"
+		default:
+			phrase = "upstream refused to mint a key (" + what + ")"
+		}
+		return phrase, api.StatusCode, code
+	}
+	var dns *net.DNSError
+	var cert *tls.CertificateVerificationError
+	var ne net.Error
+	switch {
+	case errors.Is(err, errRemoved):
+		return errRemoved.Error(), 0, ""
+	case errors.Is(err, errShuttingDown):
+		return errShuttingDown.Error(), 0, ""
+	case errors.Is(err, ErrBadToken):
+		return "the profile's token file cannot be used (missing, empty, malformed, or unsafe owner or mode); the daemon's log says why", 0, ""
+	case errors.Is(err, ErrBadReply):
+		return "upstream answered with a reply that is not a usable key", 0, ""
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "upstream did not answer in time", 0, ""
+	case errors.As(err, &dns):
+		return "the upstream API's host name did not resolve", 0, ""
+	case errors.As(err, &cert):
+		return "the upstream API's TLS certificate was not trusted", 0, ""
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "the upstream API refused the connection", 0, ""
+	case errors.As(err, new(*url.Error)), errors.As(err, new(*net.OpError)):
+		return "could not reach the upstream API (network or proxy error)", 0, ""
+	}
+	return "minting a key failed; the daemon's log says why", 0, ""
 }

@@ -75,11 +75,16 @@ func checkListenAddr(addr string, allowNonLoopback bool) string {
 	switch host {
 	case "": // every interface
 	case "localhost":
-		loopback = true
+		// Clients resolving localhost try ::1 first, and a daemon that
+		// listens on 127.0.0.1 only leaves [::1]:port free for any local
+		// user to bind and receive their tokens.
+		return fmt.Sprintf("host localhost names both 127.0.0.1 and ::1, and the daemon would listen on one only: "+
+			"a local user could listen on the other and receive clients' tokens; write 127.0.0.1:%s (what AWS SDKs accept) or [::1]:%s",
+			port, port)
 	default:
 		ip, err := netip.ParseAddr(host)
 		if err != nil {
-			return fmt.Sprintf("host %s is not an IP address or localhost (the daemon does not resolve names); use e.g. %s",
+			return fmt.Sprintf("host %s is not an IP address (the daemon does not resolve names); use e.g. %s",
 				show(host), defaultListenAddr)
 		}
 		loopback = ip.Unmap().IsLoopback()

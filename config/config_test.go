@@ -104,7 +104,7 @@ func TestLoadDefaults(t *testing.T) {
 		t.Fatalf("Load: %v", err)
 	}
 	want := &Config{
-		ListenAddr: "127.0.0.1:7911",
+		ListenAddr: "127.0.0.1:791",
 		APIURL:     "https://api.coreweave.com",
 		LogLevel:   "info",
 		LogFormat:  "json",
@@ -345,13 +345,17 @@ func TestLoadProblems(t *testing.T) {
 		{"listen lan address", with(minimal, map[string]string{"CWCREDS_LISTEN_ADDR": "10.1.2.3:80"}),
 			[]wantProblem{{"CWCREDS_LISTEN_ADDR", "CWCREDS_ALLOW_NON_LOOPBACK=true"}}},
 		{"listen non-loopback allowed", with(minimal, map[string]string{"CWCREDS_LISTEN_ADDR": "0.0.0.0:7911", "CWCREDS_ALLOW_NON_LOOPBACK": "1"}), nil},
-		{"listen localhost", with(minimal, map[string]string{"CWCREDS_LISTEN_ADDR": "localhost:7911"}), nil},
+		// localhost would bind 127.0.0.1 only while clients try ::1 first:
+		// a local user listening on [::1]:7911 would get their tokens.
+		{"listen localhost", with(minimal, map[string]string{"CWCREDS_LISTEN_ADDR": "localhost:7911"}),
+			[]wantProblem{{"CWCREDS_LISTEN_ADDR", "host localhost names both 127.0.0.1 and ::1, and the daemon would listen on one only: a local user could listen on the other and receive clients' tokens; write 127.0.0.1:7911 (what AWS SDKs accept) or [::1]:7911"}}},
+		{"listen old default", with(minimal, map[string]string{"CWCREDS_LISTEN_ADDR": "127.0.0.1:7911"}), nil},
 		{"listen v6 loopback", with(minimal, map[string]string{"CWCREDS_LISTEN_ADDR": "[::1]:0"}), nil},
 		{"listen mapped loopback", with(minimal, map[string]string{"CWCREDS_LISTEN_ADDR": "[::ffff:127.0.0.2]:65535"}), nil},
 		{"listen host name", with(minimal, map[string]string{"CWCREDS_LISTEN_ADDR": "node.example:7911"}),
-			[]wantProblem{{"CWCREDS_LISTEN_ADDR", `host "node.example" is not an IP address or localhost`}}},
+			[]wantProblem{{"CWCREDS_LISTEN_ADDR", `host "node.example" is not an IP address (the daemon does not resolve names)`}}},
 		{"listen no port", with(minimal, map[string]string{"CWCREDS_LISTEN_ADDR": "127.0.0.1"}),
-			[]wantProblem{{"CWCREDS_LISTEN_ADDR", `"127.0.0.1" is not host:port; use e.g. 127.0.0.1:7911`}}},
+			[]wantProblem{{"CWCREDS_LISTEN_ADDR", `"127.0.0.1" is not host:port; use e.g. 127.0.0.1:791`}}},
 		{"listen named port", with(minimal, map[string]string{"CWCREDS_LISTEN_ADDR": "127.0.0.1:http"}),
 			[]wantProblem{{"CWCREDS_LISTEN_ADDR", `port "http" is not a number from 0 to 65535`}}},
 		{"listen port too big", with(minimal, map[string]string{"CWCREDS_LISTEN_ADDR": "127.0.0.1:65536"}),

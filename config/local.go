@@ -10,7 +10,7 @@ import (
 // daemon running on this node (cwcreds status, cwcreds revoke) need.
 type Local struct {
 	// ListenAddr is the daemon's CWCREDS_LISTEN_ADDR (default
-	// 127.0.0.1:7911).
+	// 127.0.0.1:791).
 	ListenAddr string
 	// RuntimeDir is the daemon's runtime directory, resolved as Load does.
 	RuntimeDir string

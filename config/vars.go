@@ -45,7 +45,7 @@ const (
 
 // Defaults and limits.
 const (
-	defaultListenAddr  = "127.0.0.1:7911"
+	defaultListenAddr  = "127.0.0.1:791"
 	defaultAPIURL      = "https://api.coreweave.com"
 	defaultLogLevel    = "info"
 	defaultLogFormat   = "json"
@@ -125,7 +125,12 @@ var globalVars = []globalVar{
 			"profile name upper-cased with '-' as '_': profile fast-train is configured by CWCREDS_PROFILE_FAST_TRAIN_*. " +
 			reloadProfiles, nil},
 	{varListenAddr, defaultListenAddr,
-		"host:port the daemon listens on. The host is an IP address or localhost. An address beyond loopback " +
+		"host:port the daemon listens on. The host is an IP address; localhost is refused (it names both " +
+			"127.0.0.1 and ::1, and a daemon listening on one leaves the other to any local user): write 127.0.0.1 or [::1]. " +
+			"The default port, 791, is below 1024, so no unprivileged user can bind it: under systemd the socket unit " +
+			"cwcreds.socket holds it and the daemon needs no capability (a mismatch between the two is refused); run by hand, " +
+			"the daemon needs CAP_NET_BIND_SERVICE, or set an unprivileged port such as 127.0.0.1:7911 (the old default) and " +
+			"accept that a local user can take it while the daemon is down. An address beyond loopback " +
 			"(including an empty host, 0.0.0.0 or ::) is refused unless CWCREDS_ALLOW_NON_LOOPBACK=true. " + reloadRestart,
 		func(o, n *Config) bool { return o.ListenAddr != n.ListenAddr }},
 	{varAPIURL, defaultAPIURL,

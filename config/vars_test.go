@@ -62,7 +62,7 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		}
 	}
 	for _, want := range []string{
-		"CWCREDS_LISTEN_ADDR (default: 127.0.0.1:7911)",
+		"CWCREDS_LISTEN_ADDR (default: 127.0.0.1:791)",
 		"CWCREDS_API_URL (default: https://api.coreweave.com)",
 		"CWCREDS_PROFILES (required)",
 		"CWCREDS_PROFILE_<NAME>_DURATION (default: 1h)",

@@ -331,5 +331,7 @@ func TestAccessGroupRemovalKeptAliveConnection(t *testing.T) {
 // fake.
 type realUIDFakeGroups struct{ g *switchableGroups }
 
-func (p realUIDFakeGroups) PeerUID(r *http.Request) (uint32, error) { return peer.Requests{}.PeerUID(r) }
-func (p realUIDFakeGroups) Groups(uid uint32) ([]uint32, error)     { return p.g.Groups(uid) }
+func (p realUIDFakeGroups) PeerUID(r *http.Request) (uint32, error) {
+	return peer.Requests{}.PeerUID(r)
+}
+func (p realUIDFakeGroups) Groups(uid uint32) ([]uint32, error) { return p.g.Groups(uid) }

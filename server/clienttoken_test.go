@@ -160,7 +160,12 @@ func TestCreateClientTokenLosesRace(t *testing.T) {
 	if err := os.WriteFile(path, []byte("theirs"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tok, created, err := createClientToken(path, rand.Reader, 0o600)
+	d, err := OpenTokenDir(filepath.Dir(path), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	tok, created, err := d.createToken(filepath.Base(path), rand.Reader, 0o600)
 	if err != nil || created || tok != "theirs" {
 		t.Errorf("createClientToken over an existing file = %q, %v, %v; want %q, false, nil", tok, created, err, "theirs")
 	}

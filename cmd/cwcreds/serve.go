@@ -47,6 +47,9 @@ type serveHooks struct {
 	// load (nil without CWCREDS_ENV_FILE: token files are checked only).
 	reloads <-chan os.Signal
 	load    func() (*config.Config, func(), error)
+	// inherited, when set, are the sockets systemd passed (tests);
+	// nil means activation.Files (LISTEN_FDS).
+	inherited []*os.File
 }
 
 // node is the running daemon's state that a reload changes. Only
@@ -75,9 +78,13 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	inherited := h.inherited
+	if inherited == nil {
+		inherited = systemdFiles()
+	}
+	ln, err := listen(cfg.ListenAddr, inherited)
 	if err != nil {
-		return fmt.Errorf("listen on %s (CWCREDS_LISTEN_ADDR): %w", cfg.ListenAddr, err)
+		return err
 	}
 	d.addr = ln.Addr()
 	httpSrv := server.NewHTTPServer(cfg.ListenAddr, d.srv, log)
@@ -95,7 +102,8 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 	log.Info().Str("version", buildVersion()).Str("listen", ln.Addr().String()).
-		Str("api_url", cfg.APIURL).Int("profiles", len(cfg.Profiles)).Bool("reloadable", h.load != nil).Msg("cwcreds serving")
+		Bool("socket_activated", ln.activated).Str("api_url", cfg.APIURL).Int("profiles", len(cfg.Profiles)).
+		Bool("reloadable", h.load != nil).Msg("cwcreds serving")
 	if h.ready != nil {
 		h.ready(ln.Addr(), tokens)
 	}
@@ -115,7 +123,9 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 			d.reload(h.load)
 		}
 	}
-	log.Info().Msg("shutting down: draining requests")
+	// Shutdown closes our descriptor only: a socket systemd passed stays
+	// open in systemd, which queues new connections for the next daemon.
+	log.Info().Bool("socket_kept_by_systemd", ln.activated).Msg("shutting down: draining requests")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := httpSrv.Shutdown(sctx); err != nil {
