@@ -5,9 +5,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -28,15 +30,27 @@ const insecureModeBits fs.FileMode = 0o066
 // ErrBadToken) holds as for any other unusable token file.
 var ErrInsecureFileMode = fmt.Errorf("%w: insecure file mode", ErrBadToken)
 
+// ErrUntrustedOwner: an upstream credential file is owned by a user other
+// than the daemon's (effective uid) or root, and it is not in the systemd
+// credentials directory. Its owner can rewrite it at will, whatever its
+// mode, and so choose the identity whose keys the daemon hands to every
+// client. CWCREDS_ALLOW_INSECURE_FILE_MODES does not lift this check: it is
+// about modes, and the files it is meant for (Kubernetes Secret and
+// projected volumes) are owned by root or the daemon's user anyway. It
+// wraps ErrBadToken.
+var ErrUntrustedOwner = fmt.Errorf("%w: file owned by another user", ErrBadToken)
+
 // TokenFileRules say which file modes ReadTokenFileWith accepts beyond the
-// owner-only ones (0600, 0400). The zero value accepts nothing more.
+// owner-only ones (0600, 0400), and where files owned by others are
+// accepted. The zero value accepts nothing more.
 type TokenFileRules struct {
 	// AllowInsecureMode accepts any file its group or others can read or
-	// write (CWCREDS_ALLOW_INSECURE_FILE_MODES).
+	// write (CWCREDS_ALLOW_INSECURE_FILE_MODES). It does not accept a file
+	// owned by another user (ErrUntrustedOwner).
 	AllowInsecureMode bool
 	// CredentialsDir is systemd's $CREDENTIALS_DIRECTORY (LoadCredential=),
 	// or "". A file that really lies inside it is accepted whatever its
-	// mode: systemd owns that read-only per-service mount and decides who
+	// mode and owner: systemd owns that read-only per-service mount and decides who
 	// may read its files (systemd ≥ 254 makes them root-owned 0440 with an
 	// ACL entry for the service user, which no chmod can change). "Really"
 	// is decided on the opened file, through /proc/self/fd, against the
@@ -53,14 +67,17 @@ type TokenFileRules struct {
 func ReadTokenFile(path string) (string, error) { return ReadTokenFileWith(path, TokenFileRules{}) }
 
 // ReadTokenFileWith reads an upstream credential from path, refusing a
-// file its group or others can read or write (ErrInsecureFileMode) unless
-// rules accept it. Minters and revokers read with their Profile's
+// file owned by a user other than the daemon's or root
+// (ErrUntrustedOwner), and a file its group or others can read or write
+// (ErrInsecureFileMode), unless rules accept it. Minters and revokers read with their Profile's
 // TokenFileRules at every mint, so a rotated file (a Kubernetes projected
 // token, a symlink swap) takes effect at once.
 //
 // The file must be a regular file; a symlink is followed, and the mode and
 // location checked are the target's, taken from the opened file so that a
-// swap between check and read cannot slip another file past them. One
+// swap between check and read cannot slip another file past them. (A
+// symlink is expected: Kubernetes volumes publish files through ..data
+// links.) One
 // trailing line ending is dropped, since editors and `echo` add one; the
 // token itself must not contain CR or LF, and an empty file is an error.
 // Every error wraps ErrBadToken and names the path, never the file's
@@ -81,8 +98,15 @@ func ReadTokenFileWith(path string, rules TokenFileRules) (string, error) {
 	if !fi.Mode().IsRegular() {
 		return "", fmt.Errorf("%w: %s is not a regular file", ErrBadToken, path)
 	}
-	if perm := fi.Mode().Perm(); perm&insecureModeBits != 0 && !rules.AllowInsecureMode &&
-		!inCredentialsDir(f, rules.CredentialsDir) {
+	// Whether the file lies in the credentials directory is asked at most
+	// once, and only when the owner or mode would refuse it.
+	inCreds := sync.OnceValue(func() bool { return inCredentialsDir(f, rules.CredentialsDir) })
+	if uid, ok := fileOwner(fi); !ok || !trustedOwner(uid) {
+		if !inCreds() {
+			return "", untrustedOwnerError(path, uid, ok)
+		}
+	}
+	if perm := fi.Mode().Perm(); perm&insecureModeBits != 0 && !rules.AllowInsecureMode && !inCreds() {
 		return "", insecureModeError(path, perm, rules.CredentialsDir)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxTokenBytes+1))
@@ -100,6 +124,37 @@ func ReadTokenFileWith(path string, rules TokenFileRules) (string, error) {
 		return "", fmt.Errorf("%w: %s holds more than one line; a token must be a single line", ErrBadToken, path)
 	}
 	return tok, nil
+}
+
+// fileOwner returns the owner uid of fi, an os.File's Stat; ok is false
+// where the platform does not say.
+func fileOwner(fi fs.FileInfo) (uid uint32, ok bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return st.Uid, true
+}
+
+// trustedOwner reports whether a file owned by uid may decide which
+// identity the daemon uses: its own user, or root (who can do anything on
+// the node anyway).
+func trustedOwner(uid uint32) bool { return uid == 0 || int64(uid) == int64(os.Geteuid()) }
+
+// untrustedOwnerError explains ErrUntrustedOwner for path and the ways out.
+func untrustedOwnerError(path string, uid uint32, known bool) error {
+	owner := "an unknown user"
+	if known {
+		owner = "uid " + strconv.FormatUint(uint64(uid), 10)
+		if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil && u.Username != "" {
+			owner += " (" + u.Username + ")"
+		}
+	}
+	return fmt.Errorf("%w: %s is owned by %s, not by the daemon's user (uid %d) or root, so its owner can rewrite it "+
+		"and choose the identity whose keys every client gets; run chown %d %s (or chown root), or load it with "+
+		"systemd LoadCredential= (files in $CREDENTIALS_DIRECTORY are trusted); "+
+		"CWCREDS_ALLOW_INSECURE_FILE_MODES does not lift this check",
+		ErrUntrustedOwner, path, owner, os.Geteuid(), os.Geteuid(), path)
 }
 
 // inCredentialsDir reports whether the opened file f lies inside dir once

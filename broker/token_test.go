@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -343,5 +344,83 @@ func TestMinterTrustsCredentialsDirectory(t *testing.T) {
 	}
 	if _, err := m.Mint(t.Context()); err != nil {
 		t.Fatalf("a 0440 file in the credentials directory: %v", err)
+	}
+}
+
+// TestReadTokenFileRefusesOtherOwners reproduces finding 2's owner attack:
+// a token file owned by another unprivileged user passed the mode check
+// (0600 is "owner only", and the owner is the attacker), so that user,
+// rewriting it at will, chose the identity whose keys every client got. A
+// real process as uid 65534 rewrites its file between reads; every read
+// is refused now, even with CWCREDS_ALLOW_INSECURE_FILE_MODES, and through
+// a symlink (the target's owner counts). In $CREDENTIALS_DIRECTORY the
+// owner is systemd's business, as the mode is.
+func TestReadTokenFileRefusesOtherOwners(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: chowns files to uid 65534 and runs the attacker as it; CI runs as root")
+	}
+	const nobody = 65534
+	base := t.TempDir()
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(base, "api-token")
+	writeMode(t, path, "CW-SECRET-legit\n", 0o600)
+	if err := os.Chown(path, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	attacker := exec.Command("/bin/sh", "-c", "printf CW-SECRET-attacker > "+path)
+	attacker.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	if out, err := attacker.CombinedOutput(); err != nil {
+		t.Fatalf("rewrite as uid %d: %v %s", nobody, err, out)
+	}
+	link := filepath.Join(t.TempDir(), "link") // owned by root, pointing at the attacker's file
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		path  string
+		rules broker.TokenFileRules
+	}{
+		{"0600 owned by another user", path, broker.TokenFileRules{}},
+		{"insecure modes allowed", path, allowInsecure},
+		{"through a root-owned symlink", link, allowInsecure},
+		{"credentials directory elsewhere", path, broker.TokenFileRules{CredentialsDir: t.TempDir()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := broker.ReadTokenFileWith(tc.path, tc.rules)
+			if !errors.Is(err, broker.ErrUntrustedOwner) || !errors.Is(err, broker.ErrBadToken) {
+				t.Fatalf("ReadTokenFileWith = %q, %v; want ErrUntrustedOwner", got, err)
+			}
+			for _, want := range []string{tc.path, "uid 65534", "chown", "LoadCredential="} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q lacks %q", err, want)
+				}
+			}
+			if strings.Contains(err.Error(), "CW-SECRET") {
+				t.Error("the error quotes the token")
+			}
+		})
+	}
+	// Root-owned (a Kubernetes Secret volume: root:fsGroup 0440) is fine
+	// with insecure modes allowed; so is any owner in the credentials
+	// directory.
+	if err := os.Chown(path, 0, nobody); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o440); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := broker.ReadTokenFileWith(path, allowInsecure); err != nil || got != "CW-SECRET-attacker" {
+		t.Errorf("root-owned 0440 with insecure modes allowed = %q, %v", got, err)
+	}
+	if err := os.Chown(path, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := broker.ReadTokenFileWith(path, broker.TokenFileRules{CredentialsDir: base}); err != nil || got != "CW-SECRET-attacker" {
+		t.Errorf("in the credentials directory = %q, %v; want accepted", got, err)
 	}
 }

@@ -45,11 +45,15 @@ type EnvVar struct {
 // reads the file after it started: a variable such as HTTPS_PROXY or
 // GODEBUG would not take effect, so it belongs in the unit (Environment=).
 //
-// The file must be a regular file (a symlink is followed) of at most 1 MiB.
-// Whoever can write it chooses which token files and API the daemon uses,
-// so a file writable by its group or others is refused unless
-// allowInsecure; a group-readable one (root:cwcreds 0640, as
-// scripts/install.sh makes it) is fine. Errors name the path and, for a
+// The file must be a regular file of at most 1 MiB. A symlink is followed
+// (a Kubernetes ConfigMap volume publishes files through ..data links),
+// and the checks apply to the file reached, as opened. Whoever can write
+// it chooses which token files and API the daemon uses, so it must be
+// owned by the daemon's user (effective uid) or root, whatever
+// allowInsecure says (another user could rewrite a file they own at
+// will, whatever its mode), and a file writable by its group or others is
+// refused unless allowInsecure; a group-readable one (root:cwcreds 0640,
+// as scripts/install.sh makes it) is fine. Errors name the path and, for a
 // malformed line, its number as "path:line: reason", every malformed line
 // at once; they never quote a value.
 func ReadEnvFile(path string, allowInsecure bool) ([]EnvVar, error) {
@@ -66,6 +70,12 @@ func ReadEnvFile(path string, allowInsecure bool) ([]EnvVar, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("environment file %s is not a regular file", path)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int64(st.Uid) != int64(os.Geteuid()) {
+		return nil, fmt.Errorf("environment file %s is owned by uid %d, not by the daemon's user (uid %d) or root, "+
+			"so its owner can rewrite it and choose which credentials the daemon uses; run chown root %s "+
+			"(scripts/install.sh makes it root:cwcreds 0640); %s does not lift this check",
+			path, st.Uid, os.Geteuid(), path, varAllowInsecure)
 	}
 	if perm := fi.Mode().Perm(); perm&0o022 != 0 && !allowInsecure {
 		return nil, fmt.Errorf("environment file %s has mode %04o, so users other than its owner can write it "+

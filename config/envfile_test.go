@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -275,5 +276,64 @@ func TestEnvExampleReads(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("the example sets %q, want %q", got, want)
+	}
+}
+
+// TestReadEnvFileRefusesOtherOwners: an env file owned by another
+// unprivileged user passed the mode check (0600, 0640 are fine modes),
+// so that user, rewriting it (here a real process as uid 65534), chose the
+// daemon's token files, API URL and profiles. It is refused now, with
+// insecure modes allowed too, and behind a root-owned symlink; root-owned
+// (root:cwcreds 0640, as scripts/install.sh makes it) is fine.
+func TestReadEnvFileRefusesOtherOwners(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: chowns the file to uid 65534 and runs the attacker as it; CI runs as root")
+	}
+	const nobody = 65534
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "cwcreds.env")
+	if err := os.WriteFile(path, []byte("CWCREDS_LOG_LEVEL=info\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/sh", "-c", "printf 'CWCREDS_API_URL=https://attacker.example\\n' > "+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("rewrite as uid %d: %v %s", nobody, err, out)
+	}
+	link := filepath.Join(t.TempDir(), "cwcreds.env")
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path          string
+		allowInsecure bool
+	}{{path, false}, {path, true}, {link, false}} {
+		got, err := ReadEnvFile(tc.path, tc.allowInsecure)
+		if err == nil {
+			t.Errorf("ReadEnvFile(%s, %v) = %q, want a refusal of a file owned by uid %d", tc.path, tc.allowInsecure, got, nobody)
+			continue
+		}
+		for _, want := range []string{tc.path, "owned by uid 65534", "chown root"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q lacks %q", err, want)
+			}
+		}
+		if strings.Contains(err.Error(), "attacker.example") {
+			t.Error("the error quotes a value")
+		}
+	}
+	if err := os.Chown(path, 0, nobody); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ReadEnvFile(path, false); err != nil || len(got) != 1 {
+		t.Errorf("root-owned 0640: %q, %v", got, err)
 	}
 }
