@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// systemdSocket stands for cwcreds.socket: a listener the test (systemd)
+// keeps open, and a fresh duplicate of it for each daemon start.
+type systemdSocket struct{ ln *net.TCPListener }
+
+func newSystemdSocket(t *testing.T) *systemdSocket {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return &systemdSocket{ln.(*net.TCPListener)}
+}
+
+func (s *systemdSocket) pass(t *testing.T) []*os.File {
+	t.Helper()
+	f, err := s.ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []*os.File{f}
+}
+
+// TestSocketActivationHoldsPortAcrossRestart: with the socket systemd
+// passes, stopping the daemon (SIGTERM, systemctl restart) leaves the port
+// bound, so no one can take it, and a client connecting while no daemon
+// runs is answered by the next one instead of failing.
+func TestSocketActivationHoldsPortAcrossRestart(t *testing.T) {
+	d := startDaemon(t)
+	d.stop()
+	d.stop = nil
+	sock := newSystemdSocket(t)
+	addr := sock.ln.Addr().String()
+	d.cfg.ListenAddr = addr
+
+	d.run(t, serveHooks{inherited: sock.pass(t)})
+	if d.addr != addr {
+		t.Fatalf("daemon serves on %s, want the passed socket %s", d.addr, addr)
+	}
+	if code, body := d.get(t, "train", d.tokens["train"]); code != http.StatusOK {
+		t.Fatalf("GET through the passed socket = %d %v", code, body)
+	}
+	d.stop() // SIGTERM
+	d.stop = nil
+
+	// A squatter polling bind() between the two daemons finds the port taken.
+	if ln, err := net.Listen("tcp", addr); err == nil {
+		ln.Close()
+		t.Fatalf("after the daemon stopped, %s could be bound by anyone: the socket was closed", addr)
+	} else if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("bind %s after stop: %v, want EADDRINUSE", addr, err)
+	}
+	// A client connecting now is queued, not refused.
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatalf("connect while no daemon runs: %v (the socket must queue connections)", err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+
+	d.run(t, serveHooks{inherited: sock.pass(t)}) // the restarted daemon
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("the queued connection got %q, %v; want the restarted daemon's 200", line, err)
+	}
+	d.stop()
+	d.stop = nil // every run's cleanup calls d.stop
+}
+
+// TestSocketActivationMismatch: a passed socket on another address than
+// CWCREDS_LISTEN_ADDR is a configuration error naming both, not a daemon
+// quietly binding the configured address itself.
+func TestSocketActivationMismatch(t *testing.T) {
+	sock := newSystemdSocket(t)
+	_, err := listen("127.0.0.1:7911", sock.pass(t))
+	var ue *usageError
+	if !errors.As(err, &ue) {
+		t.Fatalf("listen with a mismatched passed socket = %v, want a configuration error", err)
+	}
+	for _, want := range []string{sock.ln.Addr().String(), "CWCREDS_LISTEN_ADDR is 127.0.0.1:7911", "systemctl edit cwcreds.socket"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	// Two sockets, or something that is not a listening socket, are refused.
+	if _, err := listen(sock.ln.Addr().String(), append(sock.pass(t), sock.pass(t)...)); !errors.As(err, &ue) {
+		t.Errorf("two passed sockets: %v, want a configuration error", err)
+	}
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := listen(sock.ln.Addr().String(), []*os.File{f}); !errors.As(err, &ue) || !strings.Contains(err.Error(), "not a listening socket") {
+		t.Errorf("a passed non-socket: %v, want a configuration error", err)
+	}
+}
+
+func TestSameAddr(t *testing.T) {
+	for _, tc := range []struct {
+		want, got string
+		ok        bool
+	}{
+		{"127.0.0.1:791", "127.0.0.1:791", true},
+		{"127.0.0.1:791", "127.0.0.1:7911", false},
+		{"127.0.0.1:791", "127.0.0.2:791", false},
+		{"[::1]:791", "[::1]:791", true},
+		{"[::ffff:127.0.0.1]:791", "127.0.0.1:791", true},
+		{":791", "0.0.0.0:791", true},
+		{":791", "127.0.0.1:791", false},
+	} {
+		got := netipMust(t, tc.got)
+		if sameAddr(tc.want, got) != tc.ok {
+			t.Errorf("sameAddr(%s, %s) = %v, want %v", tc.want, tc.got, !tc.ok, tc.ok)
+		}
+	}
+}
+
+func netipMust(t *testing.T, s string) netip.AddrPort {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ap
+}
