@@ -70,27 +70,24 @@ var errShuttingDown = errors.New("broker is shutting down")
 func publicReason(err error) (phrase string, httpStatus int, code string) {
 	var api *APIError
 	if errors.As(err, &api) {
-		code = ""
 		if api.Code != 0 {
 			code = grpcCodeName(api.Code) // a fixed name, or "code N"
 		}
-		what := fmt.Sprintf("HTTP %d", api.StatusCode)
+		answered := fmt.Sprintf("HTTP %d", api.StatusCode)
 		if code != "" {
-			what += " " + code
+			answered += " (" + code + ")"
 		}
 		switch {
-		case api.StatusCode == http.StatusUnauthorized:
-			phrase = "upstream rejected the profile's credential (" + what + "): revoked, expired or wrong; replace its token file"
-		case api.StatusCode == http.StatusForbidden:
-			phrase = "upstream refused the profile's credential permission to mint keys (" + what + "); grant it or use another token"
+		case api.StatusCode == http.StatusUnauthorized, api.StatusCode == http.StatusForbidden:
+			phrase = rejectionHint(err)
 		case api.StatusCode == http.StatusTooManyRequests:
-			phrase = "upstream is rate limiting key minting (" + what + ")"
+			phrase = "upstream is rate limiting key minting"
 		case api.Temporary():
-			phrase = "upstream failed to mint a key (" + what + ")"
+			phrase = "upstream failed to mint a key"
 		default:
-			phrase = "upstream refused to mint a key (" + what + ")"
+			phrase = "upstream refused to mint a key"
 		}
-		return phrase, api.StatusCode, code
+		return phrase + "; upstream answered " + answered, api.StatusCode, code
 	}
 	var dns *net.DNSError
 	var cert *tls.CertificateVerificationError
@@ -103,17 +100,17 @@ func publicReason(err error) (phrase string, httpStatus int, code string) {
 	case errors.Is(err, ErrBadToken):
 		return "the profile's token file cannot be used (missing, empty, malformed, or unsafe owner or mode); the daemon's log says why", 0, ""
 	case errors.Is(err, ErrBadReply):
-		return "upstream answered with a reply that is not a usable key", 0, ""
+		return "malformed upstream reply: not a usable key; the daemon's log says why", 0, ""
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return "upstream did not answer in time", 0, ""
+		return "upstream did not answer in time (deadline exceeded)", 0, ""
 	case errors.As(err, &dns):
 		return "the upstream API's host name did not resolve", 0, ""
 	case errors.As(err, &cert):
-		return "the upstream API's TLS certificate was not trusted", 0, ""
+		return "the upstream API's TLS certificate is not trusted", 0, ""
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return "the upstream API refused the connection", 0, ""
+		return "could not reach the upstream API: connection refused", 0, ""
 	case errors.As(err, new(*url.Error)), errors.As(err, new(*net.OpError)):
-		return "could not reach the upstream API (network or proxy error)", 0, ""
+		return "could not reach the upstream API (network or proxy error); the daemon's log says why", 0, ""
 	}
 	return "minting a key failed; the daemon's log says why", 0, ""
 }

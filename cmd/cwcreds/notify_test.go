@@ -282,7 +282,7 @@ func TestNotifierStatusFollowsReadiness(t *testing.T) {
 		st := mgr.statuses()
 		last := st[len(st)-1]
 		if !strings.HasPrefix(last, `1/2 profiles ready on `+addr+`; "ingest" has no valid key: `) ||
-			!strings.Contains(last, "upstream rejected the API access token") {
+			!strings.Contains(last, "minting a key failed") || strings.Contains(last, "upstream rejected the API access token") {
 			t.Fatalf("STATUS=%q, want 1/2 ready and ingest's reason", last)
 		}
 		if strings.Contains(last, "CW-SECRET") || strings.ContainsAny(last, "\n") || len([]rune(last)) > maxStatusRunes {

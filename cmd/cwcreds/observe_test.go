@@ -172,7 +172,8 @@ func TestStatusCommandUnhealthy(t *testing.T) {
 	if err == nil || errors.As(err, &ue) || !strings.Contains(err.Error(), "1 of 4 profiles unhealthy") || !strings.Contains(err.Error(), "wif") {
 		t.Errorf("status = %v, want exit 1 naming wif", err)
 	}
-	if !strings.Contains(stdout, "UNHEALTHY") || !strings.Contains(stdout, "wif: ") || !strings.Contains(stdout, "issuer not trusted") {
+	if !strings.Contains(stdout, "UNHEALTHY") || !strings.Contains(stdout, "wif: ") ||
+		!strings.Contains(stdout, "HTTP 403 (PERMISSION_DENIED)") || strings.Contains(stdout, "issuer not trusted") {
 		t.Errorf("status table does not show why wif is unhealthy:\n%s", stdout)
 	}
 }
