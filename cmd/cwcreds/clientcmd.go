@@ -158,7 +158,8 @@ func fetchKey(ctx context.Context, t daemonTarget) (*servedKey, error) {
 		return nil, err
 	}
 	req.Header.Set("Authorization", token)
-	resp, err := http.DefaultClient.Do(req)
+	// Only to a socket owned by root, the caller or the token file's owner.
+	resp, err := daemonHTTPClient(trustFor(t.tokenFile), clientTimeout).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("cwcreds daemon not reachable at http://%s (is `cwcreds serve` running, with this CWCREDS_LISTEN_ADDR?): %w", t.addr, err)
 	}
@@ -306,6 +307,11 @@ func envCmd(ctx context.Context, args, environ []string, stdout, stderr io.Write
 	}
 	t, err := cf.resolve("env", environ)
 	if err != nil {
+		return err
+	}
+	// The exports send the token to whoever listens at t.addr: refuse a
+	// socket another user holds (the daemon being down is fine).
+	if err := trustFor(t.tokenFile).check(t.addr, false); err != nil {
 		return err
 	}
 	var b strings.Builder

@@ -26,7 +26,7 @@ func revokeCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	fs := flag.NewFlagSet("revoke", flag.ContinueOnError)
 	profile := fs.String("profile", "", "profile whose current key to revoke")
 	all := fs.Bool("all-cached", false, "revoke the current key of every profile that holds one")
-	addr := fs.String("addr", "", "daemon host:port (default: CWCREDS_LISTEN_ADDR, else 127.0.0.1:7911)")
+	addr := fs.String("addr", "", "daemon host:port (default: CWCREDS_LISTEN_ADDR, else 127.0.0.1:791)")
 	adminFile := fs.String("admin-token-file", "", "the daemon's admin token file (default: "+adminTokenName+" in the daemon's runtime directory)")
 	tokenFile := fs.String("token-file", "", "file holding a CoreWeave API access token to revoke with; required for oidc and saml "+
 		"profiles, which hold none (default: the profile's own upstream token, for access-key and api-token)")
@@ -55,7 +55,7 @@ func revokeCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 			return fmt.Errorf("--token-file: %w", err)
 		}
 	}
-	d, err := newDaemonClient("revoke", *addr)
+	d, err := newDaemonClient("revoke", *addr, *adminFile)
 	if err != nil {
 		return err
 	}

@@ -27,11 +27,11 @@ const maxDaemonReply = 1 << 20
 func statusCmd(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print the daemon's /v1/profiles JSON instead of a table")
-	addr := fs.String("addr", "", "daemon host:port (default: CWCREDS_LISTEN_ADDR, else 127.0.0.1:7911)")
+	addr := fs.String("addr", "", "daemon host:port (default: CWCREDS_LISTEN_ADDR, else 127.0.0.1:791)")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	d, err := newDaemonClient("status", *addr)
+	d, err := newDaemonClient("status", *addr, "")
 	if err != nil {
 		return err
 	}
@@ -162,24 +162,22 @@ const daemonTimeout = 2*broker.MintTimeout + 5*time.Second
 
 // newDaemonClient finds the daemon: --addr when given, else
 // CWCREDS_LISTEN_ADDR as serve reads it (config.LoadLocal, which needs no
-// profile configuration), else 127.0.0.1:7911.
-func newDaemonClient(cmd, addr string) (*daemonClient, error) {
+// profile configuration), else 127.0.0.1:791. It talks only to a socket
+// owned by root, the caller, or the owner of the daemon's runtime
+// directory or of tokenFile, the token it will send (see socketTrust).
+func newDaemonClient(cmd, addr, tokenFile string) (*daemonClient, error) {
+	l, err := config.LoadLocal()
+	if err != nil {
+		return nil, &usageError{fmt.Errorf("%s: %w", cmd, err)}
+	}
 	if addr == "" {
-		l, err := config.LoadLocal()
-		if err != nil {
-			return nil, &usageError{fmt.Errorf("%s: %w", cmd, err)}
-		}
 		addr = l.ListenAddr
 	}
 	dial, err := dialAddr(addr)
 	if err != nil {
 		return nil, &usageError{fmt.Errorf("%s: daemon address: %w", cmd, err)}
 	}
-	return &daemonClient{addr: dial, http: &http.Client{
-		Timeout:       daemonTimeout,
-		Transport:     &http.Transport{Proxy: nil}, // loopback: never through a proxy (the daemon refuses relayed requests)
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}, nil
+	return &daemonClient{addr: dial, http: daemonHTTPClient(trustFor(l.RuntimeDir, tokenFile), daemonTimeout)}, nil
 }
 
 // daemonError is an error answer from the daemon.
