@@ -67,6 +67,27 @@ type Revocation struct {
 	// MintError says why no new key was minted. The cache keeps retrying
 	// with backoff; clients get 503 until a mint succeeds.
 	MintError string `json:"mintError,omitempty"`
+	// NotHeld is set by ForgetRevoked when the profile no longer held the
+	// key (it had been replaced already): nothing was dropped or minted.
+	NotHeld bool `json:"notHeld,omitempty"`
+}
+
+// RevokeOwn is Revoke with the profile's own credential: the daemon's
+// admin endpoint never takes an API token from its caller.
+func (c *Cache) RevokeOwn(ctx context.Context, profile string) (*Revocation, error) {
+	return c.Revoke(ctx, profile, "")
+}
+
+// ForgetRevoked is for a key its caller has revoked upstream itself (with
+// a credential the daemon never sees): if the profile still serves or holds
+// accessKeyID, it stops serving it and mints a new one at once, as Revoke
+// does after its upstream call. When the key is no longer held the
+// Revocation says NotHeld and nothing changes.
+func (c *Cache) ForgetRevoked(ctx context.Context, profile, accessKeyID string) (*Revocation, error) {
+	if accessKeyID == "" {
+		return nil, errors.New("no access key id to forget")
+	}
+	return c.revokeWith(ctx, profile, revokeOp{forget: accessKeyID})
 }
 
 // Revoke revokes the profile's current key upstream, stops serving it, and
@@ -83,11 +104,23 @@ type Revocation struct {
 // error says why. When the revocation succeeds but the new mint fails, the
 // error is nil and Revocation.MintError is set.
 func (c *Cache) Revoke(ctx context.Context, profile, apiToken string) (*Revocation, error) {
+	return c.revokeWith(ctx, profile, revokeOp{apiToken: apiToken})
+}
+
+// revokeOp is what revokeWith does: revoke upstream with apiToken ("" for
+// the profile's own), or, with forget set, only drop that key, which the
+// caller revoked upstream itself.
+type revokeOp struct {
+	apiToken string
+	forget   string
+}
+
+func (c *Cache) revokeWith(ctx context.Context, profile string, op revokeOp) (*Revocation, error) {
 	e := c.lookup(profile)
 	if e == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, profile)
 	}
-	if e.revoker == nil {
+	if e.revoker == nil && op.forget == "" {
 		return nil, fmt.Errorf("profile %q: %w", profile, ErrRevokeTokenRequired)
 	}
 	for {
@@ -99,7 +132,7 @@ func (c *Cache) Revoke(ctx context.Context, profile, apiToken string) (*Revocati
 		ch := c.sf.DoChan(e.flight, func() (any, error) {
 			ran = true
 			var s *state
-			s, rev, err = c.revoke(ctx, e, apiToken)
+			s, rev, err = c.revoke(ctx, e, op)
 			return s, nil
 		})
 		select {
@@ -116,7 +149,7 @@ func (c *Cache) Revoke(ctx context.Context, profile, apiToken string) (*Revocati
 
 // revoke does Revoke's work inside c.sf for e.name. It returns the state
 // the flight's other callers get.
-func (c *Cache) revoke(ctx context.Context, e *entry, apiToken string) (*state, *Revocation, error) {
+func (c *Cache) revoke(ctx context.Context, e *entry, op revokeOp) (*state, *Revocation, error) {
 	old := e.state.Load()
 	// Revoke the key clients are getting: while a new key warms up, that
 	// is the previous one. A key no longer served is still revoked.
@@ -124,13 +157,29 @@ func (c *Cache) revoke(ctx context.Context, e *entry, apiToken string) (*state, 
 	if target == nil {
 		target = old.key
 	}
+	if op.forget != "" {
+		// The caller revoked op.forget upstream: drop it if held at all.
+		switch {
+		case old.key != nil && old.key.AccessKeyID == op.forget:
+			target = old.key
+		case old.prev != nil && old.prev.AccessKeyID == op.forget:
+			target = old.prev
+		default:
+			c.log.Warn().Bool("audit", true).Str("event", "revoked_key_not_held").Str("profile", e.name).
+				Str("access_key_id", op.forget).Msg("key revoked upstream by an admin is no longer held; nothing to drop")
+			return old, &Revocation{Profile: e.name, RevokedAccessKeyID: op.forget, NotHeld: true}, nil
+		}
+	}
 	if target == nil {
 		return old, nil, fmt.Errorf("profile %q: %w", e.name, ErrNothingToRevoke)
 	}
 	id := target.AccessKeyID
-	rctx, cancel := c.upstreamContext(ctx)
-	err := e.revoker.Revoke(rctx, apiToken, id)
-	cancel()
+	var err error
+	if op.forget == "" {
+		rctx, cancel := c.upstreamContext(ctx)
+		err = e.revoker.Revoke(rctx, op.apiToken, id)
+		cancel()
+	}
 	var api *APIError
 	gone := errors.As(err, &api) && api.StatusCode == http.StatusNotFound
 	if err != nil && !gone {

@@ -14,9 +14,13 @@ type Local struct {
 	ListenAddr string
 	// RuntimeDir is the daemon's runtime directory, resolved as Load does.
 	RuntimeDir string
+	// APIURL is CWCREDS_API_URL (default https://api.coreweave.com), for
+	// commands that call the CoreWeave API themselves (cwcreds revoke
+	// --token-file).
+	APIURL string
 }
 
-// LoadLocal reads CWCREDS_LISTEN_ADDR and the runtime directory
+// LoadLocal reads CWCREDS_LISTEN_ADDR, CWCREDS_API_URL and the runtime directory
 // (CWCREDS_RUNTIME_DIR, $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR, /run/cwcreds)
 // with the defaults Load applies, and nothing else: it needs no profile
 // configuration, so it works in an operator's shell that lacks the daemon's
@@ -28,7 +32,10 @@ func LoadLocal() (*Local, error) {
 		return nil, fmt.Errorf("config: decode environment: %w", err)
 	}
 	var ps problems
-	l := &Local{ListenAddr: orDefault(g.ListenAddr, defaultListenAddr)}
+	l := &Local{ListenAddr: orDefault(g.ListenAddr, defaultListenAddr), APIURL: orDefault(g.ApiURL, defaultAPIURL)}
+	if msg := checkAPIURL(l.APIURL); msg != "" {
+		ps.add(varAPIURL, "%s", msg)
+	}
 	l.RuntimeDir, _ = runtimeDir(&ps, g.RuntimeDir)
 	if err := ps.err(nil); err != nil {
 		return nil, err

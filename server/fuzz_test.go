@@ -53,7 +53,11 @@ func fuzzKeys(mode uint8) *fakeKeys {
 
 type fuzzRevoker struct{}
 
-func (fuzzRevoker) Revoke(context.Context, string, string) (*broker.Revocation, error) {
+func (fuzzRevoker) RevokeOwn(context.Context, string) (*broker.Revocation, error) {
+	return nil, broker.ErrNothingToRevoke
+}
+
+func (fuzzRevoker) ForgetRevoked(context.Context, string, string) (*broker.Revocation, error) {
 	return nil, broker.ErrNothingToRevoke
 }
 

@@ -175,7 +175,8 @@ func TestMetricsRoute(t *testing.T) {
 	checkJSONError(t, serve(s, request(http.MethodGet, "/metrics")), 404, "NotFound")
 }
 
-// fakeRevoker answers Revoke with rev or err and records the call.
+// fakeRevoker answers with rev or err and records the call; token is the
+// key id ForgetRevoked was given ("" for RevokeOwn).
 type fakeRevoker struct {
 	rev            *broker.Revocation
 	err            error
@@ -183,9 +184,15 @@ type fakeRevoker struct {
 	calls          int
 }
 
-func (f *fakeRevoker) Revoke(_ context.Context, profile, apiToken string) (*broker.Revocation, error) {
+func (f *fakeRevoker) RevokeOwn(_ context.Context, profile string) (*broker.Revocation, error) {
 	f.calls++
-	f.profile, f.token = profile, apiToken
+	f.profile = profile
+	return f.rev, f.err
+}
+
+func (f *fakeRevoker) ForgetRevoked(_ context.Context, profile, keyID string) (*broker.Revocation, error) {
+	f.calls++
+	f.profile, f.token = profile, keyID
 	return f.rev, f.err
 }
 
@@ -220,9 +227,14 @@ func TestRevokeEndpoint(t *testing.T) {
 		{"no token", adminRevokeRequest(testProfile, "", ""), done, nil, 401, "Unauthorized", "", false},
 		{"client token is not admin", adminRevokeRequest(testProfile, testToken, ""), done, nil, 401, "Unauthorized", "", false},
 		{"own credential", adminRevokeRequest(testProfile, adminToken, ""), done, nil, 200, "", "", true},
-		{"explicit token", adminRevokeRequest(testProfile, adminToken, `{"apiToken":"`+apiTok+`"}`), done, nil, 200, "", apiTok, true},
-		{"bad body", adminRevokeRequest(testProfile, adminToken, `{"apiToken":"`+apiTok+`","x":1}`), done, nil, 400, "BadRequest", "", false},
-		{"trailing garbage", adminRevokeRequest(testProfile, adminToken, `{"apiToken":"a"} {}`), done, nil, 400, "BadRequest", "", false},
+		// No upstream credential is ever taken over the socket (issue 11,
+		// finding 1): a body carrying one is refused and never used.
+		{"upstream token refused", adminRevokeRequest(testProfile, adminToken, `{"apiToken":"`+apiTok+`"}`), done, nil, 400, "UpstreamTokenRefused", "", false},
+		{"upstream token refused with a key id", adminRevokeRequest(testProfile, adminToken, `{"revokedAccessKeyId":"CWOLD0001","APIToken":"`+apiTok+`"}`), done, nil, 400, "UpstreamTokenRefused", "", false},
+		{"key revoked by the caller", adminRevokeRequest(testProfile, adminToken, `{"revokedAccessKeyId":"CWOLD0001"}`), done, nil, 200, "", "CWOLD0001", true},
+		{"bad key id", adminRevokeRequest(testProfile, adminToken, `{"revokedAccessKeyId":"CW\nX"}`), done, nil, 400, "BadRequest", "", false},
+		{"bad body", adminRevokeRequest(testProfile, adminToken, `{"revokedAccessKeyId":"CWOLD0001","x":1}`), done, nil, 400, "BadRequest", "", false},
+		{"trailing garbage", adminRevokeRequest(testProfile, adminToken, `{"revokedAccessKeyId":"a"} {}`), done, nil, 400, "BadRequest", "", false},
 		{"unknown profile", adminRevokeRequest("nope", adminToken, ""), nil, fmt.Errorf("%w: %q", broker.ErrUnknownProfile, "nope"), 404, "UnknownProfile", "", true},
 		{"nothing cached", adminRevokeRequest(testProfile, adminToken, ""), nil, broker.ErrNothingToRevoke, 409, "NoKey", "", true},
 		{"oidc without token", adminRevokeRequest(testProfile, adminToken, ""), nil, broker.ErrRevokeTokenRequired, 400, "RevokeTokenRequired", "", true},
@@ -266,7 +278,7 @@ func TestRevokeEndpoint(t *testing.T) {
 	t.Run("body too large", func(t *testing.T) {
 		fr := &fakeRevoker{rev: done}
 		s, _ := newTestServer(t, &fakeKeys{}, func(o *Options) { o.Revoker, o.AdminToken = fr, adminToken })
-		big := `{"apiToken":"` + string(bytes.Repeat([]byte("a"), maxRevokeBody)) + `"}`
+		big := `{"revokedAccessKeyId":"` + string(bytes.Repeat([]byte("A"), maxRevokeBody)) + `"}`
 		checkJSONError(t, serve(s, adminRevokeRequest(testProfile, adminToken, big)), 400, "BadRequest")
 	})
 	t.Run("GET is not allowed", func(t *testing.T) {

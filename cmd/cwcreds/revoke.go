@@ -7,9 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,19 +19,27 @@ import (
 	"github.com/cwcreds/cwcreds/config"
 )
 
-// revokeCmd asks the running daemon to revoke a profile's current key
-// upstream and mint a new one (POST /v1/profiles/{profile}/revoke with the
-// daemon's admin token), for incident response; --all-cached does it for
+// revokeCmd revokes a profile's current key upstream and has the running
+// daemon mint a new one, for incident response; --all-cached does it for
 // every profile that holds a key. It prints what was revoked and the new
 // key, and fails when any revocation or re-mint failed.
+//
+// Without --token-file the daemon revokes with the profile's own
+// credential (POST /v1/profiles/{profile}/revoke, empty body, admin token).
+// With it, the API token never goes to the daemon: this command reads the
+// key id the daemon serves (GET /v1/profiles), revokes that key upstream
+// itself, then tells the daemon ({"revokedAccessKeyId"}) to stop serving it
+// and mint a new one.
 func revokeCmd(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("revoke", flag.ContinueOnError)
 	profile := fs.String("profile", "", "profile whose current key to revoke")
 	all := fs.Bool("all-cached", false, "revoke the current key of every profile that holds one")
 	addr := fs.String("addr", "", "daemon host:port (default: CWCREDS_LISTEN_ADDR, else 127.0.0.1:791)")
 	adminFile := fs.String("admin-token-file", "", "the daemon's admin token file (default: "+adminTokenName+" in the daemon's runtime directory)")
-	tokenFile := fs.String("token-file", "", "file holding a CoreWeave API access token to revoke with; required for oidc and saml "+
-		"profiles, which hold none (default: the profile's own upstream token, for access-key and api-token)")
+	tokenFile := fs.String("token-file", "", "file holding a CoreWeave API access token to revoke with, which this command uses itself "+
+		"(it is never sent to the daemon); required for oidc and saml profiles, which hold none "+
+		"(default: the daemon revokes with the profile's own upstream token, for access-key and api-token)")
+	apiURL := fs.String("api-url", "", "CoreWeave API base URL for --token-file (default: CWCREDS_API_URL, else https://api.coreweave.com)")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
@@ -37,12 +47,15 @@ func revokeCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 		fs.Usage()
 		return &usageError{errors.New("revoke: give exactly one of --profile NAME and --all-cached")}
 	}
+	l, err := config.LoadLocal()
+	if err != nil {
+		return &usageError{fmt.Errorf("revoke: %w", err)}
+	}
 	if *adminFile == "" {
-		l, err := config.LoadLocal()
-		if err != nil {
-			return &usageError{fmt.Errorf("revoke: %w", err)}
-		}
 		*adminFile = adminTokenPath(l.RuntimeDir)
+	}
+	if *apiURL == "" {
+		*apiURL = l.APIURL
 	}
 	admin, err := readAdminToken(*adminFile)
 	if err != nil {
@@ -60,11 +73,20 @@ func revokeCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 		return err
 	}
 
+	var upstream *broker.Client
+	if apiToken != "" {
+		if upstream, err = broker.NewClient(*apiURL, func(o *broker.ClientOptions) { o.UserAgent = "cwcreds/" + buildVersion() }); err != nil {
+			return &usageError{fmt.Errorf("revoke: --api-url: %w", err)}
+		}
+	}
+
+	held, err := cachedProfiles(ctx, d)
+	if err != nil {
+		return err
+	}
 	names := []string{*profile}
 	if *all {
-		if names, err = cachedProfiles(ctx, d); err != nil {
-			return err
-		}
+		names = slices.Sorted(maps.Keys(held))
 		if len(names) == 0 {
 			fmt.Fprintln(stdout, "No profile holds a key: nothing to revoke.")
 			return nil
@@ -72,7 +94,12 @@ func revokeCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	}
 	var failed []string
 	for _, name := range names {
-		rev, err := d.revoke(ctx, name, admin, apiToken)
+		var rev *broker.Revocation
+		if upstream == nil {
+			rev, err = d.revoke(ctx, name, admin, "")
+		} else {
+			rev, err = revokeUpstream(ctx, d, upstream, name, held[name], admin, apiToken)
+		}
 		if err != nil {
 			fmt.Fprintf(stdout, "%s: NOT revoked: %v\n", name, err)
 			if de := (*daemonError)(nil); errors.As(err, &de) && de.Code == "RevokeTokenRequired" {
@@ -82,7 +109,7 @@ func revokeCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 			continue
 		}
 		printRevocation(stdout, rev, time.Now())
-		if rev.NewAccessKeyID == "" {
+		if rev.NewAccessKeyID == "" && !rev.NotHeld {
 			failed = append(failed, name)
 		}
 	}
@@ -98,6 +125,10 @@ func printRevocation(w io.Writer, rev *broker.Revocation, now time.Time) {
 		gone = " (upstream no longer knew it)"
 	}
 	fmt.Fprintf(w, "%s: revoked key %s upstream%s; it is no longer served\n", rev.Profile, rev.RevokedAccessKeyID, gone)
+	if rev.NotHeld {
+		fmt.Fprintf(w, "%s: the daemon had already replaced it; it serves another key\n", rev.Profile)
+		return
+	}
 	if rev.NewAccessKeyID != "" {
 		fmt.Fprintf(w, "%s: now serving new key %s, expires %s (in %s)\n", rev.Profile, rev.NewAccessKeyID,
 			rev.NewExpiration.UTC().Format(time.RFC3339), expiresIn(now, rev.NewExpiration))
@@ -107,8 +138,31 @@ func printRevocation(w io.Writer, rev *broker.Revocation, now time.Time) {
 		rev.Profile, rev.MintError, rev.Profile)
 }
 
-// cachedProfiles lists the profiles that hold a key.
-func cachedProfiles(ctx context.Context, d *daemonClient) ([]string, error) {
+// revokeUpstream revokes the key id the daemon serves for profile upstream
+// with apiToken, then has the daemon drop it and mint a new one. The token
+// goes to the CoreWeave API only, never to the daemon.
+func revokeUpstream(ctx context.Context, d *daemonClient, upstream *broker.Client, profile, keyID, admin, apiToken string) (*broker.Revocation, error) {
+	if keyID == "" {
+		return nil, fmt.Errorf("the daemon holds no key for profile %q (unknown profile, or none minted yet): nothing to revoke", profile)
+	}
+	rctx, cancel := context.WithTimeout(ctx, broker.MintTimeout)
+	err := upstream.RevokeAccessKey(rctx, apiToken, keyID)
+	cancel()
+	var api *broker.APIError
+	gone := errors.As(err, &api) && api.StatusCode == http.StatusNotFound
+	if err != nil && !gone {
+		return nil, fmt.Errorf("revoking key %s upstream: %w; the daemon still serves it", keyID, err)
+	}
+	rev, err := d.revoke(ctx, profile, admin, keyID)
+	if err != nil {
+		return nil, fmt.Errorf("key %s is revoked upstream, but the daemon did not replace it: %w (run revoke again)", keyID, err)
+	}
+	rev.AlreadyGone = rev.AlreadyGone || gone
+	return rev, nil
+}
+
+// cachedProfiles returns the key id each profile that holds a key serves.
+func cachedProfiles(ctx context.Context, d *daemonClient) (map[string]string, error) {
 	raw, err := d.do(ctx, http.MethodGet, "/v1/profiles", "", nil)
 	if err != nil {
 		return nil, err
@@ -119,23 +173,26 @@ func cachedProfiles(ctx context.Context, d *daemonClient) ([]string, error) {
 	if err := json.Unmarshal(raw, &body); err != nil {
 		return nil, fmt.Errorf("the daemon at %s answered /v1/profiles with something other than its JSON: %v", d.addr, err)
 	}
-	var names []string
+	held := make(map[string]string)
 	for _, p := range body.Profiles {
 		if p.AccessKeyID != "" {
-			names = append(names, p.Profile)
+			held[p.Profile] = p.AccessKeyID
 		}
 	}
-	return names, nil
+	return held, nil
 }
 
-// revoke calls the daemon's revoke endpoint for one profile.
-func (d *daemonClient) revoke(ctx context.Context, profile, admin, apiToken string) (*broker.Revocation, error) {
+// revoke calls the daemon's revoke endpoint for one profile: with keyID
+// "" the daemon revokes with the profile's own credential; else keyID was
+// revoked upstream already and the daemon only replaces it. No upstream
+// credential is ever sent.
+func (d *daemonClient) revoke(ctx context.Context, profile, admin, keyID string) (*broker.Revocation, error) {
 	var body []byte
-	if apiToken != "" {
+	if keyID != "" {
 		var err error
 		if body, err = json.Marshal(struct {
-			APIToken string `json:"apiToken"`
-		}{apiToken}); err != nil {
+			RevokedAccessKeyID string `json:"revokedAccessKeyId"`
+		}{keyID}); err != nil {
 			return nil, err
 		}
 	}
