@@ -40,9 +40,16 @@ const (
 	hdrIMDSToken = "X-Aws-Ec2-Metadata-Token"
 
 	imdsMaxTTL = 21600 // seconds, as on EC2
-	// imdsMaxTokens bounds the session token store. When it is full the
-	// token closest to expiry is dropped: a flood of PUTs can make clients
-	// fetch a new token (every SDK does so on 401), never exhaust memory.
+	// imdsMaxTokensPerPeer is how many live session tokens one local user
+	// (one uid; one remote address when the uid is unknown) may hold. A
+	// PUT beyond it drops that user's oldest token: a user flooding PUTs
+	// only evicts their own tokens. An SDK holds one token per process and
+	// re-PUTs on 401, so 64 covers a user's busy processes, and a user with
+	// more just re-issues.
+	imdsMaxTokensPerPeer = 64
+	// imdsMaxTokens bounds the whole store (64 users at their quota, a few
+	// hundred KiB). When it is full the oldest token of all is dropped;
+	// reaching that takes 64 distinct uids each at its quota.
 	imdsMaxTokens = 4096
 	// imdsTokenBytes is the entropy of a session token.
 	imdsTokenBytes = 32
@@ -58,56 +65,125 @@ var (
 )
 
 // imds is the emulation state: the role's profile and the session tokens.
+//
+// The store is fair per peer and O(1) per operation: every token is in one
+// map (by SHA-256), in its owner's FIFO and in a global FIFO (both in
+// issue order, intrusive doubly linked lists). A PUT drops the owner's
+// oldest token when the owner is at imdsMaxTokensPerPeer, else the oldest
+// of all when the store is at imdsMaxTokens; a lookup drops an expired
+// token. Nothing ever scans the store.
 type imds struct {
 	role string
 	now  func() time.Time
 
 	mu     sync.Mutex
-	tokens map[[sha256.Size]byte]time.Time // SHA-256 of the token -> expiry
+	tokens map[[sha256.Size]byte]*imdsSession
+	owners map[peerKey]*imdsOwner
+	all    imdsList // every token, oldest first
+}
+
+// imdsSession is one live session token.
+type imdsSession struct {
+	key   [sha256.Size]byte
+	exp   time.Time
+	owner *imdsOwner
+	// Links in the global list (all) and in the owner's list.
+	prev, next           *imdsSession
+	ownerPrev, ownerNext *imdsSession
+}
+
+// imdsOwner is one peer's tokens, oldest first.
+type imdsOwner struct {
+	peer        peerKey
+	first, last *imdsSession
+	n           int
+}
+
+// imdsList is the global list of tokens, oldest first.
+type imdsList struct {
+	first, last *imdsSession
 }
 
 func newIMDS(role string, now func() time.Time) *imds {
-	return &imds{role: role, now: now, tokens: make(map[[sha256.Size]byte]time.Time)}
+	return &imds{role: role, now: now, tokens: make(map[[sha256.Size]byte]*imdsSession), owners: make(map[peerKey]*imdsOwner)}
 }
 
-// issue stores and returns a new session token that lives ttl.
-func (m *imds) issue(ttl time.Duration) string {
+// issue stores and returns a new session token for peer that lives ttl.
+func (m *imds) issue(peer peerKey, ttl time.Duration) string {
 	raw := make([]byte, imdsTokenBytes)
 	rand.Read(raw) // never fails (Go 1.24+)
 	tok := base64.RawURLEncoding.EncodeToString(raw)
-	now := m.now()
+	t := &imdsSession{key: sha256.Sum256([]byte(tok)), exp: m.now().Add(ttl)}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.tokens) >= imdsMaxTokens {
-		m.evictLocked(now)
+	switch o := m.owners[peer]; {
+	case o != nil && o.n >= imdsMaxTokensPerPeer:
+		m.dropLocked(o.first)
+	case len(m.tokens) >= imdsMaxTokens:
+		m.dropLocked(m.all.first) // may be peer's last: look its owner up after
 	}
-	m.tokens[sha256.Sum256([]byte(tok))] = now.Add(ttl)
+	o := m.owners[peer]
+	if o == nil {
+		o = &imdsOwner{peer: peer}
+		m.owners[peer] = o
+	}
+	t.owner = o
+	// Append to the global list and to the owner's.
+	t.prev = m.all.last
+	if m.all.last != nil {
+		m.all.last.next = t
+	} else {
+		m.all.first = t
+	}
+	m.all.last = t
+	t.ownerPrev = o.last
+	if o.last != nil {
+		o.last.ownerNext = t
+	} else {
+		o.first = t
+	}
+	o.last = t
+	o.n++
+	m.tokens[t.key] = t
 	return tok
 }
 
-// evictLocked drops expired tokens, and if none had expired, the one that
-// expires first.
-func (m *imds) evictLocked(now time.Time) {
-	var first [sha256.Size]byte
-	var firstExp time.Time
-	dropped := false
-	for k, exp := range m.tokens {
-		if !now.Before(exp) {
-			delete(m.tokens, k)
-			dropped = true
-			continue
-		}
-		if firstExp.IsZero() || exp.Before(firstExp) {
-			first, firstExp = k, exp
-		}
+// dropLocked removes t from the map and both lists, and its owner once it
+// holds no token.
+func (m *imds) dropLocked(t *imdsSession) {
+	delete(m.tokens, t.key)
+	if t.prev != nil {
+		t.prev.next = t.next
+	} else {
+		m.all.first = t.next
 	}
-	if !dropped && !firstExp.IsZero() {
-		delete(m.tokens, first)
+	if t.next != nil {
+		t.next.prev = t.prev
+	} else {
+		m.all.last = t.prev
 	}
+	o := t.owner
+	if t.ownerPrev != nil {
+		t.ownerPrev.ownerNext = t.ownerNext
+	} else {
+		o.first = t.ownerNext
+	}
+	if t.ownerNext != nil {
+		t.ownerNext.ownerPrev = t.ownerPrev
+	} else {
+		o.last = t.ownerPrev
+	}
+	o.n--
+	if o.n == 0 {
+		delete(m.owners, o.peer)
+	}
+	t.prev, t.next, t.ownerPrev, t.ownerNext, t.owner = nil, nil, nil, nil, nil
 }
 
 // valid reports whether tok is a live session token. Tokens are looked up
 // by their SHA-256, so the time taken reveals nothing about a stored token.
+// A session token is a bearer token, as on EC2: any peer holding it may
+// use it.
 func (m *imds) valid(tok string) bool {
 	if tok == "" || len(tok) > 256 {
 		return false
@@ -116,9 +192,9 @@ func (m *imds) valid(tok string) bool {
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	exp, ok := m.tokens[key]
-	if ok && !now.Before(exp) {
-		delete(m.tokens, key)
+	t, ok := m.tokens[key]
+	if ok && !now.Before(t.exp) {
+		m.dropLocked(t)
 		return false
 	}
 	return ok
@@ -144,7 +220,7 @@ func (s *Server) imdsPutToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errIMDSTTL)
 		return
 	}
-	tok := s.imds.issue(time.Duration(ttl) * time.Second)
+	tok := s.imds.issue(s.peerOf(r), time.Duration(ttl)*time.Second)
 	h := w.Header()
 	h.Set("Content-Type", "text/plain")
 	h["Cache-Control"] = hdrNoStore

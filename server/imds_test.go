@@ -1,8 +1,11 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -172,28 +175,146 @@ func TestIMDSOffByDefault(t *testing.T) {
 	}
 }
 
+// Peers for the store's tests.
+var (
+	victimPeer   = peerKey{uid: 1000, hasUID: true}
+	attackerPeer = peerKey{uid: 65534, hasUID: true}
+)
+
 func TestIMDSTokenStoreIsBounded(t *testing.T) {
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	m := newIMDS("r", func() time.Time { return now })
-	first := m.issue(time.Hour)
-	for i := 0; i < imdsMaxTokens+10; i++ {
-		m.issue(2 * time.Hour)
+	// One peer: its oldest tokens go first, whatever their expiry.
+	var toks []string
+	for i := 0; i < imdsMaxTokensPerPeer+10; i++ {
+		toks = append(toks, m.issue(victimPeer, time.Duration(imdsMaxTTL-i)*time.Second))
+	}
+	if n := len(m.tokens); n != imdsMaxTokensPerPeer {
+		t.Errorf("store holds %d tokens of one peer, want %d", n, imdsMaxTokensPerPeer)
+	}
+	for i, tok := range toks {
+		if want := i >= 10; m.valid(tok) != want {
+			t.Errorf("token %d valid = %v, want %v (the peer's 10 oldest dropped)", i, !want, want)
+		}
+	}
+	// Many peers: the store stays bounded; the oldest token of all goes.
+	m = newIMDS("r", func() time.Time { return now })
+	first := m.issue(peerKey{uid: 0, hasUID: true}, time.Hour)
+	for uid := uint32(1); uid < imdsMaxTokens/imdsMaxTokensPerPeer+5; uid++ {
+		for range imdsMaxTokensPerPeer {
+			m.issue(peerKey{uid: uid, hasUID: true}, 2*time.Hour)
+		}
 	}
 	if n := len(m.tokens); n > imdsMaxTokens {
 		t.Errorf("store holds %d tokens, want at most %d", n, imdsMaxTokens)
 	}
 	if m.valid(first) {
-		t.Error("the token closest to expiry survived a full store")
+		t.Error("the oldest token survived a full store")
 	}
-	// Expired tokens go first.
+	checkIMDSLinks(t, m)
+	// Expired tokens are dropped when presented.
 	m = newIMDS("r", func() time.Time { return now })
-	for i := 0; i < imdsMaxTokens; i++ {
-		m.issue(time.Second)
-	}
+	short := m.issue(victimPeer, time.Second)
 	now = now.Add(time.Minute)
-	keep := m.issue(time.Hour)
-	if len(m.tokens) != 1 || !m.valid(keep) {
-		t.Errorf("after expiry: %d tokens, new token valid=%v; want only the new one", len(m.tokens), m.valid(keep))
+	keep := m.issue(victimPeer, time.Hour)
+	if m.valid(short) || !m.valid(keep) || len(m.tokens) != 1 || len(m.owners) != 1 {
+		t.Errorf("after expiry: %d tokens, %d owners; want only the new one", len(m.tokens), len(m.owners))
+	}
+}
+
+// checkIMDSLinks checks the store's lists agree with its map.
+func checkIMDSLinks(t *testing.T, m *imds) {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for s := m.all.first; s != nil; s = s.next {
+		if m.tokens[s.key] != s {
+			t.Fatalf("global list holds a token the map does not")
+		}
+		n++
+	}
+	per := 0
+	for k, o := range m.owners {
+		c := 0
+		for s := o.first; s != nil; s = s.ownerNext {
+			if s.owner != o {
+				t.Fatalf("owner %s lists another owner's token", k)
+			}
+			c++
+		}
+		if c != o.n || c == 0 || c > imdsMaxTokensPerPeer {
+			t.Fatalf("owner %s: %d listed, n = %d", k, c, o.n)
+		}
+		per += c
+	}
+	if n != len(m.tokens) || per != n {
+		t.Fatalf("map %d, global list %d, owners' lists %d", len(m.tokens), n, per)
+	}
+}
+
+// withPeer returns r as if the connection limiter had identified peer.
+func withPeer(r *http.Request, peer peerKey) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), connPeerKey{}, peer))
+}
+
+// TestIMDSFloodEvictsOnlyTheFlooder is finding 6 of issue 11: one user's
+// ~4,100 PUTs with the maximum TTL (in well under a second) used to evict
+// every other user's session token. Now they evict only the flooder's own.
+func TestIMDSFloodEvictsOnlyTheFlooder(t *testing.T) {
+	s := newIMDSServer(t, &fakeKeys{creds: testCreds()})
+	put := func(peer peerKey) string {
+		rec := serve(s, withPeer(request(http.MethodPut, imdsTokenPath, "X-aws-ec2-metadata-token-ttl-seconds", strconv.Itoa(imdsMaxTTL)), peer))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("PUT: %d %s", rec.Code, rec.Body)
+		}
+		return rec.Body.String()
+	}
+	victim := put(victimPeer)
+	start := time.Now()
+	var flood []string
+	for range imdsMaxTokens + 4 {
+		flood = append(flood, put(attackerPeer))
+	}
+	t.Logf("%d PUTs in %s", len(flood), time.Since(start))
+	role := imdsCredsPath + "/" + testProfile
+	if rec := serve(s, withPeer(request(http.MethodGet, role, "X-aws-ec2-metadata-token", victim), victimPeer)); rec.Code != http.StatusOK {
+		t.Fatalf("victim's token after the flood: %d %s; want it still valid", rec.Code, rec.Body)
+	}
+	if !s.imds.valid(flood[len(flood)-1]) || s.imds.valid(flood[0]) {
+		t.Error("want the flooder's newest token valid and its oldest dropped")
+	}
+	if n := s.imds.owners[attackerPeer].n; n != imdsMaxTokensPerPeer {
+		t.Errorf("flooder holds %d tokens, want its quota %d", n, imdsMaxTokensPerPeer)
+	}
+	checkIMDSLinks(t, s.imds)
+}
+
+// BenchmarkIMDSPutFullStore measures a PUT when the store is full: 64
+// peers at their quota, the PUT from one of them (drops its own oldest)
+// or from a new peer (drops the oldest of all).
+func BenchmarkIMDSPutFullStore(b *testing.B) {
+	s, _ := newTestServer(b, &fakeKeys{creds: testCreds()}, func(o *Options) { o.IMDSProfile = testProfile })
+	for uid := range uint32(imdsMaxTokens / imdsMaxTokensPerPeer) {
+		for range imdsMaxTokensPerPeer {
+			s.imds.issue(peerKey{uid: uid, hasUID: true}, time.Hour)
+		}
+	}
+	for _, bc := range []struct {
+		name string
+		peer peerKey
+	}{{"peer at quota", peerKey{uid: 3, hasUID: true}}, {"new peer", peerKey{uid: 99999, hasUID: true}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			r := withPeer(request(http.MethodPut, imdsTokenPath, "X-aws-ec2-metadata-token-ttl-seconds", "21600"), bc.peer)
+			b.ReportAllocs()
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				s.ServeHTTP(rec, r)
+				if rec.Code != http.StatusOK {
+					b.Fatal(rec.Code)
+				}
+			}
+		})
 	}
 }
 
@@ -201,9 +322,12 @@ func TestIMDSConcurrentUse(t *testing.T) {
 	s := newIMDSServer(t, &fakeKeys{creds: testCreds()})
 	var wg sync.WaitGroup
 	for i := 0; i < 8; i++ {
+		// One peer per goroutine: a peer issuing more than its quota
+		// between a PUT and its GET would lose the token, by design.
+		peer := peerKey{uid: uint32(i), hasUID: true}
 		wg.Go(func() {
 			for j := 0; j < 50; j++ {
-				rec := serve(s, request(http.MethodPut, imdsTokenPath, "X-aws-ec2-metadata-token-ttl-seconds", "60"))
+				rec := serve(s, withPeer(request(http.MethodPut, imdsTokenPath, "X-aws-ec2-metadata-token-ttl-seconds", "60"), peer))
 				tok := rec.Body.String()
 				rec = serve(s, request(http.MethodGet, imdsCredsPath+"/"+testProfile, "X-aws-ec2-metadata-token", tok))
 				if rec.Code != 200 {

@@ -20,6 +20,9 @@ const (
 	codeMethodNotAllowed = "MethodNotAllowed"
 	codeNoValidKey       = "NoValidKey"
 	codeInternal         = "InternalError"
+	// codeTooManyConnections: the connection limiter refused a connection
+	// (see LimitConnections); it is written before any request is read.
+	codeTooManyConnections = "TooManyConnections"
 	// Codes of the admin revoke endpoint.
 	codeBadRevokeRequest    = "BadRequest"
 	codeNoKey               = "NoKey"

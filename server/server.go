@@ -201,12 +201,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // HTTP server limits. WriteTimeout must exceed the longest wait for a cold
 // key (broker.MintTimeout), so a client waiting on a mint still gets an
-// answer rather than a closed connection.
+// answer rather than a closed connection. IdleTimeout is short: an idle
+// keep-alive connection holds an fd and memory, SDKs fetch keys rarely
+// (minutes apart) and reconnect when the server closed one, and it bounds
+// how long the connection limiter (LimitConnections) counts a connection
+// nobody uses.
 const (
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 10 * time.Second
 	writeTimeout      = 30 * time.Second
-	idleTimeout       = 120 * time.Second
+	idleTimeout       = 30 * time.Second
 	maxHeaderBytes    = 16 << 10
 )
 

@@ -164,7 +164,7 @@ func TestNewHTTPServer(t *testing.T) {
 		{"ReadHeaderTimeout", srv.ReadHeaderTimeout, 5 * time.Second},
 		{"ReadTimeout", srv.ReadTimeout, 10 * time.Second},
 		{"WriteTimeout", srv.WriteTimeout, 30 * time.Second},
-		{"IdleTimeout", srv.IdleTimeout, 120 * time.Second},
+		{"IdleTimeout", srv.IdleTimeout, 30 * time.Second},
 		{"MaxHeaderBytes", srv.MaxHeaderBytes, 16 << 10},
 		{"DisableGeneralOptionsHandler", srv.DisableGeneralOptionsHandler, true},
 	}
