@@ -109,8 +109,8 @@ func TestReadyzThroughDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	if code != http.StatusServiceUnavailable || got.Ready || len(got.NotReady) != 1 || got.NotReady[0].Profile != "sso" ||
-		!strings.Contains(got.NotReady[0].Reason, "assertion rejected") {
-		t.Errorf("GET /readyz = %d %s; want 503 naming sso and upstream's reason", code, body)
+		!strings.Contains(got.NotReady[0].Reason, "HTTP 401") || strings.Contains(got.NotReady[0].Reason, "assertion rejected") {
+		t.Errorf("GET /readyz = %d %s; want 503 naming sso and the refusal's class, never upstream's words", code, body)
 	}
 }
 

@@ -100,7 +100,10 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	defer func() { stopCache(); <-cacheDone }()
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- httpSrv.Serve(ln) }()
+	// Bounded per local user and in all (issue 11, finding 4); after
+	// ConnContext is set, which it wraps.
+	limited := server.LimitConnections(httpSrv, ln, server.DefaultConnLimits, log)
+	go func() { serveErr <- httpSrv.Serve(limited) }()
 	log.Info().Str("version", buildVersion()).Str("listen", ln.Addr().String()).
 		Bool("socket_activated", ln.activated).Str("api_url", cfg.APIURL).Int("profiles", len(cfg.Profiles)).
 		Bool("reloadable", h.load != nil).Msg("cwcreds serving")
