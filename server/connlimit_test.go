@@ -369,3 +369,40 @@ func TestConnLimiterRefusalAnswer(t *testing.T) {
 		t.Errorf("refused connection: %d %s %q", resp.StatusCode, resp.Header, b)
 	}
 }
+
+// BenchmarkLoopbackNewConn is a warm GET on a new connection each time
+// (dial, request, close), with and without LimitConnections: the accept
+// path's cost, mostly the sock_diag uid lookup.
+func BenchmarkLoopbackNewConn(b *testing.B) {
+	for _, limited := range []bool{false, true} {
+		b.Run(map[bool]string{false: "plain", true: "limited"}[limited], func(b *testing.B) {
+			h := New(zerolog.Nop(), &fakeKeys{creds: testCreds()}, Options{ClientTokens: map[string]string{testProfile: testToken}})
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := NewHTTPServer("", h, zerolog.Nop())
+			var serving net.Listener = ln
+			if limited {
+				serving = LimitConnections(srv, ln, DefaultConnLimits, zerolog.Nop())
+			}
+			go func() { _ = srv.Serve(serving) }()
+			defer srv.Close()
+			client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+			req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/v1/credentials/"+testProfile, nil)
+			req.Header.Set("Authorization", testToken)
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("status = %d", resp.StatusCode)
+				}
+			}
+		})
+	}
+}
