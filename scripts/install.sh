@@ -11,6 +11,7 @@
 #
 # What goes where ($DESTDIR is prepended to every path):
 #   /usr/local/bin/cwcreds                          the binary (0755)
+#   /usr/local/lib/systemd/system/cwcreds.socket    its listening socket (0644), enabled with it
 #   /usr/local/lib/systemd/system/cwcreds.service   the unit (0644), its /usr/bin/cwcreds changed to
 #                                                   /usr/local/bin/cwcreds; override it with drop-ins
 #   /usr/local/lib/sysusers.d/cwcreds.conf          user and group cwcreds (0644)
@@ -68,6 +69,7 @@ fi
 
 bin_path=/usr/local/bin/cwcreds
 unit_path=/usr/local/lib/systemd/system/cwcreds.service
+socket_path=/usr/local/lib/systemd/system/cwcreds.socket
 sysusers_path=/usr/local/lib/sysusers.d/cwcreds.conf
 conf_dir=/etc/cwcreds
 example_path=$conf_dir/cwcreds.env.example
@@ -182,6 +184,7 @@ do_install() {
 	# The unit names /usr/bin/cwcreds (the .deb's path): point it at ours.
 	sed "s#/usr/bin/cwcreds\b#$bin_path#g" "$repo/systemd/cwcreds.service" >"$work/cwcreds.service"
 	install_file "$work/cwcreds.service" "$unit_path" 0644
+	install_file "$repo/systemd/cwcreds.socket" "$socket_path" 0644
 	install_file "$repo/systemd/cwcreds.sysusers" "$sysusers_path" 0644
 	install_file "$repo/systemd/cwcreds.env.example" "$example_path" 0644
 	local unit_changed=$changed
@@ -204,11 +207,11 @@ do_install() {
 			systemctl daemon-reload
 			say "reloaded   systemd"
 		fi
-		if systemctl is-enabled --quiet cwcreds.service 2>/dev/null; then
-			say "unchanged  cwcreds.service enabled"
+		if systemctl is-enabled --quiet cwcreds.service 2>/dev/null && systemctl is-enabled --quiet cwcreds.socket 2>/dev/null; then
+			say "unchanged  cwcreds.service and cwcreds.socket enabled"
 		else
-			systemctl enable cwcreds.service
-			say "enabled    cwcreds.service (not started)"
+			systemctl enable cwcreds.service cwcreds.socket
+			say "enabled    cwcreds.service and cwcreds.socket (not started)"
 		fi
 		if $bin_changed && systemctl is-active --quiet cwcreds.service; then
 			say "note       cwcreds is running the previous binary: systemctl restart cwcreds"
@@ -228,9 +231,14 @@ do_uninstall() {
 			systemctl disable --now cwcreds.service
 			say "stopped    cwcreds.service and disabled it"
 		fi
+		if systemctl is-active --quiet cwcreds.socket || systemctl is-enabled --quiet cwcreds.socket 2>/dev/null; then
+			systemctl disable --now cwcreds.socket
+			say "stopped    cwcreds.socket and disabled it"
+		fi
 	fi
 	remove_file "$bin_path"
 	remove_file "$unit_path"
+	remove_file "$socket_path"
 	remove_file "$sysusers_path"
 	remove_file "$example_path"
 	if $purge; then
