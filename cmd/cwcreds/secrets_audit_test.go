@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cwcreds/cwcreds/broker"
 	"github.com/cwcreds/cwcreds/broker/emulator"
 )
 
@@ -108,8 +110,28 @@ func TestSecretsAudit(t *testing.T) {
 	d.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointOIDC, Status: 400, Message: "cannot parse " + jwt[:40] + "…" + jwt[len(jwt)-30:]})
 	d.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointSAML, Malformed: true,
 		Body: `{"accessKeyId":"CWBAD","secretKey":"` + saml[:64] + `","expiry":"` + saml[len(saml)-64:] + `"}`})
+	// An API token sent to the daemon is refused unused (and never logged).
+	st, body := do("POST", "/v1/profiles/wif/revoke", auth(adminToken), `{"apiToken":"`+apiToken+`"}`)
+	expect("revoke with an API token in the body", st, 400, body)
+	// oidc and saml: revoked upstream by the caller (cwcreds revoke
+	// --token-file), the daemon told only the key id.
+	upstream, err := broker.NewClient(d.emuURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revokedBody := func(profile string) string {
+		_, b := do("GET", "/v1/credentials/"+profile, auth(d.tokens[profile]), "")
+		var k struct{ AccessKeyId string }
+		if err := json.Unmarshal([]byte(b), &k); err != nil || k.AccessKeyId == "" {
+			t.Fatalf("GET %s before revoke: %s", profile, b)
+		}
+		if err := upstream.RevokeAccessKey(t.Context(), apiToken, k.AccessKeyId); err != nil {
+			t.Fatalf("revoke %s's key upstream: %v", profile, err)
+		}
+		return `{"revokedAccessKeyId":"` + k.AccessKeyId + `"}`
+	}
 	for _, r := range []struct{ profile, body string }{
-		{"train", ""}, {"fast-exchange", ""}, {"wif", `{"apiToken":"` + apiToken + `"}`}, {"sso", `{"apiToken":"` + apiToken + `"}`},
+		{"train", ""}, {"fast-exchange", ""}, {"wif", revokedBody("wif")}, {"sso", revokedBody("sso")},
 	} {
 		st, body := do("POST", "/v1/profiles/"+r.profile+"/revoke", auth(adminToken), r.body)
 		expect("revoke "+r.profile, st, 200, body)
@@ -118,7 +140,7 @@ func TestSecretsAudit(t *testing.T) {
 		st, body := do("GET", "/v1/credentials/"+p, auth(d.tokens[p]), "")
 		expect("after failed mint "+p, st, 503, body)
 	}
-	st, body := do("GET", "/readyz", nil, "")
+	st, body = do("GET", "/readyz", nil, "")
 	expect("readyz with failing profiles", st, 503, body)
 
 	// train recovers on retry: wait for it, bounded.
