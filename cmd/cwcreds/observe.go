@@ -2,11 +2,8 @@ package main
 
 import (
 	"crypto/rand"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
-	"os"
 	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,7 +13,6 @@ import (
 
 	"github.com/cwcreds/cwcreds/config"
 	"github.com/cwcreds/cwcreds/metrics"
-	"github.com/cwcreds/cwcreds/server"
 )
 
 // newMetrics builds the daemon's own Prometheus registry (never the
@@ -51,6 +47,11 @@ func adminTokenPath(runtimeDir string) string {
 // start: 32 random bytes, hex, mode 0600, so only the daemon's user (and
 // root) can revoke keys, even when client users may read the runtime
 // directory. Restarting the daemon rotates it.
+//
+// It first checks the runtime directory (see checkRuntimeDir), then
+// renames a new file over the old one in that checked directory, so there
+// is no moment at which the name is free for someone else to claim, and a
+// symlink left there is replaced, never written through.
 func newAdminToken(cfg *config.Config, log zerolog.Logger) (string, error) {
 	path := adminTokenPath(cfg.RuntimeDir)
 	for _, p := range cfg.Profiles {
@@ -58,10 +59,12 @@ func newAdminToken(cfg *config.Config, log zerolog.Logger) (string, error) {
 			return "", &usageError{fmt.Errorf("CWCREDS_PROFILE_%s_CLIENT_TOKEN_FILE is %s, the daemon's admin token file; choose another path", p.EnvName, path)}
 		}
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("replace admin token file %s: %w", path, err)
+	dir, err := checkRuntimeDir(cfg.RuntimeDir)
+	if err != nil {
+		return "", err
 	}
-	tok, _, err := server.LoadClientToken(path, rand.Reader, 0o600)
+	defer dir.Close()
+	tok, err := dir.ReplaceToken(adminTokenName, rand.Reader, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("admin token (set CWCREDS_RUNTIME_DIR to a writable place): %w", err)
 	}

@@ -162,7 +162,9 @@ func (d *node) reload(load func() (*config.Config, func(), error)) {
 		d.recordReload(out)
 	}()
 	d.checkTokenFiles(d.cfg) // token files are re-read at every mint; say now if one broke
-	d.srv.RecheckAccess() // group changes apply at once, whatever the outcome
+	if d.srv != nil {
+		d.srv.RecheckAccess() // group changes apply at once, whatever the outcome
+	}
 	if load == nil {
 		out.Outcome, out.Detail = reloadNotReloadable, envFileVar+" is not set, so there is no file to re-read; token files are re-read at every mint anyway"
 		d.log.Info().Msg("configuration not reloaded: " + envFileVar + " is not set, and the process environment cannot change; token files are re-read at every mint anyway")
