@@ -74,7 +74,7 @@ func OpenTokenDir(path string, create bool) (*TokenDir, error) {
 
 // checkDir refuses a directory others own or may write, saying how to fix it.
 func (d *TokenDir) checkDir(st *unix.Stat_t) error {
-	mode := st.Mode & 0o7777
+	mode := uint32(st.Mode) & 0o7777 // uint16 on some platforms
 	var why string
 	switch {
 	case int(st.Uid) != d.euid && st.Uid != 0:
@@ -191,17 +191,17 @@ func (d *TokenDir) readToken(name string) (string, error) {
 
 // checkFile refuses a token file the daemon cannot have created.
 func (d *TokenDir) checkFile(path string, st *unix.Stat_t) error {
-	mode := st.Mode & 0o7777
+	typ, mode := uint32(st.Mode)&unix.S_IFMT, uint32(st.Mode)&0o7777 // uint16 on some platforms
 	var why string
 	switch {
-	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		why = "is not a regular file (" + fileType(st.Mode) + ")"
+	case typ != unix.S_IFREG:
+		why = "is not a regular file (" + fileType(typ) + ")"
 	case int(st.Uid) != d.euid:
 		why = "is owned by " + describeUID(st.Uid) + ", not by the daemon's user (" + describeUID(uint32(d.euid)) +
 			"), so someone else wrote the token in it"
 	case mode&0o022 != 0:
 		why = fmt.Sprintf("has mode %04o, so its group or others can rewrite the token", mode)
-	case st.Nlink != 1:
+	case uint64(st.Nlink) != 1:
 		why = fmt.Sprintf("has %d hard links, so it is also another file (the upstream token, say)", st.Nlink)
 	default:
 		return nil
@@ -210,8 +210,9 @@ func (d *TokenDir) checkFile(path string, st *unix.Stat_t) error {
 		"remove it (rm %s), find out who created it, and restart the daemon to get a new one", ErrUnsafePath, path, why, path)
 }
 
-func fileType(m uint32) string {
-	switch m & unix.S_IFMT {
+// fileType names typ, the S_IFMT bits of a mode.
+func fileType(typ uint32) string {
+	switch typ {
 	case unix.S_IFIFO:
 		return "a FIFO"
 	case unix.S_IFDIR:
@@ -221,7 +222,7 @@ func fileType(m uint32) string {
 	case unix.S_IFCHR, unix.S_IFBLK:
 		return "a device"
 	}
-	return "type " + strconv.FormatUint(uint64(m&unix.S_IFMT), 8)
+	return "type " + strconv.FormatUint(uint64(typ), 8)
 }
 
 // createToken creates name holding a fresh token. The token is written
