@@ -335,3 +335,29 @@ func (p realUIDFakeGroups) PeerUID(r *http.Request) (uint32, error) {
 	return peer.Requests{}.PeerUID(r)
 }
 func (p realUIDFakeGroups) Groups(uid uint32) ([]uint32, error) { return p.g.Groups(uid) }
+
+// The group cache stays bounded however many uids ask (each local user,
+// container uids included), and errors are cached like answers, so a uid
+// the user database does not know costs one lookup per GroupsTTL.
+func TestGroupCacheBounded(t *testing.T) {
+	var c groupCache
+	peers := &switchableGroups{gids: []uint32{1}}
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	for uid := range uint32(3 * maxGroupEntries) {
+		c.groups(peers, uid, now)
+	}
+	n := 0
+	c.m.Range(func(any, any) bool { n++; return true })
+	if n > maxGroupEntries {
+		t.Errorf("cache holds %d entries, want at most %d", n, maxGroupEntries)
+	}
+	failing := &fakePeers{gidErr: errors.New("unknown uid")}
+	for range 3 {
+		if _, err := c.groups(failing, 99999, now); err == nil {
+			t.Fatal("the lookup error was lost")
+		}
+	}
+	if got := failing.groupsN.Load(); got != 1 {
+		t.Errorf("%d lookups for an unknown uid within the TTL, want 1", got)
+	}
+}
