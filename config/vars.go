@@ -155,9 +155,11 @@ var globalVars = []globalVar{
 		func(o, n *Config) bool { return o.NodeName != n.NodeName }},
 	{varAllowInsecure, "false",
 		"Set to true to accept upstream token files that their group or other users can read or write. Without " +
-			"it such a file fails every mint with a message naming it and its mode: fix it with chmod 600. Needed " +
-			"where the daemon's user cannot own the file, such as a Kubernetes Secret volume (owned by root, " +
-			"readable by the pod's fsGroup). Set in the process environment, it also accepts a CWCREDS_ENV_FILE " +
+			"it such a file fails every mint with a message naming it and its mode: fix it with chmod 600, or hand " +
+			"it over with systemd LoadCredential= (files in $CREDENTIALS_DIRECTORY are accepted whatever their " +
+			"mode). Needed where the daemon's user cannot own the file, such as a Kubernetes Secret volume (owned " +
+			"by root, readable by the pod's fsGroup). It relaxes modes only: a file must still be owned by the " +
+			"daemon's user or root. Set in the process environment, it also accepts a CWCREDS_ENV_FILE " +
 			"file writable by group or others (the file cannot allow itself). Takes true, false, 1 or 0. " +
 			reloadRestart,
 		func(o, n *Config) bool { return o.AllowInsecureFileModes != n.AllowInsecureFileModes }},
@@ -173,7 +175,8 @@ var globalVars = []globalVar{
 			"subset of systemd's EnvironmentFile= syntax that means the same to both), read at start and again on " +
 			"SIGHUP (systemctl reload cwcreds), so a changed file applies without a restart and a profile removed " +
 			"from it is really gone. Set it in the process environment (the unit sets /etc/cwcreds/cwcreds.env), " +
-			"not in the file. The file must not be writable by group or others. " + reloadEnvFile,
+			"not in the file. The file must be owned by the daemon's user or root and not writable by group or " +
+			"others. " + reloadEnvFile,
 		func(o, n *Config) bool { return o.EnvFile != n.EnvFile }},
 }
 
@@ -185,8 +188,9 @@ var profileVars = []profileSetting{
 	{sfxTokenFile, "(required)",
 		"Path of the file holding the profile's upstream credential: the API access token, OIDC token or SAML " +
 			"response. It is read again at every mint, so rotation takes effect at once. A relative path is resolved " +
-			"in $CREDENTIALS_DIRECTORY (systemd LoadCredential=); otherwise the path must be absolute. The file " +
-			"must be readable and writable by its owner only (chmod 600 or 400) unless " +
+			"in $CREDENTIALS_DIRECTORY (systemd LoadCredential=), whose files are accepted as systemd made them; " +
+			"otherwise the path must be absolute, and the file (a symlink is followed) must be owned by the " +
+			"daemon's user or root and readable and writable by its owner only (chmod 600 or 400) unless " +
 			"CWCREDS_ALLOW_INSECURE_FILE_MODES=true.", reloadNewKey, nil},
 	{sfxOrgID, "(required for oidc and saml)",
 		"CoreWeave organization ID the OIDC or SAML identity belongs to. Only oidc and saml use it; setting it " +

@@ -229,3 +229,68 @@ func TestEnvExampleIsAWorkingConfig(t *testing.T) {
 		})
 	}
 }
+
+// readmePath is the README whose "Configuration reference" table lists
+// every variable; like the env example it is generated from config.Vars(),
+// so the two can never disagree with the code.
+const readmePath = "../../README.md"
+
+// renderReadmeReference returns the table rows for config.Vars(), one line
+// each, in README's Markdown (angle brackets escaped, pipes escaped).
+func renderReadmeReference() []string {
+	esc := strings.NewReplacer("<", "&lt;", ">", "&gt;", "|", `\|`)
+	var rows []string
+	for _, v := range config.Vars() {
+		rows = append(rows, "| `"+v.Name+"` | "+esc.Replace(v.Default)+" | "+esc.Replace(v.Description)+" |")
+	}
+	return rows
+}
+
+// TestReadmeReferenceMatchesVars: README's configuration table is exactly
+// the rows config.Vars() renders, in order, between the table header and
+// the first line that is not a row. -update-env-example rewrites it.
+func TestReadmeReferenceMatchesVars(t *testing.T) {
+	b, err := os.ReadFile(readmePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	start := -1
+	for i := 0; i+1 < len(lines); i++ {
+		if lines[i] == "| Variable | Default | Meaning |" && lines[i+1] == "| --- | --- | --- |" {
+			start = i + 2
+			break
+		}
+	}
+	if start < 0 {
+		t.Fatalf("%s has no configuration table header", readmePath)
+	}
+	end := start
+	for end < len(lines) && strings.HasPrefix(lines[end], "| `") {
+		end++
+	}
+	want := renderReadmeReference()
+	if *updateEnvExample {
+		out := append(append(append([]string{}, lines[:start]...), want...), lines[end:]...)
+		if err := os.WriteFile(readmePath, []byte(strings.Join(out, "\n")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	got := lines[start:end]
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		for i := range max(len(got), len(want)) {
+			g, w := "", ""
+			if i < len(got) {
+				g = got[i]
+			}
+			if i < len(want) {
+				w = want[i]
+			}
+			if g != w {
+				t.Errorf("README configuration table row %d:\n got: %s\nwant: %s", i+1, g, w)
+			}
+		}
+		t.Errorf("regenerate it: go test ./cmd/cwcreds -run 'TestEnvExample|TestReadme' -update-env-example")
+	}
+}
