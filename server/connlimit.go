@@ -27,14 +27,17 @@ type ConnLimits struct {
 	PerPeer int
 }
 
-// DefaultConnLimits are the daemon's limits. Each open connection costs
-// an fd and about 20 KiB (goroutine, buffers): 4096 of them stay near
-// 80 MiB, well inside the DaemonSet's 256 MiB limit and any fd limit
-// systemd or a container runtime sets. 256 per user is far above what one
-// user's SDK clients keep open (one pooled connection per process, and the
-// SDKs fetch keys rarely), and it takes 16 local users at their cap to
+// DefaultConnLimits are the daemon's limits. The per-user limit must stay
+// above the largest legitimate herd of one user: a data loader's workers
+// on every GPU of a node start together, each process opening its own
+// connection and all of them waiting on the same first mint (a busy
+// connection is never displaced), so 1,000 processes of one uid must all
+// be served (scripts/bench's herd is exactly that). Each open connection
+// costs an fd and about 20 KiB (goroutine, buffers): 8192 of them stay
+// near 160 MiB, inside the DaemonSet's 256 MiB limit, and far below the
+// fd limit Go raises itself to. It takes 8 local users at their cap to
 // reach the total.
-var DefaultConnLimits = ConnLimits{Total: 4096, PerPeer: 256}
+var DefaultConnLimits = ConnLimits{Total: 8192, PerPeer: 1024}
 
 // LimitConnections returns ln wrapped so that srv, serving it, holds at
 // most limits.PerPeer connections per peer and limits.Total in all.
