@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/cwcreds/cwcreds/broker"
-	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
 const (
@@ -21,13 +21,13 @@ const (
 )
 
 // newEmulated returns a client talking to a fresh emulator over loopback.
-func newEmulated(t *testing.T) (*broker.Client, *emulator.Emulator) {
+func newEmulated(t *testing.T) (*broker.Client, *cwapitest.Emulator) {
 	t.Helper()
-	emu := emulator.New(emulator.Options{})
-	emu.AddAPIToken(apiToken, emulator.Identity{Principal: "coreweave/u1", OrgID: orgID})
-	emu.AddAPIToken("CW-SECRET-denied", emulator.Identity{Principal: "coreweave/u2", OrgID: orgID, Denied: true})
-	emu.AddOIDCIssuer(issuer, emulator.OIDCIssuer{OrgID: orgID, Audience: audience})
-	emu.AddSAMLConfig("cfg1", emulator.SAMLConfig{OrgID: orgID})
+	emu := cwapitest.New(cwapitest.Options{})
+	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u1", OrgID: orgID})
+	emu.AddAPIToken("CW-SECRET-denied", cwapitest.Identity{Principal: "coreweave/u2", OrgID: orgID, Denied: true})
+	emu.AddOIDCIssuer(issuer, cwapitest.OIDCIssuer{OrgID: orgID, Audience: audience})
+	emu.AddSAMLConfig("cfg1", cwapitest.SAMLConfig{OrgID: orgID})
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
 	c, err := broker.NewClient(srv.URL)
@@ -40,8 +40,8 @@ func newEmulated(t *testing.T) (*broker.Client, *emulator.Emulator) {
 func TestClientAgainstEmulatorEveryEndpoint(t *testing.T) {
 	c, emu := newEmulated(t)
 	ctx := t.Context()
-	jwt := emulator.MakeJWT(issuer, "system:serviceaccount:ml:trainer", audience, time.Now().Add(time.Hour))
-	saml := emulator.MakeSAMLResponse("researchers", "alice@example.com")
+	jwt := cwapitest.MakeJWT(issuer, "system:serviceaccount:ml:trainer", audience, time.Now().Add(time.Hour))
+	saml := cwapitest.MakeSAMLResponse("researchers", "alice@example.com")
 	attrs := broker.AuditAttributes("gpu-node-1.example", "train")
 	tests := []struct {
 		name      string
@@ -51,16 +51,16 @@ func TestClientAgainstEmulatorEveryEndpoint(t *testing.T) {
 		lifetime  time.Duration
 	}{
 		{"access-key", func() (*broker.Credentials, error) { return c.CreateAccessKey(ctx, apiToken, 2*time.Hour, attrs) },
-			emulator.EndpointAccessKey, "coreweave/u1", 2 * time.Hour},
+			cwapitest.EndpointAccessKey, "coreweave/u1", 2 * time.Hour},
 		{"api-token", func() (*broker.Credentials, error) { return c.CreateAccessKeyFromAPIToken(ctx, apiToken) },
-			emulator.EndpointAPIToken, "", broker.APITokenKeyLifetime},
+			cwapitest.EndpointAPIToken, "", broker.APITokenKeyLifetime},
 		{"oidc", func() (*broker.Credentials, error) {
 			return c.CreateAccessKeyFromOIDC(ctx, orgID, jwt, 30*time.Minute, attrs)
 		},
-			emulator.EndpointOIDC, "role/" + issuer + ":system:serviceaccount:ml:trainer", 30 * time.Minute},
+			cwapitest.EndpointOIDC, "role/" + issuer + ":system:serviceaccount:ml:trainer", 30 * time.Minute},
 		{"saml", func() (*broker.Credentials, error) {
 			return c.CreateAccessKeyFromSAML(ctx, orgID, "cfg1", saml, 12*time.Hour, attrs)
-		}, emulator.EndpointSAML, "saml/researchers", 12 * time.Hour},
+		}, cwapitest.EndpointSAML, "saml/researchers", 12 * time.Hour},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -94,8 +94,8 @@ func TestClientAgainstEmulatorEveryEndpoint(t *testing.T) {
 		if err := c.RevokeAccessKey(ctx, apiToken, k.AccessKeyID); err != nil {
 			t.Fatal(err)
 		}
-		if stored, _ := emu.Key(k.AccessKeyID); stored.Status != emulator.StatusDeleted {
-			t.Errorf("status after revoke = %s, want %s", stored.Status, emulator.StatusDeleted)
+		if stored, _ := emu.Key(k.AccessKeyID); stored.Status != cwapitest.StatusDeleted {
+			t.Errorf("status after revoke = %s, want %s", stored.Status, cwapitest.StatusDeleted)
 		}
 		var api *broker.APIError
 		if err := c.RevokeAccessKey(ctx, apiToken, "CWNOSUCHKEY00000"); !errors.As(err, &api) || api.StatusCode != 404 || api.Code != 5 {
@@ -107,8 +107,8 @@ func TestClientAgainstEmulatorEveryEndpoint(t *testing.T) {
 func TestClientAgainstEmulatorErrors(t *testing.T) {
 	c, emu := newEmulated(t)
 	ctx := t.Context()
-	expired := emulator.MakeJWT(issuer, "sa", audience, time.Now().Add(-time.Minute))
-	wrongAud := emulator.MakeJWT(issuer, "sa", "someone-else", time.Now().Add(time.Hour))
+	expired := cwapitest.MakeJWT(issuer, "sa", audience, time.Now().Add(-time.Minute))
+	wrongAud := cwapitest.MakeJWT(issuer, "sa", "someone-else", time.Now().Add(time.Hour))
 	tests := []struct {
 		name       string
 		call       func() error
@@ -128,7 +128,7 @@ func TestClientAgainstEmulatorErrors(t *testing.T) {
 			return err
 		}, 400, 3, false, 0},
 		{"SAML unknown config", func() error {
-			_, err := c.CreateAccessKeyFromSAML(ctx, orgID, "nope", emulator.MakeSAMLResponse("r", "p"), time.Hour, nil)
+			_, err := c.CreateAccessKeyFromSAML(ctx, orgID, "nope", cwapitest.MakeSAMLResponse("r", "p"), time.Hour, nil)
 			return err
 		}, 400, 3, false, 0},
 		{"bad attribute", func() error {
@@ -136,17 +136,17 @@ func TestClientAgainstEmulatorErrors(t *testing.T) {
 			return err
 		}, 400, 3, false, 0},
 		{"throttled", func() error {
-			emu.InjectFault(emulator.Fault{Status: 429, Code: 8, RetryAfter: 3 * time.Second, Count: 1})
+			emu.InjectFault(cwapitest.Fault{Status: 429, Code: 8, RetryAfter: 3 * time.Second, Count: 1})
 			_, err := c.CreateAccessKey(ctx, apiToken, time.Hour, nil)
 			return err
 		}, 429, 8, true, 3 * time.Second},
 		{"unavailable", func() error {
-			emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointAPIToken, Status: 503, Code: 14, Count: 1})
+			emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointAPIToken, Status: 503, Code: 14, Count: 1})
 			_, err := c.CreateAccessKeyFromAPIToken(ctx, apiToken)
 			return err
 		}, 503, 14, true, 0},
 		{"internal", func() error {
-			emu.InjectFault(emulator.Fault{Status: 500, Code: 13, Count: 1})
+			emu.InjectFault(cwapitest.Fault{Status: 500, Code: 13, Count: 1})
 			_, err := c.CreateAccessKeyFromOIDC(ctx, orgID, expired, time.Hour, nil)
 			return err
 		}, 500, 13, true, 0},
@@ -168,7 +168,7 @@ func TestClientAgainstEmulatorErrors(t *testing.T) {
 		})
 	}
 	t.Run("malformed reply", func(t *testing.T) {
-		emu.InjectFault(emulator.Fault{Malformed: true, Count: 1})
+		emu.InjectFault(cwapitest.Fault{Malformed: true, Count: 1})
 		if _, err := c.CreateAccessKey(ctx, apiToken, time.Hour, nil); !errors.Is(err, broker.ErrBadReply) {
 			t.Errorf("err = %v, want ErrBadReply", err)
 		}
@@ -206,7 +206,7 @@ func TestCacheAgainstEmulatorHerd(t *testing.T) {
 		}
 	}
 	st := emu.Stats()
-	if st.Mints[emulator.EndpointAccessKey] != 1 || st.MaxInFlight != 1 {
-		t.Errorf("emulator saw %d mints, %d at once; want 1 and 1", st.Mints[emulator.EndpointAccessKey], st.MaxInFlight)
+	if st.Mints[cwapitest.EndpointAccessKey] != 1 || st.MaxInFlight != 1 {
+		t.Errorf("emulator saw %d mints, %d at once; want 1 and 1", st.Mints[cwapitest.EndpointAccessKey], st.MaxInFlight)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/cwcreds/cwcreds/broker"
-	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
 // TestCacheRevokeAgainstEmulator revokes through the real client: the old
@@ -27,7 +27,7 @@ func TestCacheRevokeAgainstEmulator(t *testing.T) {
 	profiles := []broker.Profile{
 		{Name: "ak", Source: broker.SourceAccessKey, TokenFile: write("api", apiToken+"\n"), Duration: time.Hour},
 		{Name: "wif", Source: broker.SourceOIDC, OrgID: orgID, Duration: time.Hour,
-			TokenFile: write("jwt", emulator.MakeJWT(issuer, "system:serviceaccount:ml:trainer", audience, time.Now().Add(time.Hour)))},
+			TokenFile: write("jwt", cwapitest.MakeJWT(issuer, "system:serviceaccount:ml:trainer", audience, time.Now().Add(time.Hour)))},
 	}
 	var cps []broker.CacheProfile
 	for _, p := range profiles {
@@ -67,11 +67,11 @@ func TestCacheRevokeAgainstEmulator(t *testing.T) {
 			if rev.RevokedAccessKeyID != old.AccessKeyID || rev.NewAccessKeyID != now.AccessKeyID || now.AccessKeyID == old.AccessKeyID {
 				t.Errorf("Revoke = %+v; old %s, now serving %s", rev, old.AccessKeyID, now.AccessKeyID)
 			}
-			if got := status(old.AccessKeyID); got != emulator.StatusDeleted {
-				t.Errorf("old key status upstream = %s, want %s", got, emulator.StatusDeleted)
+			if got := status(old.AccessKeyID); got != cwapitest.StatusDeleted {
+				t.Errorf("old key status upstream = %s, want %s", got, cwapitest.StatusDeleted)
 			}
-			if got := status(now.AccessKeyID); got != emulator.StatusActive {
-				t.Errorf("new key status upstream = %s, want %s", got, emulator.StatusActive)
+			if got := status(now.AccessKeyID); got != cwapitest.StatusActive {
+				t.Errorf("new key status upstream = %s, want %s", got, cwapitest.StatusActive)
 			}
 		})
 	}
@@ -84,7 +84,7 @@ func TestCacheRevokeAgainstEmulator(t *testing.T) {
 		if _, err := cache.Revoke(ctx, "wif", ""); !errors.Is(err, broker.ErrRevokeTokenRequired) {
 			t.Errorf("Revoke(wif, no token) = %v, want ErrRevokeTokenRequired", err)
 		}
-		if k, err := cache.Get(ctx, "wif"); err != nil || k != old || status(old.AccessKeyID) != emulator.StatusActive {
+		if k, err := cache.Get(ctx, "wif"); err != nil || k != old || status(old.AccessKeyID) != cwapitest.StatusActive {
 			t.Errorf("after a refused revoke: Get = %v, %v, upstream %s; want the same active key", k, err, status(old.AccessKeyID))
 		}
 	})

@@ -18,7 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cwcreds/cwcreds/broker"
-	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 	"github.com/cwcreds/cwcreds/server"
 )
 
@@ -148,8 +148,8 @@ cwcreds_consecutive_mint_failures{profile="train"} 0
 
 func TestUpstreamMetricsAgainstEmulator(t *testing.T) {
 	m, reg := newTestMetrics(t)
-	emu := emulator.New(emulator.Options{})
-	emu.AddAPIToken(apiToken, emulator.Identity{Principal: "coreweave/u1", OrgID: "cw1"})
+	emu := cwapitest.New(cwapitest.Options{})
+	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u1", OrgID: "cw1"})
 	srv := httptest.NewServer(emu)
 	defer srv.Close()
 	c, err := broker.NewClient(srv.URL, func(o *broker.ClientOptions) { o.Observer = m })
@@ -164,9 +164,9 @@ func TestUpstreamMetricsAgainstEmulator(t *testing.T) {
 	if _, err := c.CreateAccessKey(ctx, "CW-SECRET-unknown", time.Hour, nil); err == nil {
 		t.Fatal("mint with an unknown token succeeded")
 	}
-	emu.InjectFault(emulator.Fault{Status: 503, Count: 1})
+	emu.InjectFault(cwapitest.Fault{Status: 503, Count: 1})
 	c.CreateAccessKey(ctx, apiToken, time.Hour, nil)
-	emu.InjectFault(emulator.Fault{Status: 502, Code: -1, Count: 1})
+	emu.InjectFault(cwapitest.Fault{Status: 502, Code: -1, Count: 1})
 	if err := c.RevokeAccessKey(ctx, apiToken, k.AccessKeyID); err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 	"github.com/cwcreds/cwcreds/config"
 )
 
@@ -40,8 +40,8 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := os.WriteFile(tokenFile, []byte(apiToken), 0o600); err != nil {
 		return err
 	}
-	emu := emulator.New(emulator.Options{})
-	emu.AddAPIToken(apiToken, emulator.Identity{Principal: "coreweave/demo-user", OrgID: "cwdemo"})
+	emu := cwapitest.New(cwapitest.Options{})
+	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/demo-user", OrgID: "cwdemo"})
 	emuLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("start emulator: %w", err)

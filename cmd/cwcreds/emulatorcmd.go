@@ -22,7 +22,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/cwcreds/cwcreds/broker"
-	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
 // emulatorCmd runs the CoreWeave API emulator as a process, for end-to-end
@@ -38,7 +38,7 @@ func emulatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	apiTokenFile := fs.String("api-token-file", "", "register the CoreWeave API access token held in this file")
 	principal := fs.String("principal", "coreweave/e2e-user", "principal of the API token's identity")
 	orgID := fs.String("org-id", "cw-e2e", "organization of the API token, OIDC issuer and SAML configuration")
-	oidcIssuer := fs.String("oidc-issuer", "", "register this OIDC issuer (tokens: emulator.MakeJWT; signatures are not checked)")
+	oidcIssuer := fs.String("oidc-issuer", "", "register this OIDC issuer (tokens: cwapitest.MakeJWT; signatures are not checked)")
 	oidcAudience := fs.String("oidc-audience", "", "audience the OIDC issuer's tokens must carry (empty: any)")
 	samlConfig := fs.String("saml-config-id", "", "register a SAML configuration with this ID")
 	adminURL := fs.String("s3-admin-url", "", "versitygw admin API base URL; when set, every minted key becomes a versitygw user")
@@ -71,9 +71,9 @@ func emulatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	}
 
-	opts := emulator.Options{}
+	opts := cwapitest.Options{}
 	if s3 != nil {
-		opts.OnMint = func(k emulator.Key) {
+		opts.OnMint = func(k cwapitest.Key) {
 			if err := s3.createUser(context.WithoutCancel(ctx), k.AccessKeyID, k.SecretKey, k.Expiry); err != nil {
 				logf("ERROR registering key %s with the S3 server: %v", k.AccessKeyID, err)
 				return
@@ -89,11 +89,11 @@ func emulatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			logf("revoked key %s; deleted from the S3 server", id)
 		}
 	} else {
-		opts.OnMint = func(k emulator.Key) {
+		opts.OnMint = func(k cwapitest.Key) {
 			logf("minted key %s via %s for %s (expires %s)", k.AccessKeyID, k.Endpoint, k.Principal, expiryText(k.Expiry))
 		}
 	}
-	emu := emulator.New(opts)
+	emu := cwapitest.New(opts)
 
 	if *apiTokenFile != "" {
 		// The emulator only learns which token to accept: the file's mode
@@ -102,13 +102,13 @@ func emulatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return fmt.Errorf("emulator: --api-token-file: %w", err)
 		}
-		emu.AddAPIToken(tok, emulator.Identity{Principal: *principal, OrgID: *orgID})
+		emu.AddAPIToken(tok, cwapitest.Identity{Principal: *principal, OrgID: *orgID})
 	}
 	if *oidcIssuer != "" {
-		emu.AddOIDCIssuer(*oidcIssuer, emulator.OIDCIssuer{OrgID: *orgID, Audience: *oidcAudience})
+		emu.AddOIDCIssuer(*oidcIssuer, cwapitest.OIDCIssuer{OrgID: *orgID, Audience: *oidcAudience})
 	}
 	if *samlConfig != "" {
-		emu.AddSAMLConfig(*samlConfig, emulator.SAMLConfig{OrgID: *orgID})
+		emu.AddSAMLConfig(*samlConfig, cwapitest.SAMLConfig{OrgID: *orgID})
 	}
 
 	ln, err := net.Listen("tcp", *listen)

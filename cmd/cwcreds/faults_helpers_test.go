@@ -27,7 +27,7 @@ import (
 	"time"
 
 	"github.com/cwcreds/cwcreds/broker"
-	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 	"github.com/cwcreds/cwcreds/config"
 	"github.com/cwcreds/cwcreds/server"
 )
@@ -148,7 +148,7 @@ func (p rigProfile) mintPath() string {
 // synctest.Test; it stops when the test ends.
 type rig struct {
 	t        *testing.T
-	emu      *emulator.Emulator
+	emu      *cwapitest.Emulator
 	up       *fakeUpstream
 	cache    *broker.Cache
 	srv      *server.Server
@@ -175,16 +175,16 @@ func newRig(t *testing.T, setup func(*rig), profiles ...rigProfile) *rig {
 	t.Helper()
 	r := &rig{
 		t:        t,
-		emu:      emulator.New(emulator.Options{}),
+		emu:      cwapitest.New(cwapitest.Options{}),
 		tokens:   make(map[string]string),
 		apiToken: "CW-SECRET-" + randomHex(16),
 		logs:     &syncBuffer{},
 		secrets:  make(map[string]string),
 	}
 	r.up = &fakeUpstream{handler: r.emu}
-	r.emu.AddAPIToken(r.apiToken, emulator.Identity{Principal: "coreweave/u-train", OrgID: rigOrg})
-	r.emu.AddOIDCIssuer(rigIssuer, emulator.OIDCIssuer{OrgID: rigOrg, Audience: rigAudience})
-	r.jwt = emulator.MakeJWT(rigIssuer, "system:serviceaccount:ml:trainer", rigAudience, time.Now().Add(48*time.Hour))
+	r.emu.AddAPIToken(r.apiToken, cwapitest.Identity{Principal: "coreweave/u-train", OrgID: rigOrg})
+	r.emu.AddOIDCIssuer(rigIssuer, cwapitest.OIDCIssuer{OrgID: rigOrg, Audience: rigAudience})
+	r.jwt = cwapitest.MakeJWT(rigIssuer, "system:serviceaccount:ml:trainer", rigAudience, time.Now().Add(48*time.Hour))
 	r.secrets["upstream API token"] = r.apiToken
 	r.secrets["OIDC token"] = r.jwt
 	if setup != nil {

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/cwcreds/cwcreds/broker"
-	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
 // serveMarginFor mirrors the broker's serve margin for a key lifetime.
@@ -168,8 +168,8 @@ func TestFaultOutageForMostOfKeyLifetime(t *testing.T) {
 				t.Errorf("error-level line during a transient outage: %v", l)
 			}
 		}
-		if st := r.emu.Stats(); st.Mints[emulator.EndpointAccessKey] != 2 {
-			t.Errorf("emulator minted %d keys, want 2", st.Mints[emulator.EndpointAccessKey])
+		if st := r.emu.Stats(); st.Mints[cwapitest.EndpointAccessKey] != 2 {
+			t.Errorf("emulator minted %d keys, want 2", st.Mints[cwapitest.EndpointAccessKey])
 		}
 		r.checkClean(pages.String(), nil)
 	})
@@ -183,7 +183,7 @@ func TestFaultRetryAfterHonoured(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const retryAfter, poll = 90 * time.Second, 5 * time.Second
 		r := newRig(t, func(r *rig) {
-			r.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointOIDC, Status: 429, RetryAfter: retryAfter,
+			r.emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointOIDC, Status: 429, RetryAfter: retryAfter,
 				Count: 1, Message: "rate limited"})
 		}, rigProfile{name: "train", source: broker.SourceAccessKey}, rigProfile{name: "wif", source: broker.SourceOIDC})
 		t0 := time.Now()
@@ -194,7 +194,7 @@ func TestFaultRetryAfterHonoured(t *testing.T) {
 		for at := t0.Add(poll); !at.After(t0.Add(50 * time.Minute)); at = at.Add(poll) {
 			sleepUntil(at)
 			if at.Equal(t0.Add(30 * time.Minute)) {
-				r.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointAccessKey, Status: 429, RetryAfter: retryAfter,
+				r.emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointAccessKey, Status: 429, RetryAfter: retryAfter,
 					Count: 2, Message: "rate limited"})
 			}
 			train = append(train, r.get("train", 0))
@@ -272,8 +272,8 @@ func TestFaultTransientErrorsBackOffWithJitter(t *testing.T) {
 		for at := t0.Add(poll); !at.After(t0.Add(50 * time.Minute)); at = at.Add(poll) {
 			sleepUntil(at)
 			if at.Equal(t0.Add(30 * time.Minute)) {
-				r.emu.InjectFault(emulator.Fault{Status: 500, Count: n500})
-				r.emu.InjectFault(emulator.Fault{Status: 503, Count: n503})
+				r.emu.InjectFault(cwapitest.Fault{Status: 500, Count: n500})
+				r.emu.InjectFault(cwapitest.Fault{Status: 503, Count: n503})
 			}
 			replies = append(replies, r.get("train", 0))
 		}
@@ -360,7 +360,7 @@ func testRevokedUpstreamToken(t *testing.T, denied bool, want []string, action s
 	token := "CW-SECRET-revoked-" + randomHex(12)
 	r := newRig(t, func(r *rig) {
 		if denied {
-			r.emu.AddAPIToken(token, emulator.Identity{Principal: "coreweave/u-gone", OrgID: rigOrg, Denied: true})
+			r.emu.AddAPIToken(token, cwapitest.Identity{Principal: "coreweave/u-gone", OrgID: rigOrg, Denied: true})
 		}
 	}, rigProfile{name: "train", source: broker.SourceAccessKey, upstreamToken: token})
 	synctest.Wait()
@@ -437,7 +437,7 @@ func testRevokedUpstreamToken(t *testing.T, denied bool, want []string, action s
 
 	// The credential is accepted again: one step later at most, keys flow.
 	fixed := time.Now()
-	r.emu.AddAPIToken(token, emulator.Identity{Principal: "coreweave/u-train", OrgID: rigOrg})
+	r.emu.AddAPIToken(token, cwapitest.Identity{Principal: "coreweave/u-train", OrgID: rigOrg})
 	step := backoffStep(broker.RejectedBackoffInitial, broker.RejectedBackoffMax, len(calls))
 	sleepUntil(fixed.Add(step))
 	after := r.up.callsTo(broker.PathAccessKey)[len(calls):]
@@ -519,7 +519,7 @@ func TestFaultSlowUpstreamNeverDelaysWarmProfile(t *testing.T) {
 			t.Errorf("status while slow = %+v; want healthy with the old key and the timeout as last error", slow)
 		}
 		st := r.emu.Stats()
-		if st.Requests[emulator.EndpointAccessKey] != len(calls) || st.Mints[emulator.EndpointAccessKey] != 2 || st.Orphaned[emulator.EndpointAccessKey] != 0 {
+		if st.Requests[cwapitest.EndpointAccessKey] != len(calls) || st.Mints[cwapitest.EndpointAccessKey] != 2 || st.Orphaned[cwapitest.EndpointAccessKey] != 0 {
 			t.Errorf("emulator stats = %+v; want %d requests, 2 mints, nothing orphaned", st, len(calls))
 		}
 		t.Logf("%d client requests answered at once; %d refreshes timed out after %s each (policy allows %d–%d)",
@@ -564,7 +564,7 @@ func TestFaultMalformedReplyNeverServed(t *testing.T) {
 func testMalformedCold(t *testing.T, body, why, bogusID, bogusSecret string) {
 	const poll, broken = 5 * time.Second, 5 * time.Minute
 	r := newRig(t, func(r *rig) {
-		r.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointAccessKey, Malformed: true, Body: body})
+		r.emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointAccessKey, Malformed: true, Body: body})
 	}, rigProfile{name: "train", source: broker.SourceAccessKey})
 	t0 := time.Now()
 	var pages strings.Builder
@@ -623,7 +623,7 @@ func testMalformedWarm(t *testing.T, body, bogusID string) {
 		sleepUntil(at)
 		switch {
 		case at.Equal(brokenFrom):
-			r.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointAccessKey, Malformed: true, Body: body})
+			r.emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointAccessKey, Malformed: true, Body: body})
 		case at.Equal(brokenUntil):
 			broken, _ = r.status("train")
 			r.emu.ClearFaults()
@@ -715,12 +715,12 @@ func TestFaultTimedOutMintNotRetriedBlindly(t *testing.T) {
 		orphans := len(calls) - 1
 		keys := r.emu.Keys()
 		st := r.emu.Stats()
-		if st.Orphaned[emulator.EndpointAccessKey] != orphans || st.Mints[emulator.EndpointAccessKey] != len(calls) || len(keys) != len(calls) {
+		if st.Orphaned[cwapitest.EndpointAccessKey] != orphans || st.Mints[cwapitest.EndpointAccessKey] != len(calls) || len(keys) != len(calls) {
 			t.Errorf("emulator: %d orphaned, %d minted, %d keys; want %d orphaned of %d (one per abandoned call)",
-				st.Orphaned[emulator.EndpointAccessKey], st.Mints[emulator.EndpointAccessKey], len(keys), orphans, len(calls))
+				st.Orphaned[cwapitest.EndpointAccessKey], st.Mints[cwapitest.EndpointAccessKey], len(keys), orphans, len(calls))
 		}
 		for _, k := range keys[:len(keys)-1] {
-			if k.AccessKeyID == rep.KeyID || k.Status != emulator.StatusActive {
+			if k.AccessKeyID == rep.KeyID || k.Status != cwapitest.StatusActive {
 				t.Errorf("orphaned key %s: status %s, served %v", k.AccessKeyID, k.Status, k.AccessKeyID == rep.KeyID)
 			}
 		}
@@ -746,9 +746,9 @@ func TestFaultDaemonWarmProfileFastWhileUpstreamStalls(t *testing.T) {
 	began := time.Now() // the stalled mint starts after this and lasts stall
 	noSecret := `{"accessKeyId":"CWBOGUS000000002","principalName":"role/x","expiry":"` +
 		time.Now().Add(time.Hour).UTC().Format(time.RFC3339) + `"}`
-	d := startDaemon(t, func(emu *emulator.Emulator) {
-		emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointOIDC, Malformed: true, Body: noSecret})
-		emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointSAML, Status: 504, Delay: stall, Count: 1})
+	d := startDaemon(t, func(emu *cwapitest.Emulator) {
+		emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointOIDC, Malformed: true, Body: noSecret})
+		emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointSAML, Status: 504, Delay: stall, Count: 1})
 	})
 	client := &http.Client{Timeout: time.Second}
 	get := func(path, token string) (int, string, time.Duration, error) {

@@ -20,13 +20,13 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 	"github.com/cwcreds/cwcreds/config"
 )
 
 // daemon is a cwcreds serve running in-process against an emulator.
 type daemon struct {
-	emu     *emulator.Emulator
+	emu     *cwapitest.Emulator
 	addr    string
 	tokens  map[string]string
 	cfg     *config.Config
@@ -38,10 +38,10 @@ type daemon struct {
 
 // startDaemon configures cwcreds through the environment exactly as an
 // operator would (four profiles, one per source) and runs serve.
-func startDaemon(t *testing.T, setup ...func(*emulator.Emulator)) *daemon {
+func startDaemon(t *testing.T, setup ...func(*cwapitest.Emulator)) *daemon {
 	t.Helper()
 	clearEnv(t, "CWCREDS_")
-	emu := emulator.New(emulator.Options{})
+	emu := cwapitest.New(cwapitest.Options{})
 	for _, fn := range setup {
 		fn(emu)
 	}
@@ -57,10 +57,10 @@ func startDaemon(t *testing.T, setup ...func(*emulator.Emulator)) *daemon {
 		return p
 	}
 	apiToken := "CW-SECRET-" + randomHex(16)
-	emu.AddAPIToken(apiToken, emulator.Identity{Principal: "coreweave/u-train", OrgID: "cw123"})
+	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u-train", OrgID: "cw123"})
 	const iss, aud = "https://oidc.example.test/id/cluster", "https://coreweave.com/iam"
-	emu.AddOIDCIssuer(iss, emulator.OIDCIssuer{OrgID: "cw123", Audience: aud})
-	emu.AddSAMLConfig("samlcfg", emulator.SAMLConfig{OrgID: "cw123"})
+	emu.AddOIDCIssuer(iss, cwapitest.OIDCIssuer{OrgID: "cw123", Audience: aud})
+	emu.AddSAMLConfig("samlcfg", cwapitest.SAMLConfig{OrgID: "cw123"})
 
 	credDir := filepath.Join(dir, "credentials")
 	if err := os.Mkdir(credDir, 0o700); err != nil {
@@ -89,10 +89,10 @@ func startDaemon(t *testing.T, setup ...func(*emulator.Emulator)) *daemon {
 		"CWCREDS_PROFILE_FAST_EXCHANGE_SOURCE":     "api-token",
 		"CWCREDS_PROFILE_FAST_EXCHANGE_TOKEN_FILE": filepath.Join(credDir, "api-token"),
 		"CWCREDS_PROFILE_WIF_SOURCE":               "oidc",
-		"CWCREDS_PROFILE_WIF_TOKEN_FILE":           write("jwt", emulator.MakeJWT(iss, "system:serviceaccount:ml:trainer", aud, time.Now().Add(time.Hour))),
+		"CWCREDS_PROFILE_WIF_TOKEN_FILE":           write("jwt", cwapitest.MakeJWT(iss, "system:serviceaccount:ml:trainer", aud, time.Now().Add(time.Hour))),
 		"CWCREDS_PROFILE_WIF_ORG_ID":               "cw123",
 		"CWCREDS_PROFILE_SSO_SOURCE":               "saml",
-		"CWCREDS_PROFILE_SSO_TOKEN_FILE":           write("saml", emulator.MakeSAMLResponse("researchers", "alice@example.com")),
+		"CWCREDS_PROFILE_SSO_TOKEN_FILE":           write("saml", cwapitest.MakeSAMLResponse("researchers", "alice@example.com")),
 		"CWCREDS_PROFILE_SSO_ORG_ID":               "cw123",
 		"CWCREDS_PROFILE_SSO_CONFIG_ID":            "samlcfg",
 		"CWCREDS_PROFILE_SSO_DURATION":             "30m",
@@ -256,7 +256,7 @@ func TestAWSSDKGetsKeyThroughDaemonAndSignsS3Request(t *testing.T) {
 		t.Errorf("S3 verifier accepted a request signed with the wrong secret")
 	}
 	// Many SDK clients in one process, one upstream mint.
-	if n := d.emu.Stats().Mints[emulator.EndpointAccessKey]; n != 1 {
+	if n := d.emu.Stats().Mints[cwapitest.EndpointAccessKey]; n != 1 {
 		t.Errorf("access-key mints = %d, want 1", n)
 	}
 }
@@ -308,8 +308,8 @@ func TestEverySourceServesThroughDaemon(t *testing.T) {
 }
 
 func TestDaemonRefusals(t *testing.T) {
-	d := startDaemon(t, func(emu *emulator.Emulator) {
-		emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointAPIToken, Status: 401, Code: 16, Message: "token revoked"})
+	d := startDaemon(t, func(emu *cwapitest.Emulator) {
+		emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointAPIToken, Status: 401, Code: 16, Message: "token revoked"})
 	})
 	if status, body := d.get(t, "train", ""); status != http.StatusUnauthorized || body["Code"] == nil || body["code"] == nil {
 		t.Errorf("no token: %d %v, want 401 with code and Code", status, body)

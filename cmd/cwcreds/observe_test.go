@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/cwcreds/cwcreds/broker"
-	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
 // warm fetches every profile's key once, so each holds one.
@@ -93,8 +93,8 @@ func valuesOf(m map[string]string) []string {
 }
 
 func TestReadyzThroughDaemon(t *testing.T) {
-	d := startDaemon(t, func(emu *emulator.Emulator) {
-		emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointSAML, Status: 401, Message: "assertion rejected"})
+	d := startDaemon(t, func(emu *cwapitest.Emulator) {
+		emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointSAML, Status: 401, Message: "assertion rejected"})
 	})
 	for _, p := range []string{"train", "fast-exchange", "wif"} {
 		d.get(t, p, d.tokens[p])
@@ -160,8 +160,8 @@ func TestStatusCommand(t *testing.T) {
 }
 
 func TestStatusCommandUnhealthy(t *testing.T) {
-	d := startDaemon(t, func(emu *emulator.Emulator) {
-		emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointOIDC, Status: 403, Message: "issuer not trusted"})
+	d := startDaemon(t, func(emu *cwapitest.Emulator) {
+		emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointOIDC, Status: 403, Message: "issuer not trusted"})
 	})
 	for _, p := range d.cfg.Profiles {
 		d.get(t, p.Name, d.tokens[p.Name])
@@ -211,16 +211,16 @@ func TestRevokeCommand(t *testing.T) {
 	if !strings.Contains(stdout, "train: revoked key "+ids["train"]) || !strings.Contains(stdout, "now serving new key "+newID) {
 		t.Errorf("revoke printed:\n%s\nwant the revoked key %s and the new key %s", stdout, ids["train"], newID)
 	}
-	if got := status(ids["train"]); got != emulator.StatusDeleted {
-		t.Errorf("revoked key upstream status = %s, want %s", got, emulator.StatusDeleted)
+	if got := status(ids["train"]); got != cwapitest.StatusDeleted {
+		t.Errorf("revoked key upstream status = %s, want %s", got, cwapitest.StatusDeleted)
 	}
 
 	// oidc holds no API token: refused, key kept, unless one is given.
 	stdout, _, err = runClient(t, "revoke", "--profile", "wif")
-	if err == nil || !strings.Contains(stdout, "RevokeTokenRequired") || status(ids["wif"]) != emulator.StatusActive {
+	if err == nil || !strings.Contains(stdout, "RevokeTokenRequired") || status(ids["wif"]) != cwapitest.StatusActive {
 		t.Errorf("revoke wif without a token = %v\n%s\nwant refused, key kept", err, stdout)
 	}
-	if stdout, _, err = runClient(t, "revoke", "--profile", "wif", "--token-file", apiTokenFile); err != nil || status(ids["wif"]) != emulator.StatusDeleted {
+	if stdout, _, err = runClient(t, "revoke", "--profile", "wif", "--token-file", apiTokenFile); err != nil || status(ids["wif"]) != cwapitest.StatusDeleted {
 		t.Errorf("revoke wif --token-file = %v\n%s", err, stdout)
 	}
 
@@ -231,7 +231,7 @@ func TestRevokeCommand(t *testing.T) {
 		t.Fatalf("revoke --all-cached = %v\n%s", err, stdout)
 	}
 	for name, id := range before {
-		if status(id) != emulator.StatusDeleted || !strings.Contains(stdout, name+": revoked key "+id) {
+		if status(id) != cwapitest.StatusDeleted || !strings.Contains(stdout, name+": revoked key "+id) {
 			t.Errorf("after --all-cached %s's key %s is %s; output:\n%s", name, id, status(id), stdout)
 		}
 	}

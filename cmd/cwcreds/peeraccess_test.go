@@ -13,7 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 	"github.com/cwcreds/cwcreds/config"
 )
 
@@ -22,12 +22,12 @@ import (
 // the audit line carries the peer's uid. (peer's tests run clients as other
 // users.)
 func TestServeRestrictsProfilesByUID(t *testing.T) {
-	emu := emulator.New(emulator.Options{})
+	emu := cwapitest.New(cwapitest.Options{})
 	emuSrv := httptest.NewServer(emu)
 	t.Cleanup(emuSrv.Close)
 	dir := t.TempDir()
 	apiToken := "CW-SECRET-" + randomHex(16)
-	emu.AddAPIToken(apiToken, emulator.Identity{Principal: "coreweave/u-train", OrgID: "cw123"})
+	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u-train", OrgID: "cw123"})
 	tokenFile := filepath.Join(dir, "api-token")
 	if err := os.WriteFile(tokenFile, []byte(apiToken), 0o600); err != nil {
 		t.Fatal(err)

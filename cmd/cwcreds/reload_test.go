@@ -15,7 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 	"github.com/cwcreds/cwcreds/config"
 )
 
@@ -32,14 +32,14 @@ type reloadRig struct {
 func startReloadRig(t *testing.T, profiles map[string]string) *reloadRig {
 	t.Helper()
 	clearEnv(t, "CWCREDS_")
-	emu := emulator.New(emulator.Options{})
+	emu := cwapitest.New(cwapitest.Options{})
 	emuSrv := httptest.NewServer(emu)
 	t.Cleanup(emuSrv.Close)
 	dir := t.TempDir()
 	apiToken := "CW-SECRET-" + randomHex(16)
-	emu.AddAPIToken(apiToken, emulator.Identity{Principal: "coreweave/u-train", OrgID: "cw123"})
+	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u-train", OrgID: "cw123"})
 	other := "CW-SECRET-" + randomHex(16)
-	emu.AddAPIToken(other, emulator.Identity{Principal: "coreweave/u-other", OrgID: "cw123"})
+	emu.AddAPIToken(other, cwapitest.Identity{Principal: "coreweave/u-other", OrgID: "cw123"})
 	for name, tok := range map[string]string{"api-token": apiToken, "other-token": other} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(tok+"\n"), 0o600); err != nil {
 			t.Fatal(err)
@@ -197,7 +197,7 @@ func (r *reloadRig) keyID(t *testing.T, profile string) string {
 	return body["AccessKeyId"].(string)
 }
 
-func totalMints(emu *emulator.Emulator) int {
+func totalMints(emu *cwapitest.Emulator) int {
 	n := 0
 	for _, m := range emu.Stats().Mints {
 		n += m

@@ -19,7 +19,7 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
 // TestReloadCommand runs the real binary twice over: the daemon (serve,
@@ -28,12 +28,12 @@ import (
 // serves, same PID); a broken one makes reload exit 1 printing the problem
 // with its variable, while the daemon keeps serving the old profiles.
 func TestReloadCommand(t *testing.T) {
-	emu := emulator.New(emulator.Options{})
+	emu := cwapitest.New(cwapitest.Options{})
 	emuSrv := httptest.NewServer(emu)
 	t.Cleanup(emuSrv.Close)
 	dir := t.TempDir()
 	apiToken := "CW-SECRET-" + randomHex(16)
-	emu.AddAPIToken(apiToken, emulator.Identity{Principal: "coreweave/u-train", OrgID: "cw123"})
+	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u-train", OrgID: "cw123"})
 	tokenFile := filepath.Join(dir, "api-token")
 	if err := os.WriteFile(tokenFile, []byte(apiToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)

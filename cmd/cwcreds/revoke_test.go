@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
 // recordingProxy forwards connections to the daemon and keeps every byte
@@ -89,7 +89,7 @@ func TestRevokeNeverSendsAPITokenToDaemon(t *testing.T) {
 			t.Errorf("%q printed:\n%s", args, stdout)
 		}
 	}
-	if k, _ := d.emu.Key(ids["wif"]); k.Status != emulator.StatusDeleted {
+	if k, _ := d.emu.Key(ids["wif"]); k.Status != cwapitest.StatusDeleted {
 		t.Errorf("wif's key %s upstream is %s, want deleted", ids["wif"], k.Status)
 	}
 	if _, body := d.get(t, "wif", d.tokens["wif"]); body["AccessKeyId"] == ids["wif"] {

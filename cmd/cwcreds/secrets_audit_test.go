@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/cwcreds/cwcreds/broker"
-	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
 // auditWindow is the length of the pieces of each secret the audit looks
@@ -105,10 +105,10 @@ func TestSecretsAudit(t *testing.T) {
 	// and the retry (2 s backoff) succeeds. fast-exchange: upstream
 	// refuses the API token (401). wif: upstream echoes the OIDC token in a
 	// 400. sso: a malformed 200 reply echoes the SAML response.
-	d.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointAccessKey, Status: 503, Count: 1, Message: "upstream busy for " + apiToken})
-	d.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointAPIToken, Status: 401, Code: 16, Message: "token " + apiToken + " revoked"})
-	d.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointOIDC, Status: 400, Message: "cannot parse " + jwt[:40] + "…" + jwt[len(jwt)-30:]})
-	d.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointSAML, Malformed: true,
+	d.emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointAccessKey, Status: 503, Count: 1, Message: "upstream busy for " + apiToken})
+	d.emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointAPIToken, Status: 401, Code: 16, Message: "token " + apiToken + " revoked"})
+	d.emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointOIDC, Status: 400, Message: "cannot parse " + jwt[:40] + "…" + jwt[len(jwt)-30:]})
+	d.emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointSAML, Malformed: true,
 		Body: `{"accessKeyId":"CWBAD","secretKey":"` + saml[:64] + `","expiry":"` + saml[len(saml)-64:] + `"}`})
 	// An API token sent to the daemon is refused unused (and never logged).
 	st, body := do("POST", "/v1/profiles/wif/revoke", auth(adminToken), `{"apiToken":"`+apiToken+`"}`)

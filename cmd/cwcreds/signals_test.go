@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cwcreds/cwcreds/broker/emulator"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
 // execMainVar makes the test binary run main instead of the tests, so a
@@ -70,13 +70,13 @@ func (g *gatedUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // applies a changed env file; SIGTERM, with requests waiting on a mint,
 // closes the listener, answers every one of them and exits 0.
 func TestSignalsReloadAndDrain(t *testing.T) {
-	emu := emulator.New(emulator.Options{})
+	emu := cwapitest.New(cwapitest.Options{})
 	gate := &gatedUpstream{next: emu}
 	emuSrv := httptest.NewServer(gate)
 	t.Cleanup(emuSrv.Close)
 	dir := t.TempDir()
 	apiToken := "CW-SECRET-" + randomHex(16)
-	emu.AddAPIToken(apiToken, emulator.Identity{Principal: "coreweave/u-train", OrgID: "cw123"})
+	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u-train", OrgID: "cw123"})
 	tokenFile := filepath.Join(dir, "api-token")
 	if err := os.WriteFile(tokenFile, []byte(apiToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)

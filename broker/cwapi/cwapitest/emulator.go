@@ -1,4 +1,4 @@
-package emulator
+package cwapitest
 
 import (
 	"crypto/rand"

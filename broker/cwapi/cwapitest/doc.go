@@ -1,7 +1,8 @@
-// Package emulator is an in-process emulator of the CoreWeave AI Object
-// Storage credential API (the REST/JSON surface under /v1/cwobject/). It is
-// used by cwcreds' tests, by `cwcreds demo`, and by end-to-end and benchmark
-// scripts. It is a test tool: it holds secrets in memory, serves them back
+// Package cwapitest is an in-process emulator of the CoreWeave AI Object
+// Storage credential API (the REST/JSON surface under /v1/cwobject/): the
+// test double of package cwapi's Client, as net/http/httptest is for
+// net/http. It is used by cwcreds' tests, by `cwcreds demo`, and (through
+// test/emulator) by end-to-end and benchmark scripts. It is a test tool: it holds secrets in memory, serves them back
 // on /_emulator/keys, and does not verify token signatures.
 //
 // # Served API
@@ -91,4 +92,4 @@
 // All methods of *Emulator and its HTTP handler are safe for concurrent use.
 // The OnMint and OnRevoke hooks run on request goroutines, without the
 // emulator's lock held, so they may call back into the emulator.
-package emulator
+package cwapitest
