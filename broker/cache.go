@@ -15,16 +15,18 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // CacheProfile is one profile the cache serves.
 type CacheProfile struct {
 	Name   string
-	Source Source
-	Minter Minter
+	Source cwapi.Source
+	Minter cwapi.Minter
 	// Revoker revokes the profile's keys upstream, for Cache.Revoke. Nil
 	// means Revoke refuses for this profile.
-	Revoker Revoker
+	Revoker cwapi.Revoker
 	// Fingerprint identifies what the profile mints, for Cache.Update: the
 	// caller puts there everything that decides which key gets minted and
 	// how (source, token file, organization, SAML configuration, duration,
@@ -112,10 +114,10 @@ type Cache struct {
 
 type entry struct {
 	name        string
-	source      Source
+	source      cwapi.Source
 	fingerprint string
-	minter      Minter
-	revoker     Revoker
+	minter      cwapi.Minter
+	revoker     cwapi.Revoker
 	obs         ProfileObserver
 	// flight is the entry's singleflight key: the name for the entries
 	// NewCache builds, the name and a generation for those Update builds,
@@ -133,7 +135,7 @@ type entry struct {
 // state is an immutable snapshot of one profile; a new one replaces it
 // after every mint attempt.
 type state struct {
-	key         *Credentials // the newest key; nil until the first successful mint
+	key         *cwapi.Credentials // the newest key; nil until the first successful mint
 	obtained    time.Time
 	refreshAt   time.Time
 	serveUntil  time.Time
@@ -147,7 +149,7 @@ type state struct {
 	// While key warms up, prev (the key it replaces) is served until
 	// warmUntil or prevUntil (prev's own serve limit), whichever comes
 	// first. prev is nil when key was served at once.
-	prev      *Credentials
+	prev      *cwapi.Credentials
 	prevUntil time.Time
 	warmUntil time.Time
 }
@@ -156,7 +158,7 @@ type state struct {
 // served, or nil when there is none. It is the one place that decides which
 // key is served: Get, Status, the refresh schedule and the next warm-up
 // all ask it.
-func (s *state) serve(now time.Time) (*Credentials, time.Time) {
+func (s *state) serve(now time.Time) (*cwapi.Credentials, time.Time) {
 	switch {
 	case s.key == nil:
 		return nil, time.Time{} // never minted, or Revoke dropped it (and prev with it)
@@ -365,7 +367,7 @@ func (c *Cache) Update(profiles []CacheProfile) (UpdateResult, error) {
 // shared mint, or for ctx. When no key can be served the error is an
 // *UnavailableError (errors.Is ErrNoValidKey) saying why; an unconfigured
 // profile gives ErrUnknownProfile.
-func (c *Cache) Get(ctx context.Context, profile string) (*Credentials, error) {
+func (c *Cache) Get(ctx context.Context, profile string) (*cwapi.Credentials, error) {
 	e := c.lookup(profile)
 	if e == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, profile)
@@ -496,9 +498,9 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 
 // checkKey rejects a minted key that cannot be served and gives a key that
 // upstream called permanent a finite life in the cache.
-func (c *Cache) checkKey(e *entry, key *Credentials, now time.Time) (*Credentials, error) {
+func (c *Cache) checkKey(e *entry, key *cwapi.Credentials, now time.Time) (*cwapi.Credentials, error) {
 	if key == nil {
-		return nil, fmt.Errorf("%w: minter returned no key", ErrBadReply)
+		return nil, fmt.Errorf("%w: minter returned no key", cwapi.ErrBadReply)
 	}
 	if key.Expires.IsZero() {
 		c.log.Warn().Str("profile", e.name).Str("access_key_id", key.AccessKeyID).
@@ -508,14 +510,14 @@ func (c *Cache) checkKey(e *entry, key *Credentials, now time.Time) (*Credential
 		return &k, nil
 	}
 	if left := key.Expires.Sub(now); left < MinUsableLifetime {
-		return nil, fmt.Errorf("%w: minted key %s expires in %s", ErrBadReply, key.AccessKeyID, left.Round(time.Second))
+		return nil, fmt.Errorf("%w: minted key %s expires in %s", cwapi.ErrBadReply, key.AccessKeyID, left.Round(time.Second))
 	}
 	return key, nil
 }
 
 func (c *Cache) logFailure(e *entry, s *state, err error, wait time.Duration, now time.Time, trigger string) {
 	ev := c.log.Warn()
-	var api *APIError
+	var api *cwapi.APIError
 	switch {
 	case errors.Is(err, errRemoved):
 		ev = c.log.Info() // expected during a reload; nothing to fix

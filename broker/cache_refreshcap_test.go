@@ -8,6 +8,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // gate blocks the mints of gatedMinters until released one at a time, and
@@ -45,7 +47,7 @@ type gatedMinter struct {
 	calls atomic.Int64
 }
 
-func (m *gatedMinter) Mint(ctx context.Context) (*Credentials, error) {
+func (m *gatedMinter) Mint(ctx context.Context) (*cwapi.Credentials, error) {
 	n := m.calls.Add(1)
 	if !m.open.Load() {
 		m.g.enter()
@@ -56,7 +58,7 @@ func (m *gatedMinter) Mint(ctx context.Context) (*Credentials, error) {
 			return nil, ctx.Err()
 		}
 	}
-	return &Credentials{AccessKeyID: fmt.Sprintf("CWKEY%d", n), SecretAccessKey: "s", Expires: time.Now().Add(time.Hour)}, nil
+	return &cwapi.Credentials{AccessKeyID: fmt.Sprintf("CWKEY%d", n), SecretAccessKey: "s", Expires: time.Now().Add(time.Hour)}, nil
 }
 
 // TestRunCapsConcurrentRefreshes: warming 50 profiles runs at most

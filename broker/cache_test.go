@@ -12,6 +12,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // fakeMinter mints keys of a fixed lifetime after a fixed latency, or fails
@@ -27,7 +29,7 @@ type fakeMinter struct {
 	n        atomic.Int64
 }
 
-func (m *fakeMinter) Mint(ctx context.Context) (*Credentials, error) {
+func (m *fakeMinter) Mint(ctx context.Context) (*cwapi.Credentials, error) {
 	m.mu.Lock()
 	m.calls = append(m.calls, time.Now())
 	lifetime, latency, err := m.lifetime, m.latency, m.err
@@ -43,7 +45,7 @@ func (m *fakeMinter) Mint(ctx context.Context) (*Credentials, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Credentials{
+	return &cwapi.Credentials{
 		AccessKeyID:     fmt.Sprintf("%sCWKEY%010d", m.prefix, n),
 		SecretAccessKey: "cwoSECRETVALUE",
 		Principal:       "coreweave/test",
@@ -65,9 +67,9 @@ func (m *fakeMinter) callTimes() []time.Time {
 	return append([]time.Time(nil), m.calls...)
 }
 
-func newTestCache(t *testing.T, m Minter) *Cache {
+func newTestCache(t *testing.T, m cwapi.Minter) *Cache {
 	t.Helper()
-	c, err := NewCache([]CacheProfile{{Name: "p", Source: SourceAccessKey, Minter: m}},
+	c, err := NewCache([]CacheProfile{{Name: "p", Source: cwapi.SourceAccessKey, Minter: m}},
 		func(o *CacheOptions) { o.Rand = func() float64 { return 0 } })
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +92,7 @@ func TestGetColdHerdMintsOnce(t *testing.T) {
 		c := newTestCache(t, m)
 		const n = 1000
 		var wg sync.WaitGroup
-		keys := make([]*Credentials, n)
+		keys := make([]*cwapi.Credentials, n)
 		errs := make([]error, n)
 		start := time.Now()
 		for i := range n {
@@ -133,7 +135,7 @@ func TestCallerCancelDoesNotCancelSharedMint(t *testing.T) {
 		ctxA, cancelA := context.WithTimeout(t.Context(), 100*time.Millisecond)
 		defer cancelA()
 		var errA, errB error
-		var keyB *Credentials
+		var keyB *cwapi.Credentials
 		var wg sync.WaitGroup
 		wg.Go(func() { _, errA = c.Get(ctxA, "p") })
 		wg.Go(func() { keyB, errB = c.Get(t.Context(), "p") })
@@ -258,7 +260,7 @@ func TestFailedRefreshKeepsServingValidKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.setErr(&APIError{Endpoint: PathAccessKey, StatusCode: http.StatusServiceUnavailable, Code: 14, Message: "down"})
+		m.setErr(&cwapi.APIError{Endpoint: cwapi.PathAccessKey, StatusCode: http.StatusServiceUnavailable, Code: 14, Message: "down"})
 		// Upstream down from the refresh point to just before the margin.
 		time.Sleep(59*time.Minute - time.Nanosecond)
 		synctest.Wait()
@@ -302,7 +304,7 @@ func TestFailedRefreshKeepsServingValidKey(t *testing.T) {
 
 func TestRejectedCredentialBacksOffFar(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		m := &fakeMinter{lifetime: time.Hour, err: &APIError{Endpoint: PathAccessKey, StatusCode: http.StatusUnauthorized, Code: 16, Message: "invalid token"}}
+		m := &fakeMinter{lifetime: time.Hour, err: &cwapi.APIError{Endpoint: cwapi.PathAccessKey, StatusCode: http.StatusUnauthorized, Code: 16, Message: "invalid token"}}
 		c := newTestCache(t, m)
 		stop := startRun(c)
 		defer stop()
@@ -335,7 +337,7 @@ func TestRejectedCredentialBacksOffFar(t *testing.T) {
 
 func TestRetryAfterHonoured(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		m := &fakeMinter{lifetime: time.Hour, err: &APIError{Endpoint: PathAccessKey, StatusCode: http.StatusTooManyRequests, Code: 8, RetryAfter: 7 * time.Second}}
+		m := &fakeMinter{lifetime: time.Hour, err: &cwapi.APIError{Endpoint: cwapi.PathAccessKey, StatusCode: http.StatusTooManyRequests, Code: 8, RetryAfter: 7 * time.Second}}
 		c := newTestCache(t, m)
 		stop := startRun(c)
 		defer stop()
@@ -358,8 +360,8 @@ func TestRetryAfterHonoured(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	unavailable := &APIError{StatusCode: 503}
-	revoked := &APIError{StatusCode: 401}
+	unavailable := &cwapi.APIError{StatusCode: 503}
+	revoked := &cwapi.APIError{StatusCode: 401}
 	tests := []struct {
 		name     string
 		err      error
@@ -373,14 +375,14 @@ func TestBackoff(t *testing.T) {
 		{"capped", unavailable, 30, 0, BackoffMax / 2},
 		{"rejected starts far", revoked, 1, 0, RejectedBackoffInitial / 2},
 		{"rejected capped", revoked, 30, 0, RejectedBackoffMax / 2},
-		{"retry-after honoured", &APIError{StatusCode: 429, RetryAfter: 3 * time.Second}, 1, 0, 3 * time.Second},
-		{"retry-after capped", &APIError{StatusCode: 503, RetryAfter: 24 * time.Hour}, 1, 0, MaxRetryAfter},
-		{"retry-after cannot shorten a rejection", &APIError{StatusCode: 403, RetryAfter: time.Second}, 1, 0, RejectedBackoffInitial / 2},
-		{"bad token file is transient", fmt.Errorf("%w: /x is empty", ErrBadToken), 1, 0, BackoffInitial / 2},
+		{"retry-after honoured", &cwapi.APIError{StatusCode: 429, RetryAfter: 3 * time.Second}, 1, 0, 3 * time.Second},
+		{"retry-after capped", &cwapi.APIError{StatusCode: 503, RetryAfter: 24 * time.Hour}, 1, 0, MaxRetryAfter},
+		{"retry-after cannot shorten a rejection", &cwapi.APIError{StatusCode: 403, RetryAfter: time.Second}, 1, 0, RejectedBackoffInitial / 2},
+		{"bad token file is transient", fmt.Errorf("%w: /x is empty", cwapi.ErrBadToken), 1, 0, BackoffInitial / 2},
 		{"timed-out mint starts further", fmt.Errorf("mint: %w", context.DeadlineExceeded), 1, 0, TimedOutBackoffInitial / 2},
 		{"network timeout starts further", &net.OpError{Op: "read", Err: timeoutErr{}}, 2, 0, TimedOutBackoffInitial},
 		{"timed-out capped", context.DeadlineExceeded, 30, 0, BackoffMax / 2},
-		{"upstream 504 is an answer, not a timeout", &APIError{StatusCode: 504}, 1, 0, BackoffInitial / 2},
+		{"upstream 504 is an answer, not a timeout", &cwapi.APIError{StatusCode: 504}, 1, 0, BackoffInitial / 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -424,12 +426,12 @@ func TestMintedKeyChecks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		short := &fakeMinter{lifetime: 5 * time.Second}
 		c := newTestCache(t, short)
-		if _, err := c.Get(t.Context(), "p"); !errors.Is(err, ErrBadReply) {
+		if _, err := c.Get(t.Context(), "p"); !errors.Is(err, cwapi.ErrBadReply) {
 			t.Errorf("key expiring in 5s: err = %v, want ErrBadReply", err)
 		}
 
-		permanent := MinterFunc(func(context.Context) (*Credentials, error) {
-			return &Credentials{AccessKeyID: "CWPERM", SecretAccessKey: "s"}, nil
+		permanent := cwapi.MinterFunc(func(context.Context) (*cwapi.Credentials, error) {
+			return &cwapi.Credentials{AccessKeyID: "CWPERM", SecretAccessKey: "s"}, nil
 		})
 		c = newTestCache(t, permanent)
 		k, err := c.Get(t.Context(), "p")

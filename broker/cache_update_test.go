@@ -11,6 +11,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // refreshLoops counts the goroutines running a refresh loop, in and out of
@@ -26,8 +28,8 @@ func refreshLoops() int {
 	}
 }
 
-func profile(name, fingerprint string, m Minter) CacheProfile {
-	return CacheProfile{Name: name, Source: SourceAccessKey, Minter: m, Fingerprint: fingerprint}
+func profile(name, fingerprint string, m cwapi.Minter) CacheProfile {
+	return CacheProfile{Name: name, Source: cwapi.SourceAccessKey, Minter: m, Fingerprint: fingerprint}
 }
 
 func newUpdateCache(t *testing.T, profiles ...CacheProfile) *Cache {
@@ -274,12 +276,12 @@ func TestUpdateBeforeRun(t *testing.T) {
 // cancellation for a second, so a Run that did not wait would return first.
 func TestRunJoinsLoopsStartedByUpdate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		stubborn := MinterFunc(func(ctx context.Context) (*Credentials, error) {
+		stubborn := cwapi.MinterFunc(func(ctx context.Context) (*cwapi.Credentials, error) {
 			time.Sleep(time.Second)
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			return &Credentials{AccessKeyID: "CWKEY", SecretAccessKey: "s", Expires: time.Now().Add(time.Hour)}, nil
+			return &cwapi.Credentials{AccessKeyID: "CWKEY", SecretAccessKey: "s", Expires: time.Now().Add(time.Hour)}, nil
 		})
 		c := newUpdateCache(t, profile("a", "", &fakeMinter{lifetime: time.Hour}))
 		stop := startRun(c)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // logLines collects zerolog JSON lines; safe for concurrent writers.
@@ -42,9 +44,9 @@ func (l *logLines) events(t *testing.T, event string) []map[string]any {
 	return out
 }
 
-func newWarmupCache(t *testing.T, warmup time.Duration, m Minter, r Revoker, logs *logLines) *Cache {
+func newWarmupCache(t *testing.T, warmup time.Duration, m cwapi.Minter, r cwapi.Revoker, logs *logLines) *Cache {
 	t.Helper()
-	c, err := NewCache([]CacheProfile{{Name: "p", Source: SourceAccessKey, Minter: m, Revoker: r}},
+	c, err := NewCache([]CacheProfile{{Name: "p", Source: cwapi.SourceAccessKey, Minter: m, Revoker: r}},
 		func(o *CacheOptions) {
 			o.Rand = func() float64 { return 0 }
 			o.KeyWarmup = warmup
@@ -58,7 +60,7 @@ func newWarmupCache(t *testing.T, warmup time.Duration, m Minter, r Revoker, log
 	return c
 }
 
-func mustGet(t *testing.T, c *Cache, profile string) *Credentials {
+func mustGet(t *testing.T, c *Cache, profile string) *cwapi.Credentials {
 	t.Helper()
 	k, err := c.Get(t.Context(), profile)
 	if err != nil {
@@ -264,9 +266,9 @@ func TestWarmupHitPathDoesNotAllocate(t *testing.T) {
 	var offset time.Duration
 	now := func() time.Time { return base.Add(offset) }
 	var n int
-	m := MinterFunc(func(context.Context) (*Credentials, error) {
+	m := cwapi.MinterFunc(func(context.Context) (*cwapi.Credentials, error) {
 		n++
-		return &Credentials{AccessKeyID: "CWKEY" + strings.Repeat("x", n), SecretAccessKey: "s", Expires: now().Add(time.Hour)}, nil
+		return &cwapi.Credentials{AccessKeyID: "CWKEY" + strings.Repeat("x", n), SecretAccessKey: "s", Expires: now().Add(time.Hour)}, nil
 	})
 	c, err := NewCache([]CacheProfile{{Name: "p", Minter: m}},
 		func(o *CacheOptions) {
@@ -285,13 +287,13 @@ func TestWarmupHitPathDoesNotAllocate(t *testing.T) {
 	c.mint(t.Context(), c.lookup("p"), triggerRefresh) // what the refresh loop does
 	for _, tc := range []struct {
 		at   time.Duration
-		want func(*Credentials) bool
+		want func(*cwapi.Credentials) bool
 	}{
-		{40 * time.Minute, func(k *Credentials) bool { return k == first }},
-		{40*time.Minute + 5*time.Second, func(k *Credentials) bool { return k != first }},
+		{40 * time.Minute, func(k *cwapi.Credentials) bool { return k == first }},
+		{40*time.Minute + 5*time.Second, func(k *cwapi.Credentials) bool { return k != first }},
 	} {
 		offset = tc.at
-		var k *Credentials
+		var k *cwapi.Credentials
 		allocs := testing.AllocsPerRun(100, func() { k, _ = c.Get(t.Context(), "p") })
 		if allocs != 0 || !tc.want(k) {
 			t.Errorf("Get at +%s: %v allocs, key %v", tc.at, allocs, k)

@@ -1,5 +1,6 @@
-// Package broker mints CoreWeave AI Object Storage access keys from upstream
-// credentials and caches them per profile.
+// Package broker caches CoreWeave AI Object Storage access keys per
+// profile, minting them through a cwapi.Minter and revoking them through a
+// cwapi.Revoker (package cwapi is the CoreWeave API client).
 //
 // A Cache holds one entry per configured profile; Cache.Update replaces the
 // profile set while it runs (a configuration reload), keeping the entries
@@ -14,10 +15,7 @@
 // valid key is served, because the object store may refuse a brand-new key
 // for a few seconds. All timing policy lives in policy.go.
 //
-// Client talks to the CoreWeave credential API (api.coreweave.com): the four
-// minting endpoints and key revocation. It never retries a mint by itself,
-// since mints are not idempotent; retry policy belongs to the Cache.
-//
-// Nothing in this package logs or returns a secret in an error: Credentials
-// redact themselves, and API error messages have request tokens scrubbed.
+// Nothing in this package logs or returns a secret in an error: keys
+// (cwapi.Credentials) redact themselves, and Status and UnavailableError
+// describe failures with fixed phrases, never upstream text.
 package broker

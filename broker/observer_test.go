@@ -1,15 +1,14 @@
 package broker
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // countingObserver records every cache event per profile.
@@ -79,7 +78,7 @@ func TestObserverSeesHitsMissesAndStaleServes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := &fakeMinter{lifetime: time.Hour}
 		obs := &countingObserver{}
-		c, err := NewCache([]CacheProfile{{Name: "p", Source: SourceAccessKey, Minter: m}},
+		c, err := NewCache([]CacheProfile{{Name: "p", Source: cwapi.SourceAccessKey, Minter: m}},
 			func(o *CacheOptions) { o.Rand = func() float64 { return 0 }; o.Observer = obs })
 		if err != nil {
 			t.Fatal(err)
@@ -95,7 +94,7 @@ func TestObserverSeesHitsMissesAndStaleServes(t *testing.T) {
 			t.Errorf("after a cold get and two hits: %v, want %v", got, want)
 		}
 
-		m.setErr(&APIError{Endpoint: PathAccessKey, StatusCode: http.StatusServiceUnavailable, Code: 14})
+		m.setErr(&cwapi.APIError{Endpoint: cwapi.PathAccessKey, StatusCode: http.StatusServiceUnavailable, Code: 14})
 		stop := startRun(c)
 		defer stop()
 		time.Sleep(41 * time.Minute) // past the refresh point: the refresh fails
@@ -143,28 +142,3 @@ type timeoutErr struct{}
 func (timeoutErr) Error() string   { return "i/o timeout" }
 func (timeoutErr) Timeout() bool   { return true }
 func (timeoutErr) Temporary() bool { return true }
-
-func TestUpstreamOutcome(t *testing.T) {
-	tests := []struct {
-		err  error
-		want string
-	}{
-		{nil, "ok"},
-		{&APIError{StatusCode: 401, Code: 16}, "UNAUTHENTICATED"},
-		{fmt.Errorf("wrapped: %w", &APIError{StatusCode: 503, Code: 14}), "UNAVAILABLE"},
-		{&APIError{StatusCode: 404}, "http_4xx"},
-		{&APIError{StatusCode: 502, Code: 99}, "http_5xx"},
-		{&APIError{StatusCode: 302}, "http_3xx"},
-		{&APIError{StatusCode: 600}, "http_other"},
-		{fmt.Errorf("%w: x", ErrBadReply), "bad_reply"},
-		{fmt.Errorf("p: %w", context.DeadlineExceeded), "timeout"},
-		{&net.OpError{Op: "dial", Err: timeoutErr{}}, "timeout"},
-		{fmt.Errorf("p: %w", context.Canceled), "canceled"},
-		{errors.New("connection refused"), "network"},
-	}
-	for _, tt := range tests {
-		if got := upstreamOutcome(tt.err); got != tt.want {
-			t.Errorf("upstreamOutcome(%v) = %q, want %q", tt.err, got, tt.want)
-		}
-	}
-}

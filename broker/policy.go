@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"time"
+
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // The cache's timing policy. Every window, margin and backoff the broker
@@ -86,7 +88,7 @@ func schedule(now, expires time.Time, r float64) (refreshAt, serveUntil time.Tim
 // failures-th consecutive failure (failures >= 1) ending in err. r is in
 // [0, 1).
 func backoff(err error, failures int, r float64) time.Duration {
-	var api *APIError
+	var api *cwapi.APIError
 	if !errors.As(err, &api) {
 		if timedOut(err) {
 			return exponential(TimedOutBackoffInitial, BackoffMax, failures, r)

@@ -6,51 +6,12 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
-// Errors Revoke returns besides upstream's.
-var (
-	// ErrNothingToRevoke: the profile holds no key.
-	ErrNothingToRevoke = errors.New("the profile holds no key to revoke")
-	// ErrRevokeTokenRequired: the profile's own credential cannot revoke
-	// keys (oidc and saml hold no API access token), and none was given.
-	ErrRevokeTokenRequired = errors.New("revoking this profile's keys needs a CoreWeave API access token")
-)
-
-// Revoker revokes one access key upstream. apiToken is the CoreWeave API
-// access token to revoke with; "" means the profile's own credential.
-// Implementations must be safe for concurrent use and must honour ctx.
-type Revoker interface {
-	Revoke(ctx context.Context, apiToken, accessKeyID string) error
-}
-
-// Revoker returns the Revoker for p's keys. Without an explicit token,
-// access-key and api-token profiles revoke with their own upstream token,
-// read from p.TokenFile at each call (with the same file mode rule as
-// minting); oidc and saml profiles hold no API access
-// token, so they need one (ErrRevokeTokenRequired).
-func (c *Client) Revoker(p Profile) Revoker {
-	return &profileRevoker{client: c, profile: p}
-}
-
-type profileRevoker struct {
-	client  *Client
-	profile Profile
-}
-
-func (r *profileRevoker) Revoke(ctx context.Context, apiToken, accessKeyID string) error {
-	if apiToken == "" {
-		if src := r.profile.Source; src != SourceAccessKey && src != SourceAPIToken {
-			return fmt.Errorf("%w: source %s holds none", ErrRevokeTokenRequired, src)
-		}
-		tok, err := ReadTokenFileWith(r.profile.TokenFile, r.profile.TokenFileRules)
-		if err != nil {
-			return err
-		}
-		apiToken = tok
-	}
-	return r.client.RevokeAccessKey(ctx, apiToken, accessKeyID)
-}
+// ErrNothingToRevoke: Revoke found no key the profile holds.
+var ErrNothingToRevoke = errors.New("the profile holds no key to revoke")
 
 // Revocation reports what Cache.Revoke did. It holds no secret.
 type Revocation struct {
@@ -93,7 +54,7 @@ func (c *Cache) ForgetRevoked(ctx context.Context, profile, accessKeyID string) 
 // Revoke revokes the profile's current key upstream, stops serving it, and
 // mints a new one at once, for incident response. apiToken is the API
 // access token to revoke with; "" means the profile's own (see
-// Client.Revoker).
+// cwapi.Client.Revoker).
 //
 // It runs in the profile's singleflight: it waits for a mint in flight to
 // end and then revokes the key that mint left, and clients that find no key
@@ -121,7 +82,7 @@ func (c *Cache) revokeWith(ctx context.Context, profile string, op revokeOp) (*R
 		return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, profile)
 	}
 	if e.revoker == nil && op.forget == "" {
-		return nil, fmt.Errorf("profile %q: %w", profile, ErrRevokeTokenRequired)
+		return nil, fmt.Errorf("profile %q: %w", profile, cwapi.ErrRevokeTokenRequired)
 	}
 	for {
 		var (
@@ -180,7 +141,7 @@ func (c *Cache) revoke(ctx context.Context, e *entry, op revokeOp) (*state, *Rev
 		err = e.revoker.Revoke(rctx, op.apiToken, id)
 		cancel()
 	}
-	var api *APIError
+	var api *cwapi.APIError
 	gone := errors.As(err, &api) && api.StatusCode == http.StatusNotFound
 	if err != nil && !gone {
 		c.log.Error().Bool("audit", true).Str("event", "revoke_failed").Str("profile", e.name).

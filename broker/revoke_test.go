@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // fakeRevoker records revocations and answers with err after latency.
@@ -44,9 +46,9 @@ func (r *fakeRevoker) Revoke(ctx context.Context, apiToken, id string) error {
 	return err
 }
 
-func newRevokeCache(t *testing.T, m Minter, r Revoker) *Cache {
+func newRevokeCache(t *testing.T, m cwapi.Minter, r cwapi.Revoker) *Cache {
 	t.Helper()
-	c, err := NewCache([]CacheProfile{{Name: "p", Source: SourceAccessKey, Minter: m, Revoker: r}},
+	c, err := NewCache([]CacheProfile{{Name: "p", Source: cwapi.SourceAccessKey, Minter: m, Revoker: r}},
 		func(o *CacheOptions) { o.Rand = func() float64 { return 0 } })
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +68,7 @@ func TestRevokeReplacesKey(t *testing.T) {
 
 		// Clients asking while the revoke runs: before upstream revoked
 		// the key they still get it; after, they wait for the new one.
-		var during []*Credentials
+		var during []*cwapi.Credentials
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for _, at := range []time.Duration{50 * time.Millisecond, 150 * time.Millisecond} {
@@ -108,8 +110,8 @@ func TestRevokeReplacesKey(t *testing.T) {
 }
 
 func TestRevokeFailures(t *testing.T) {
-	refused := &APIError{Endpoint: PathRevokeByKey, StatusCode: http.StatusForbidden, Code: 7, Message: "permission denied"}
-	notFound := &APIError{Endpoint: PathRevokeByKey, StatusCode: http.StatusNotFound, Code: 5, Message: "access key not found"}
+	refused := &cwapi.APIError{Endpoint: cwapi.PathRevokeByKey, StatusCode: http.StatusForbidden, Code: 7, Message: "permission denied"}
+	notFound := &cwapi.APIError{Endpoint: cwapi.PathRevokeByKey, StatusCode: http.StatusNotFound, Code: 5, Message: "access key not found"}
 	tests := []struct {
 		name       string
 		revokeErr  error
@@ -124,14 +126,14 @@ func TestRevokeFailures(t *testing.T) {
 		{name: "already gone upstream: replaced", revokeErr: notFound, wantGone: true, wantMintOK: true},
 		{name: "re-mint fails", mintErr: errors.New("upstream down")},
 		{name: "no key", noKey: true, wantErr: ErrNothingToRevoke},
-		{name: "no token for the source", revokeErr: ErrRevokeTokenRequired, wantErr: ErrRevokeTokenRequired, keepsKey: true},
+		{name: "no token for the source", revokeErr: cwapi.ErrRevokeTokenRequired, wantErr: cwapi.ErrRevokeTokenRequired, keepsKey: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				m := &fakeMinter{lifetime: time.Hour}
 				c := newRevokeCache(t, m, &fakeRevoker{err: tt.revokeErr})
-				var old *Credentials
+				var old *cwapi.Credentials
 				if !tt.noKey {
 					var err error
 					if old, err = c.Get(t.Context(), "p"); err != nil {
@@ -175,7 +177,7 @@ func TestRevokeWaitsForMintInFlight(t *testing.T) {
 		m := &fakeMinter{lifetime: time.Hour, latency: time.Second}
 		r := &fakeRevoker{}
 		c := newRevokeCache(t, m, r)
-		var first *Credentials
+		var first *cwapi.Credentials
 		done := make(chan struct{})
 		go func() {
 			first, _ = c.Get(t.Context(), "p")
@@ -198,7 +200,7 @@ func TestMintAndRevokeAuditLines(t *testing.T) {
 		var mu sync.Mutex
 		w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) })
 		m := &fakeMinter{lifetime: time.Hour, latency: 40 * time.Millisecond}
-		c, err := NewCache([]CacheProfile{{Name: "p", Source: SourceAccessKey, Minter: m, Revoker: &fakeRevoker{}}},
+		c, err := NewCache([]CacheProfile{{Name: "p", Source: cwapi.SourceAccessKey, Minter: m, Revoker: &fakeRevoker{}}},
 			func(o *CacheOptions) { o.Logger = zerolog.New(w) })
 		if err != nil {
 			t.Fatal(err)

@@ -10,13 +10,15 @@ import (
 	"net/url"
 	"syscall"
 	"time"
+
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // Status is a point-in-time view of one profile for status pages and
 // readiness checks. It never holds a secret: only the public key id.
 type Status struct {
-	Profile string `json:"profile"`
-	Source  Source `json:"source"`
+	Profile string       `json:"profile"`
+	Source  cwapi.Source `json:"source"`
 	// Healthy is true when the profile holds a key that may be served now.
 	Healthy   bool   `json:"healthy"`
 	Principal string `json:"principal,omitempty"`
@@ -68,10 +70,10 @@ var errShuttingDown = errors.New("broker is shutting down")
 //
 // httpStatus is 0 and code "" when upstream did not answer.
 func publicReason(err error) (phrase string, httpStatus int, code string) {
-	var api *APIError
+	var api *cwapi.APIError
 	if errors.As(err, &api) {
 		if api.Code != 0 {
-			code = grpcCodeName(api.Code) // a fixed name, or "code N"
+			code = api.CodeName() // a fixed name, or "code N"
 		}
 		answered := fmt.Sprintf("HTTP %d", api.StatusCode)
 		if code != "" {
@@ -97,9 +99,9 @@ func publicReason(err error) (phrase string, httpStatus int, code string) {
 		return errRemoved.Error(), 0, ""
 	case errors.Is(err, errShuttingDown):
 		return errShuttingDown.Error(), 0, ""
-	case errors.Is(err, ErrBadToken):
+	case errors.Is(err, cwapi.ErrBadToken):
 		return "the profile's token file cannot be used (missing, empty, malformed, or unsafe owner or mode); the daemon's log says why", 0, ""
-	case errors.Is(err, ErrBadReply):
+	case errors.Is(err, cwapi.ErrBadReply):
 		return "malformed upstream reply: not a usable key; the daemon's log says why", 0, ""
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return "upstream did not answer in time (deadline exceeded)", 0, ""

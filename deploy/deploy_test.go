@@ -30,6 +30,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 	"github.com/cwcreds/cwcreds/metrics"
 	"github.com/cwcreds/cwcreds/server"
 )
@@ -66,7 +67,7 @@ type series struct {
 // exported returns the series the daemon exports, by registering the real
 // metrics into a fresh registry, driving every observer once (so labelled
 // series exist) and gathering. Upstream calls go through a real
-// broker.Client whose HTTP answers are 401 and 403, so the outcome labels
+// cwapi.Client whose HTTP answers are 401 and 403, so the outcome labels
 // are exactly what the daemon derives from such replies. It also returns
 // the series of those rejections ("rejected") and of a refused revoke.
 func exported(t *testing.T) (all []series, rejected, revokeRefused []series) {
@@ -88,11 +89,11 @@ func exported(t *testing.T) (all []series, rejected, revokeRefused []series) {
 	p.MintDone(nil)
 
 	// Before the rejections: what an ordinary call produces.
-	m.UpstreamCall(broker.PathAccessKey, "ok", 50*time.Millisecond)
+	m.UpstreamCall(cwapi.PathAccessKey, "ok", 50*time.Millisecond)
 	before := gather(t, reg)
 
 	status := http.StatusUnauthorized
-	c, err := broker.NewClient("https://api.invalid", func(o *broker.ClientOptions) {
+	c, err := cwapi.NewClient("https://api.invalid", func(o *cwapi.ClientOptions) {
 		o.Observer = m
 		o.HTTPClient = doer(func(*http.Request) (*http.Response, error) {
 			body := `{"code":16,"message":"unauthenticated"}`

@@ -1,6 +1,6 @@
 // Package metrics exports the daemon's Prometheus metrics. It implements
 // the observer interfaces broker and server define (broker.Observer,
-// broker.UpstreamObserver, server.RequestMetrics), so those packages do not
+// cwapi.UpstreamObserver, server.RequestMetrics), so those packages do not
 // depend on Prometheus, and it reads each profile's cache state at scrape
 // time for the per-profile gauges.
 //
@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 	"github.com/cwcreds/cwcreds/server"
 )
 
@@ -53,9 +54,9 @@ type Metrics struct {
 }
 
 var (
-	_ broker.Observer         = (*Metrics)(nil)
-	_ broker.UpstreamObserver = (*Metrics)(nil)
-	_ server.RequestMetrics   = (*Metrics)(nil)
+	_ broker.Observer        = (*Metrics)(nil)
+	_ cwapi.UpstreamObserver = (*Metrics)(nil)
+	_ server.RequestMetrics  = (*Metrics)(nil)
 )
 
 // New registers the daemon's metrics, including cwcreds_build_info for
@@ -140,7 +141,7 @@ func (p *profileObserver) MintDone(err error) {
 	}
 }
 
-// UpstreamCall implements broker.UpstreamObserver.
+// UpstreamCall implements cwapi.UpstreamObserver.
 func (m *Metrics) UpstreamCall(endpoint, outcome string, took time.Duration) {
 	m.upstreamCalls.WithLabelValues(endpoint, outcome).Inc()
 	m.upstreamLatency.WithLabelValues(endpoint).Observe(took.Seconds())

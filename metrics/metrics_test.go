@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 	"github.com/cwcreds/cwcreds/server"
 )
@@ -44,14 +45,14 @@ type switchMinter struct {
 	n   int
 }
 
-func (s *switchMinter) Mint(context.Context) (*broker.Credentials, error) {
+func (s *switchMinter) Mint(context.Context) (*cwapi.Credentials, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
 		return nil, s.err
 	}
 	s.n++
-	return &broker.Credentials{AccessKeyID: fmt.Sprintf("CWKEY%04d", s.n), SecretAccessKey: "cwoSECRET",
+	return &cwapi.Credentials{AccessKeyID: fmt.Sprintf("CWKEY%04d", s.n), SecretAccessKey: "cwoSECRET",
 		Expires: time.Now().Add(time.Hour).UTC()}, nil
 }
 
@@ -65,7 +66,7 @@ func TestCacheMetricsAfterHitMissFailure(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m, reg := newTestMetrics(t)
 		mint := &switchMinter{}
-		c, err := broker.NewCache([]broker.CacheProfile{{Name: "train", Source: broker.SourceAccessKey, Minter: mint}},
+		c, err := broker.NewCache([]broker.CacheProfile{{Name: "train", Source: cwapi.SourceAccessKey, Minter: mint}},
 			func(o *broker.CacheOptions) { o.Observer = m; o.Rand = func() float64 { return 0 } })
 		if err != nil {
 			t.Fatal(err)
@@ -152,7 +153,7 @@ func TestUpstreamMetricsAgainstEmulator(t *testing.T) {
 	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u1", OrgID: "cw1"})
 	srv := httptest.NewServer(emu)
 	defer srv.Close()
-	c, err := broker.NewClient(srv.URL, func(o *broker.ClientOptions) { o.Observer = m })
+	c, err := cwapi.NewClient(srv.URL, func(o *cwapi.ClientOptions) { o.Observer = m })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,11 +178,11 @@ func TestUpstreamMetricsAgainstEmulator(t *testing.T) {
 		endpoint, outcome string
 		want              float64
 	}{
-		{broker.PathAccessKey, "ok", 1},
-		{broker.PathAccessKey, "UNAUTHENTICATED", 1},
-		{broker.PathAccessKey, "UNAVAILABLE", 1},
-		{broker.PathAccessKey, "network", 1},
-		{broker.PathRevokeByKey, "ok", 1},
+		{cwapi.PathAccessKey, "ok", 1},
+		{cwapi.PathAccessKey, "UNAUTHENTICATED", 1},
+		{cwapi.PathAccessKey, "UNAVAILABLE", 1},
+		{cwapi.PathAccessKey, "network", 1},
+		{cwapi.PathRevokeByKey, "ok", 1},
 	}
 	for _, tt := range tests {
 		if got := testutil.ToFloat64(m.upstreamCalls.WithLabelValues(tt.endpoint, tt.outcome)); got != tt.want {
@@ -201,7 +202,7 @@ func TestUpstreamMetricsAgainstEmulator(t *testing.T) {
 
 func TestRequestMetricsBoundedProfileLabel(t *testing.T) {
 	m, reg := newTestMetrics(t)
-	keys := fixedKeys{creds: &broker.Credentials{AccessKeyID: "CWAKIDEXAMPLE0001", SecretAccessKey: "cwoSECRET", Expires: time.Now().Add(time.Hour)}}
+	keys := fixedKeys{creds: &cwapi.Credentials{AccessKeyID: "CWAKIDEXAMPLE0001", SecretAccessKey: "cwoSECRET", Expires: time.Now().Add(time.Hour)}}
 	s := server.New(zerolog.Nop(), keys, server.Options{ClientTokens: map[string]string{"train": testToken}, Requests: m})
 	get := func(profile, token string) int {
 		r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:7911/v1/credentials/"+profile, nil)
@@ -239,10 +240,10 @@ func TestRequestMetricsBoundedProfileLabel(t *testing.T) {
 	}
 }
 
-type fixedKeys struct{ creds *broker.Credentials }
+type fixedKeys struct{ creds *cwapi.Credentials }
 
-func (f fixedKeys) Get(context.Context, string) (*broker.Credentials, error) { return f.creds, nil }
-func (f fixedKeys) Status() []broker.Status                                  { return nil }
+func (f fixedKeys) Get(context.Context, string) (*cwapi.Credentials, error) { return f.creds, nil }
+func (f fixedKeys) Status() []broker.Status                                 { return nil }
 
 func gatherText(t *testing.T, reg *prometheus.Registry) string {
 	t.Helper()

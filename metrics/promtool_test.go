@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // PromtoolCheck runs `promtool check metrics` on a /metrics body and fails
@@ -46,8 +47,8 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	p.Miss()
 	p.MintStarted()
 	p.MintDone(nil)
-	m.UpstreamCall(broker.PathAccessKey, "ok", 120*time.Millisecond)
-	m.UpstreamCall(broker.PathOIDCCreds, "UNAUTHENTICATED", 30*time.Millisecond)
+	m.UpstreamCall(cwapi.PathAccessKey, "ok", 120*time.Millisecond)
+	m.UpstreamCall(cwapi.PathOIDCCreds, "UNAUTHENTICATED", 30*time.Millisecond)
 	m.Requests("train").Count(0)
 	m.Requests("").Count(2)
 	promtoolCheck(t, gatherText(t, reg))

@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 	"github.com/cwcreds/cwcreds/peer"
 	"github.com/cwcreds/cwcreds/server"
 )
@@ -61,8 +62,8 @@ const testToken = "peer-test-client-token-0123456789abcdef"
 
 type staticKeys struct{}
 
-func (staticKeys) Get(context.Context, string) (*broker.Credentials, error) {
-	return &broker.Credentials{AccessKeyID: "CWAKIDPEERTEST0001", SecretAccessKey: "secret",
+func (staticKeys) Get(context.Context, string) (*cwapi.Credentials, error) {
+	return &cwapi.Credentials{AccessKeyID: "CWAKIDPEERTEST0001", SecretAccessKey: "secret",
 		Expires: time.Now().Add(time.Hour)}, nil
 }
 func (staticKeys) Status() []broker.Status { return nil }

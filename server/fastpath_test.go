@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // fastPathCase is one request sent to a Server with and without the fast
@@ -97,7 +98,7 @@ func fastPathCases() []fastPathCase {
 // and logging at level; its IMDS session token is returned too.
 func fastPathServer(t *testing.T, level zerolog.Level, chiOnly bool) (s *Server, logs *syncBuffer, reqs *countingRequests, imdsTok string) {
 	t.Helper()
-	keys := &fakeKeys{get: func(_ context.Context, profile string) (*broker.Credentials, error) {
+	keys := &fakeKeys{get: func(_ context.Context, profile string) (*cwapi.Credentials, error) {
 		switch profile {
 		case "down":
 			return nil, &broker.UnavailableError{Profile: profile, Err: errors.New("upstream: HTTP 503")}

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 const fuzzAdminToken = "admin-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
@@ -36,13 +37,13 @@ func fuzzKeys(mode uint8) *fakeKeys {
 	case 0:
 		k.creds = creds
 	case 1:
-		k.err = &broker.UnavailableError{Profile: testProfile, Err: &broker.APIError{StatusCode: 401, Message: "token revoked"}, RetryAt: now}
+		k.err = &broker.UnavailableError{Profile: testProfile, Err: &cwapi.APIError{StatusCode: 401, Message: "token revoked"}, RetryAt: now}
 	case 2:
 		k.err = fmt.Errorf("wrapped %s: %w", creds.SecretAccessKey, context.Canceled)
 	case 3:
 		k.err = errors.New("internal failure holding " + creds.SecretAccessKey)
 	case 4:
-		k.get = func(context.Context, string) (*broker.Credentials, error) {
+		k.get = func(context.Context, string) (*cwapi.Credentials, error) {
 			panic("panic holding " + creds.SecretAccessKey)
 		}
 	case 5:

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 func TestHostAllowed(t *testing.T) {
@@ -145,11 +145,11 @@ func TestRecoverPanics(t *testing.T) {
 	}{
 		{"string", secret, "string"},
 		{"error", errors.New(secret), "*errors.errorString"},
-		{"credentials", &broker.Credentials{SecretAccessKey: secret}, "*broker.Credentials"},
+		{"credentials", &cwapi.Credentials{SecretAccessKey: secret}, "*cwapi.Credentials"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			keys := &fakeKeys{get: func(context.Context, string) (*broker.Credentials, error) { panic(tt.v) }}
+			keys := &fakeKeys{get: func(context.Context, string) (*cwapi.Credentials, error) { panic(tt.v) }}
 			s, logs := newTestServer(t, keys)
 			rec := serve(s, credsRequest(testProfile, testToken))
 			msg := checkJSONError(t, rec, 500, "InternalError")
@@ -171,7 +171,7 @@ func TestRecoverPanics(t *testing.T) {
 }
 
 func TestRecoverPanicsReraisesAbort(t *testing.T) {
-	keys := &fakeKeys{get: func(context.Context, string) (*broker.Credentials, error) { panic(http.ErrAbortHandler) }}
+	keys := &fakeKeys{get: func(context.Context, string) (*cwapi.Credentials, error) { panic(http.ErrAbortHandler) }}
 	s, _ := newTestServer(t, keys)
 	defer func() {
 		if v := recover(); v != http.ErrAbortHandler {

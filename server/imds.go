@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // IMDSv2 emulation: one profile (Options.IMDSProfile) answers as the EC2
@@ -313,7 +314,7 @@ func (s *Server) imdsGetRole(w http.ResponseWriter, r *http.Request) {
 }
 
 // imdsDocument renders creds as the instance-role document at now.
-func imdsDocument(creds *broker.Credentials, now time.Time) imdsCredentials {
+func imdsDocument(creds *cwapi.Credentials, now time.Time) imdsCredentials {
 	exp := creds.Expires
 	if exp.IsZero() {
 		exp = now.Add(permanentKeyExpiration)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // countingRequests is a RequestMetrics recording counts per profile label.
@@ -142,7 +143,7 @@ func TestReadyz(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			keys := &fakeKeys{status: tt.status, get: func(context.Context, string) (*broker.Credentials, error) {
+			keys := &fakeKeys{status: tt.status, get: func(context.Context, string) (*cwapi.Credentials, error) {
 				panic("readyz must not call Get")
 			}}
 			s, _ := newTestServer(t, keys)
@@ -237,9 +238,9 @@ func TestRevokeEndpoint(t *testing.T) {
 		{"trailing garbage", adminRevokeRequest(testProfile, adminToken, `{"revokedAccessKeyId":"a"} {}`), done, nil, 400, "BadRequest", "", false},
 		{"unknown profile", adminRevokeRequest("nope", adminToken, ""), nil, fmt.Errorf("%w: %q", broker.ErrUnknownProfile, "nope"), 404, "UnknownProfile", "", true},
 		{"nothing cached", adminRevokeRequest(testProfile, adminToken, ""), nil, broker.ErrNothingToRevoke, 409, "NoKey", "", true},
-		{"oidc without token", adminRevokeRequest(testProfile, adminToken, ""), nil, broker.ErrRevokeTokenRequired, 400, "RevokeTokenRequired", "", true},
+		{"oidc without token", adminRevokeRequest(testProfile, adminToken, ""), nil, cwapi.ErrRevokeTokenRequired, 400, "RevokeTokenRequired", "", true},
 		{"upstream refused", adminRevokeRequest(testProfile, adminToken, ""), nil,
-			fmt.Errorf("revoke: %w", &broker.APIError{Endpoint: broker.PathRevokeByKey, StatusCode: 403, Code: 7, Message: "denied"}), 502, "UpstreamError", "", true},
+			fmt.Errorf("revoke: %w", &cwapi.APIError{Endpoint: cwapi.PathRevokeByKey, StatusCode: 403, Code: 7, Message: "denied"}), 502, "UpstreamError", "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // expirationLayout is the Expiration format every SDK parses: UTC, whole
@@ -26,7 +26,7 @@ const (
 // the first caller of get renders it and concurrent callers wait for that
 // render instead of repeating it. Once rendered it is immutable.
 type renderedKey struct {
-	creds *broker.Credentials
+	creds *cwapi.Credentials
 	once  sync.Once
 	// Set by once, read only after it.
 	body []byte
@@ -51,7 +51,7 @@ type credentialsBody struct {
 // for that key waits on the holder's single render. A body past its
 // staleAt is never returned. The hit path is one atomic load and no
 // allocation.
-func (p *profile) body(creds *broker.Credentials, now func() time.Time) ([]byte, error) {
+func (p *profile) body(creds *cwapi.Credentials, now func() time.Time) ([]byte, error) {
 	for {
 		k := p.rendered.Load()
 		if k == nil || k.creds != creds {

@@ -7,14 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // herdBodies has n goroutines call p.body(creds, now) at once and returns
 // their bodies. The first render is held until every goroutine is about to
 // call body, so a herd that did not share one render would render many
 // times.
-func herdBodies(t *testing.T, p *profile, creds *broker.Credentials, now func() time.Time, n int, renders *atomic.Int32) [][]byte {
+func herdBodies(t *testing.T, p *profile, creds *cwapi.Credentials, now func() time.Time, n int, renders *atomic.Int32) [][]byte {
 	t.Helper()
 	var arrived atomic.Int32
 	allArrived := make(chan struct{})
@@ -52,7 +52,7 @@ func TestBodyRendersOncePerKey(t *testing.T) {
 	var renders atomic.Int32
 	now := func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
 
-	for i, creds := range []*broker.Credentials{testCreds(), testCreds()} {
+	for i, creds := range []*cwapi.Credentials{testCreds(), testCreds()} {
 		bodies := herdBodies(t, p, creds, now, n, &renders)
 		if got := renders.Load(); got != int32(i+1) {
 			t.Fatalf("key %d: %d renders in all, want %d (one per key)", i, got, i+1)

@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // Error codes sent in error bodies. They are part of the wire contract.
@@ -84,11 +85,11 @@ func errorStatus(err error) (status int, code, msg string) {
 	// the path only), and only an admin sees them.
 	case errors.Is(err, broker.ErrNothingToRevoke):
 		return http.StatusConflict, codeNoKey, err.Error()
-	case errors.Is(err, broker.ErrRevokeTokenRequired):
+	case errors.Is(err, cwapi.ErrRevokeTokenRequired):
 		return http.StatusBadRequest, codeRevokeTokenRequired, err.Error()
-	case errors.As(err, new(*broker.APIError)):
+	case errors.As(err, new(*cwapi.APIError)):
 		return http.StatusBadGateway, codeUpstream, err.Error()
-	case errors.Is(err, broker.ErrBadToken):
+	case errors.Is(err, cwapi.ErrBadToken):
 		return http.StatusInternalServerError, codeBadUpstreamToken, err.Error()
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		// The client went away or a deadline passed while a mint was in

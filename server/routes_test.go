@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 func TestGetCredentials(t *testing.T) {
@@ -253,7 +254,7 @@ func TestUnauthorizedLog(t *testing.T) {
 }
 
 func TestContextCanceledWhileWaiting(t *testing.T) {
-	keys := &fakeKeys{get: func(ctx context.Context, _ string) (*broker.Credentials, error) {
+	keys := &fakeKeys{get: func(ctx context.Context, _ string) (*cwapi.Credentials, error) {
 		<-ctx.Done()
 		return nil, fmt.Errorf("waiting for a key: %w", ctx.Err())
 	}}
@@ -287,7 +288,7 @@ func TestMethodNotAllowed(t *testing.T) {
 }
 
 func TestHealthz(t *testing.T) {
-	keys := &fakeKeys{get: func(context.Context, string) (*broker.Credentials, error) {
+	keys := &fakeKeys{get: func(context.Context, string) (*cwapi.Credentials, error) {
 		panic("healthz must not call the broker")
 	}}
 	s, _ := newTestServer(t, keys)
@@ -308,7 +309,7 @@ func TestProfiles(t *testing.T) {
 		want   string
 	}{
 		{"none", nil, `{"profiles":[]}`},
-		{"one", []broker.Status{{Profile: "a", Source: broker.SourceOIDC, Healthy: true, AccessKeyID: "AK", Expiration: &exp}},
+		{"one", []broker.Status{{Profile: "a", Source: cwapi.SourceOIDC, Healthy: true, AccessKeyID: "AK", Expiration: &exp}},
 			`{"profiles":[{"profile":"a","source":"oidc","healthy":true,"accessKeyId":"AK","expiration":"2030-01-02T03:04:05Z"}]}`},
 	}
 	for _, tt := range tests {

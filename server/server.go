@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // KeyGetter is what the server needs from the broker; *broker.Cache
@@ -23,7 +24,7 @@ type KeyGetter interface {
 	// rendered response for as long as Get keeps returning the same pointer.
 	// When no key can be served the error is errors.Is broker.ErrNoValidKey,
 	// and its text is safe to show to clients.
-	Get(ctx context.Context, profile string) (*broker.Credentials, error)
+	Get(ctx context.Context, profile string) (*cwapi.Credentials, error)
 	// Status reports every profile. It must hold no secret.
 	Status() []broker.Status
 }

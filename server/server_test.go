@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // *broker.Cache is the production KeyGetter.
@@ -30,14 +31,14 @@ const (
 // Status returns status.
 type fakeKeys struct {
 	mu     sync.Mutex
-	creds  *broker.Credentials
+	creds  *cwapi.Credentials
 	err    error
-	get    func(ctx context.Context, profile string) (*broker.Credentials, error)
+	get    func(ctx context.Context, profile string) (*cwapi.Credentials, error)
 	status []broker.Status
 	calls  int
 }
 
-func (f *fakeKeys) Get(ctx context.Context, profile string) (*broker.Credentials, error) {
+func (f *fakeKeys) Get(ctx context.Context, profile string) (*cwapi.Credentials, error) {
 	f.mu.Lock()
 	f.calls++
 	get, creds, err := f.get, f.creds, f.err
@@ -50,7 +51,7 @@ func (f *fakeKeys) Get(ctx context.Context, profile string) (*broker.Credentials
 
 func (f *fakeKeys) Status() []broker.Status { return f.status }
 
-func (f *fakeKeys) set(creds *broker.Credentials, err error) {
+func (f *fakeKeys) set(creds *cwapi.Credentials, err error) {
 	f.mu.Lock()
 	f.creds, f.err = creds, err
 	f.mu.Unlock()
@@ -75,8 +76,8 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func testCreds() *broker.Credentials {
-	return &broker.Credentials{
+func testCreds() *cwapi.Credentials {
+	return &cwapi.Credentials{
 		AccessKeyID:     "CWAKIDEXAMPLE0001",
 		SecretAccessKey: "cwoSECRETEXAMPLEVALUE",
 		Principal:       "coreweave/test",

@@ -21,7 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
-	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
@@ -98,7 +98,7 @@ func emulatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *apiTokenFile != "" {
 		// The emulator only learns which token to accept: the file's mode
 		// protects nothing here, so any mode is fine.
-		tok, err := broker.ReadTokenFileWith(*apiTokenFile, broker.TokenFileRules{AllowInsecureMode: true})
+		tok, err := cwapi.ReadTokenFileWith(*apiTokenFile, cwapi.TokenFileRules{AllowInsecureMode: true})
 		if err != nil {
 			return fmt.Errorf("emulator: --api-token-file: %w", err)
 		}

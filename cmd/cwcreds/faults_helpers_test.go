@@ -1,7 +1,7 @@
 package main
 
 // The in-process daemon the upstream fault tests (faults_test.go) drive
-// inside a testing/synctest bubble: the real broker.Client, minters,
+// inside a testing/synctest bubble: the real cwapi.Client, minters,
 // broker.Cache with Run, and server.Server, built by the daemon's own
 // newNode from a configuration, against the real emulator. Only the network is replaced: the
 // broker's HTTP client reaches the emulator through fakeUpstream, and
@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 	"github.com/cwcreds/cwcreds/config"
 	"github.com/cwcreds/cwcreds/server"
@@ -128,7 +129,7 @@ const keyWarmup = broker.DefaultKeyWarmup
 // rigProfile is one profile of a rig.
 type rigProfile struct {
 	name   string
-	source broker.Source // SourceAccessKey or SourceOIDC
+	source cwapi.Source // SourceAccessKey or SourceOIDC
 	// duration is the key lifetime asked for; default 1h.
 	duration time.Duration
 	// upstreamToken, if set, is written to the token file instead of the
@@ -138,10 +139,10 @@ type rigProfile struct {
 
 // mintPath is the upstream path the profile mints with.
 func (p rigProfile) mintPath() string {
-	if p.source == broker.SourceOIDC {
-		return broker.PathOIDCCreds
+	if p.source == cwapi.SourceOIDC {
+		return cwapi.PathOIDCCreds
 	}
-	return broker.PathAccessKey
+	return cwapi.PathAccessKey
 }
 
 // rig is a daemon inside a synctest bubble. Create it with newRig inside
@@ -167,7 +168,7 @@ const (
 )
 
 // newRig builds the daemon for profiles the way serve does with default
-// settings, with the broker's HTTP client (broker.NewHTTPClient, timeouts
+// settings, with the broker's HTTP client (cwapi.NewHTTPClient, timeouts
 // included) sending through a fakeUpstream to a fresh emulator, and jitter
 // drawn from a logged seed. setup runs before the cache starts. Logging is
 // at info, the daemon's default level, as JSON.
@@ -215,7 +216,7 @@ func newRig(t *testing.T, setup func(*rig), profiles ...rigProfile) *rig {
 		switch {
 		case tok != "":
 			r.secrets[p.name+" upstream token"] = tok
-		case p.source == broker.SourceOIDC:
+		case p.source == cwapi.SourceOIDC:
 			tok = r.jwt
 		default:
 			tok = r.apiToken
@@ -226,12 +227,12 @@ func newRig(t *testing.T, setup func(*rig), profiles ...rigProfile) *rig {
 		}
 		cp := config.Profile{Name: p.name, EnvName: strings.ToUpper(p.name), Source: string(p.source), TokenFile: tokenFile,
 			Duration: p.duration, ClientTokenFile: filepath.Join(dir, p.name+".token")}
-		if p.source == broker.SourceOIDC {
+		if p.source == cwapi.SourceOIDC {
 			cp.OrgID = rigOrg
 		}
 		cfg.Profiles = append(cfg.Profiles, cp)
 	}
-	httpClient := broker.NewHTTPClient()
+	httpClient := cwapi.NewHTTPClient()
 	httpClient.Transport = r.up
 	d, tokens, err := newNode(cfg, log, nodeOptions{httpClient: httpClient, rand: seededRand(t)})
 	if err != nil {

@@ -1,6 +1,6 @@
 package main
 
-// Upstream fault tolerance at the daemon level: the real broker.Client,
+// Upstream fault tolerance at the daemon level: the real cwapi.Client,
 // minters, broker.Cache with Run and server.Server (client tokens, guards,
 // handlers) against the real emulator and its fault injection. Most tests
 // run in a testing/synctest bubble (see faults_helpers_test.go), so a key's
@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
@@ -36,7 +37,7 @@ func earliestRefresh(t0 time.Time, lifetime time.Duration) time.Time {
 }
 
 // httpTimeout is the overall timeout of the broker's upstream HTTP client.
-var httpTimeout = broker.NewHTTPClient().Timeout
+var httpTimeout = cwapi.NewHTTPClient().Timeout
 
 // warmUp waits for the cache's start-up mint of profile and returns its
 // key as a client gets it.
@@ -58,7 +59,7 @@ func (r *rig) warmUp(profile string) clientReply {
 func TestFaultOutageForMostOfKeyLifetime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const lifetime, poll = time.Hour, 5 * time.Second
-		r := newRig(t, nil, rigProfile{name: "train", source: broker.SourceAccessKey, duration: lifetime})
+		r := newRig(t, nil, rigProfile{name: "train", source: cwapi.SourceAccessKey, duration: lifetime})
 		t0 := time.Now()
 		k1 := r.warmUp("train").KeyID
 
@@ -102,7 +103,7 @@ func TestFaultOutageForMostOfKeyLifetime(t *testing.T) {
 			}
 		}
 
-		calls := r.up.callsTo(broker.PathAccessKey)
+		calls := r.up.callsTo(cwapi.PathAccessKey)
 		if len(calls) < 3 || calls[0].Status != http.StatusOK || calls[len(calls)-1].Status != http.StatusOK {
 			t.Fatalf("upstream calls: want a success, failures, a success; got %s", describeCalls(calls))
 		}
@@ -185,7 +186,7 @@ func TestFaultRetryAfterHonoured(t *testing.T) {
 		r := newRig(t, func(r *rig) {
 			r.emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointOIDC, Status: 429, RetryAfter: retryAfter,
 				Count: 1, Message: "rate limited"})
-		}, rigProfile{name: "train", source: broker.SourceAccessKey}, rigProfile{name: "wif", source: broker.SourceOIDC})
+		}, rigProfile{name: "train", source: cwapi.SourceAccessKey}, rigProfile{name: "wif", source: cwapi.SourceOIDC})
 		t0 := time.Now()
 		k1 := r.warmUp("train").KeyID
 
@@ -201,7 +202,7 @@ func TestFaultRetryAfterHonoured(t *testing.T) {
 			if at.Before(t0.Add(5 * time.Minute)) {
 				wif = append(wif, r.get("wif", 0))
 			}
-			if calls := r.up.callsTo(broker.PathAccessKey); len(calls) == 2 && throttled.Profile == "" {
+			if calls := r.up.callsTo(cwapi.PathAccessKey); len(calls) == 2 && throttled.Profile == "" {
 				throttled, _ = r.status("train")
 			}
 		}
@@ -215,7 +216,7 @@ func TestFaultRetryAfterHonoured(t *testing.T) {
 		// Cold profile: one 429, then exactly one call once Retry-After has
 		// passed, while its clients asked every 5 s.
 		var wc []upstreamCall
-		for _, c := range r.up.callsTo(broker.PathOIDCCreds) {
+		for _, c := range r.up.callsTo(cwapi.PathOIDCCreds) {
 			if c.Start.Before(t0.Add(5 * time.Minute)) {
 				wc = append(wc, c)
 			}
@@ -236,7 +237,7 @@ func TestFaultRetryAfterHonoured(t *testing.T) {
 		}
 
 		// Warm profile: two 429s, each honoured, then a fresh key; clients never notice.
-		tc := r.up.callsTo(broker.PathAccessKey)
+		tc := r.up.callsTo(cwapi.PathAccessKey)
 		if len(tc) != 4 || tc[1].Status != 429 || tc[2].Status != 429 || tc[3].Status != http.StatusOK {
 			t.Fatalf("warm profile's upstream calls: want 200, 429, 429, 200; got %s", describeCalls(tc))
 		}
@@ -265,7 +266,7 @@ func TestFaultRetryAfterHonoured(t *testing.T) {
 func TestFaultTransientErrorsBackOffWithJitter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const n500, n503, poll = 4, 5, 5 * time.Second
-		r := newRig(t, nil, rigProfile{name: "train", source: broker.SourceAccessKey})
+		r := newRig(t, nil, rigProfile{name: "train", source: cwapi.SourceAccessKey})
 		t0 := time.Now()
 		k1 := r.warmUp("train").KeyID
 		var replies []clientReply
@@ -278,7 +279,7 @@ func TestFaultTransientErrorsBackOffWithJitter(t *testing.T) {
 			replies = append(replies, r.get("train", 0))
 		}
 
-		calls := r.up.callsTo(broker.PathAccessKey)
+		calls := r.up.callsTo(cwapi.PathAccessKey)
 		if len(calls) != 1+n500+n503+1 {
 			t.Fatalf("want the warm-up, %d failures and a success; got %s", n500+n503, describeCalls(calls))
 		}
@@ -362,7 +363,7 @@ func testRevokedUpstreamToken(t *testing.T, denied bool, want []string, action s
 		if denied {
 			r.emu.AddAPIToken(token, cwapitest.Identity{Principal: "coreweave/u-gone", OrgID: rigOrg, Denied: true})
 		}
-	}, rigProfile{name: "train", source: broker.SourceAccessKey, upstreamToken: token})
+	}, rigProfile{name: "train", source: cwapi.SourceAccessKey, upstreamToken: token})
 	synctest.Wait()
 	t0 := time.Now()
 	says := func(what, text string) {
@@ -392,7 +393,7 @@ func testRevokedUpstreamToken(t *testing.T, denied bool, want []string, action s
 	}
 	st, page := r.status("train")
 	pages.WriteString(page)
-	calls := r.up.callsTo(broker.PathAccessKey)
+	calls := r.up.callsTo(cwapi.PathAccessKey)
 	if st.Healthy || st.ConsecutiveFailures != len(calls) || st.NextAttempt == nil {
 		t.Errorf("status = %+v; want unhealthy, %d failures, the next attempt", st, len(calls))
 	}
@@ -440,7 +441,7 @@ func testRevokedUpstreamToken(t *testing.T, denied bool, want []string, action s
 	r.emu.AddAPIToken(token, cwapitest.Identity{Principal: "coreweave/u-train", OrgID: rigOrg})
 	step := backoffStep(broker.RejectedBackoffInitial, broker.RejectedBackoffMax, len(calls))
 	sleepUntil(fixed.Add(step))
-	after := r.up.callsTo(broker.PathAccessKey)[len(calls):]
+	after := r.up.callsTo(cwapi.PathAccessKey)[len(calls):]
 	if len(after) != 1 || after[0].Status != http.StatusOK {
 		t.Fatalf("calls within one step (%s) of the fix: want one success; got %s", step, describeCalls(after))
 	}
@@ -457,7 +458,7 @@ func testRevokedUpstreamToken(t *testing.T, denied bool, want []string, action s
 func TestFaultSlowUpstreamNeverDelaysWarmProfile(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const lifetime, poll, clientTimeout = time.Hour, time.Second, time.Second
-		r := newRig(t, nil, rigProfile{name: "train", source: broker.SourceAccessKey, duration: lifetime})
+		r := newRig(t, nil, rigProfile{name: "train", source: cwapi.SourceAccessKey, duration: lifetime})
 		t0 := time.Now()
 		k1 := r.warmUp("train").KeyID
 		slowFrom, slowUntil := t0.Add(35*time.Minute), t0.Add(50*time.Minute)
@@ -475,7 +476,7 @@ func TestFaultSlowUpstreamNeverDelaysWarmProfile(t *testing.T) {
 			replies = append(replies, r.get("train", clientTimeout))
 		}
 
-		calls := r.up.callsTo(broker.PathAccessKey)
+		calls := r.up.callsTo(cwapi.PathAccessKey)
 		var timedOut []upstreamCall
 		for _, c := range calls[1:] {
 			if c.Status == 0 {
@@ -565,7 +566,7 @@ func testMalformedCold(t *testing.T, body, why, bogusID, bogusSecret string) {
 	const poll, broken = 5 * time.Second, 5 * time.Minute
 	r := newRig(t, func(r *rig) {
 		r.emu.InjectFault(cwapitest.Fault{Endpoint: cwapitest.EndpointAccessKey, Malformed: true, Body: body})
-	}, rigProfile{name: "train", source: broker.SourceAccessKey})
+	}, rigProfile{name: "train", source: cwapi.SourceAccessKey})
 	t0 := time.Now()
 	var pages strings.Builder
 	for at := t0; at.Before(t0.Add(broken)); at = at.Add(poll) {
@@ -583,7 +584,7 @@ func testMalformedCold(t *testing.T, body, why, bogusID, bogusSecret string) {
 	if st.Healthy || st.AccessKeyID != "" || !strings.Contains(st.LastError, "malformed upstream reply") || !strings.Contains(st.Reason, "malformed upstream reply") {
 		t.Errorf("status = %+v; want unhealthy, no key, the malformed reply as reason", st)
 	}
-	calls := r.up.callsTo(broker.PathAccessKey)
+	calls := r.up.callsTo(cwapi.PathAccessKey)
 	checkBackoffSpacing(t, "malformed", calls, 1, broker.BackoffInitial, broker.BackoffMax)
 	if lo, hi := attemptBounds(broken, 0, broker.BackoffInitial, broker.BackoffMax); len(calls) < lo || len(calls) > hi {
 		t.Errorf("%d calls in %s, want %d to %d", len(calls), broken, lo, hi)
@@ -613,7 +614,7 @@ func testMalformedCold(t *testing.T, body, why, bogusID, bogusSecret string) {
 
 func testMalformedWarm(t *testing.T, body, bogusID string) {
 	const poll = 5 * time.Second
-	r := newRig(t, nil, rigProfile{name: "train", source: broker.SourceAccessKey})
+	r := newRig(t, nil, rigProfile{name: "train", source: cwapi.SourceAccessKey})
 	t0 := time.Now()
 	k1 := r.warmUp("train").KeyID
 	brokenFrom, brokenUntil := t0.Add(30*time.Minute), t0.Add(45*time.Minute)
@@ -630,7 +631,7 @@ func testMalformedWarm(t *testing.T, body, bogusID string) {
 		}
 		replies = append(replies, r.get("train", 0))
 	}
-	calls := r.up.callsTo(broker.PathAccessKey)
+	calls := r.up.callsTo(cwapi.PathAccessKey)
 	success := calls[len(calls)-1]
 	if len(calls) < 3 || success.Status != http.StatusOK || success.Start.Before(brokenUntil) {
 		t.Fatalf("want the warm-up, malformed refreshes, a success after the fix; got %s", describeCalls(calls))
@@ -669,7 +670,7 @@ func TestFaultTimedOutMintNotRetriedBlindly(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const window, poll, clientTimeout = 10 * time.Minute, 5 * time.Second, time.Second
 		r := newRig(t, func(r *rig) { r.emu.SetReplyLatency(broker.MintTimeout + 40*time.Second) },
-			rigProfile{name: "train", source: broker.SourceAccessKey})
+			rigProfile{name: "train", source: cwapi.SourceAccessKey})
 		t0 := time.Now()
 		requests := 0
 		for at := t0; at.Before(t0.Add(window)); at = at.Add(poll) {
@@ -686,7 +687,7 @@ func TestFaultTimedOutMintNotRetriedBlindly(t *testing.T) {
 		took := min(httpTimeout, broker.MintTimeout)
 		sleepUntil(t0.Add(window + took + broker.BackoffMax))
 		rep := r.get("train", clientTimeout)
-		calls := r.up.callsTo(broker.PathAccessKey)
+		calls := r.up.callsTo(cwapi.PathAccessKey)
 		last := calls[len(calls)-1]
 		if rep.Status != http.StatusOK || last.Status != http.StatusOK {
 			t.Fatalf("after upstream sped up: client %d, calls %s", rep.Status, describeCalls(calls))

@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // notifySocket is a fake service manager: a unixgram socket whose path the
@@ -249,18 +250,18 @@ func (f *fakeManager) statuses() []string {
 func TestNotifierStatusFollowsReadiness(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var upstreamOK atomic.Bool
-		mint := func(ok func() bool) broker.Minter {
-			return broker.MinterFunc(func(context.Context) (*broker.Credentials, error) {
+		mint := func(ok func() bool) cwapi.Minter {
+			return cwapi.MinterFunc(func(context.Context) (*cwapi.Credentials, error) {
 				if !ok() {
 					return nil, errors.New("upstream rejected the API access token (HTTP 401)")
 				}
-				return &broker.Credentials{AccessKeyID: "CWKEY" + randomHex(4), SecretAccessKey: "CW-SECRET-" + randomHex(8),
+				return &cwapi.Credentials{AccessKeyID: "CWKEY" + randomHex(4), SecretAccessKey: "CW-SECRET-" + randomHex(8),
 					Expires: time.Now().Add(time.Hour)}, nil
 			})
 		}
 		cache, err := broker.NewCache([]broker.CacheProfile{
-			{Name: "good", Source: broker.SourceAccessKey, Minter: mint(func() bool { return true })},
-			{Name: "ingest", Source: broker.SourceAccessKey, Minter: mint(upstreamOK.Load)},
+			{Name: "good", Source: cwapi.SourceAccessKey, Minter: mint(func() bool { return true })},
+			{Name: "ingest", Source: cwapi.SourceAccessKey, Minter: mint(upstreamOK.Load)},
 		}, func(o *broker.CacheOptions) { o.Rand = func() float64 { return 0.5 } })
 		if err != nil {
 			t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 	"github.com/cwcreds/cwcreds/config"
 )
 
@@ -63,7 +64,7 @@ func revokeCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	}
 	var apiToken string
 	if *tokenFile != "" {
-		if apiToken, err = broker.ReadTokenFileWith(*tokenFile, broker.TokenFileRules{
+		if apiToken, err = cwapi.ReadTokenFileWith(*tokenFile, cwapi.TokenFileRules{
 			AllowInsecureMode: insecureModesAllowed(environ), CredentialsDir: lookupEnv(environ, "CREDENTIALS_DIRECTORY")}); err != nil {
 			return fmt.Errorf("--token-file: %w", err)
 		}
@@ -73,9 +74,9 @@ func revokeCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 		return err
 	}
 
-	var upstream *broker.Client
+	var upstream *cwapi.Client
 	if apiToken != "" {
-		if upstream, err = broker.NewClient(*apiURL, func(o *broker.ClientOptions) { o.UserAgent = "cwcreds/" + buildVersion() }); err != nil {
+		if upstream, err = cwapi.NewClient(*apiURL, func(o *cwapi.ClientOptions) { o.UserAgent = "cwcreds/" + buildVersion() }); err != nil {
 			return &usageError{fmt.Errorf("revoke: --api-url: %w", err)}
 		}
 	}
@@ -141,14 +142,14 @@ func printRevocation(w io.Writer, rev *broker.Revocation, now time.Time) {
 // revokeUpstream revokes the key id the daemon serves for profile upstream
 // with apiToken, then has the daemon drop it and mint a new one. The token
 // goes to the CoreWeave API only, never to the daemon.
-func revokeUpstream(ctx context.Context, d *daemonClient, upstream *broker.Client, profile, keyID, admin, apiToken string) (*broker.Revocation, error) {
+func revokeUpstream(ctx context.Context, d *daemonClient, upstream *cwapi.Client, profile, keyID, admin, apiToken string) (*broker.Revocation, error) {
 	if keyID == "" {
 		return nil, fmt.Errorf("the daemon holds no key for profile %q (unknown profile, or none minted yet): nothing to revoke", profile)
 	}
 	rctx, cancel := context.WithTimeout(ctx, broker.MintTimeout)
 	err := upstream.RevokeAccessKey(rctx, apiToken, keyID)
 	cancel()
-	var api *broker.APIError
+	var api *cwapi.APIError
 	gone := errors.As(err, &api) && api.StatusCode == http.StatusNotFound
 	if err != nil && !gone {
 		return nil, fmt.Errorf("revoking key %s upstream: %w; the daemon still serves it", keyID, err)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
@@ -115,7 +115,7 @@ func TestSecretsAudit(t *testing.T) {
 	expect("revoke with an API token in the body", st, 400, body)
 	// oidc and saml: revoked upstream by the caller (cwcreds revoke
 	// --token-file), the daemon told only the key id.
-	upstream, err := broker.NewClient(d.emuURL)
+	upstream, err := cwapi.NewClient(d.emuURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 	"github.com/cwcreds/cwcreds/config"
 	"github.com/cwcreds/cwcreds/metrics"
 	"github.com/cwcreds/cwcreds/peer"
@@ -57,7 +58,7 @@ type serveHooks struct {
 type node struct {
 	log    zerolog.Logger
 	cfg    *config.Config
-	client *broker.Client
+	client *cwapi.Client
 	cache  *broker.Cache
 	srv    *server.Server
 	addr   net.Addr
@@ -146,9 +147,9 @@ type nodeOptions struct {
 	// reloadable: a reload may come, which may restrict a profile, so
 	// peers are identifiable from the start.
 	reloadable bool
-	// httpClient sends upstream calls. Default broker.NewHTTPClient();
+	// httpClient sends upstream calls. Default cwapi.NewHTTPClient();
 	// tests replace its transport.
-	httpClient broker.HTTPDoer
+	httpClient cwapi.HTTPDoer
 	// rand is the cache's jitter source. Default math/rand/v2.
 	rand func() float64
 }
@@ -232,8 +233,8 @@ func accessOf(cfg *config.Config, log zerolog.Logger) map[string]server.Access {
 
 // newClient builds the upstream client every profile mints through;
 // httpClient nil means the broker's default.
-func newClient(cfg *config.Config, m *metrics.Metrics, httpClient broker.HTTPDoer) (*broker.Client, error) {
-	client, err := broker.NewClient(cfg.APIURL, func(o *broker.ClientOptions) {
+func newClient(cfg *config.Config, m *metrics.Metrics, httpClient cwapi.HTTPDoer) (*cwapi.Client, error) {
+	client, err := cwapi.NewClient(cfg.APIURL, func(o *cwapi.ClientOptions) {
 		o.UserAgent = "cwcreds/" + buildVersion()
 		o.Observer = m
 		o.HTTPClient = httpClient
@@ -263,35 +264,35 @@ func (d *node) profiles(cfg *config.Config) ([]broker.CacheProfile, map[string]s
 			d.log.Info().Str("profile", p.Name).Str("path", p.ClientTokenFile).Msg("created client token file")
 		}
 		tokens[p.Name] = tok
-		profiles = append(profiles, broker.CacheProfile{Name: p.Name, Source: broker.Source(p.Source), Minter: minter,
+		profiles = append(profiles, broker.CacheProfile{Name: p.Name, Source: cwapi.Source(p.Source), Minter: minter,
 			Revoker: d.client.Revoker(bp), Fingerprint: p.Fingerprint()})
 	}
 	return profiles, tokens, nil
 }
 
-func brokerProfile(cfg *config.Config, p config.Profile) broker.Profile {
-	return broker.Profile{
+func brokerProfile(cfg *config.Config, p config.Profile) cwapi.MintSpec {
+	return cwapi.MintSpec{
 		Name:           p.Name,
-		Source:         broker.Source(p.Source),
+		Source:         cwapi.Source(p.Source),
 		TokenFile:      p.TokenFile,
 		OrgID:          p.OrgID,
 		ConfigID:       p.ConfigID,
 		Duration:       p.Duration,
-		Attributes:     broker.AuditAttributes(cfg.NodeName, p.Name),
+		Attributes:     cwapi.AuditAttributes(cfg.NodeName, p.Name),
 		TokenFileRules: tokenFileRules(cfg),
 	}
 }
 
 // tokenFileRules are the loose token file modes cfg accepts.
-func tokenFileRules(cfg *config.Config) broker.TokenFileRules {
-	return broker.TokenFileRules{AllowInsecureMode: cfg.AllowInsecureFileModes, CredentialsDir: cfg.CredentialsDir}
+func tokenFileRules(cfg *config.Config) cwapi.TokenFileRules {
+	return cwapi.TokenFileRules{AllowInsecureMode: cfg.AllowInsecureFileModes, CredentialsDir: cfg.CredentialsDir}
 }
 
 // checkTokenFiles logs every profile whose upstream token file cannot be
 // used now (missing, empty, unsafe mode): its mints will fail until fixed.
 func (d *node) checkTokenFiles(cfg *config.Config) {
 	for _, p := range cfg.Profiles {
-		if _, err := broker.ReadTokenFileWith(p.TokenFile, tokenFileRules(cfg)); err != nil {
+		if _, err := cwapi.ReadTokenFileWith(p.TokenFile, tokenFileRules(cfg)); err != nil {
 			d.log.Warn().Str("profile", p.Name).Err(err).Msg("upstream token file not usable; mints will fail until it is")
 		}
 	}

@@ -2,14 +2,76 @@ package broker_test
 
 import (
 	"errors"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
+
+const (
+	apiToken = "CW-SECRET-emulated"
+	orgID    = "cw123"
+	issuer   = "https://oidc.example.test/id/c1"
+	audience = "https://coreweave.com/iam"
+)
+
+// newEmulated returns a client talking to a fresh emulator over loopback.
+func newEmulated(t *testing.T) (*cwapi.Client, *cwapitest.Emulator) {
+	t.Helper()
+	emu := cwapitest.New(cwapitest.Options{})
+	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u1", OrgID: orgID})
+	emu.AddAPIToken("CW-SECRET-denied", cwapitest.Identity{Principal: "coreweave/u2", OrgID: orgID, Denied: true})
+	emu.AddOIDCIssuer(issuer, cwapitest.OIDCIssuer{OrgID: orgID, Audience: audience})
+	emu.AddSAMLConfig("cfg1", cwapitest.SAMLConfig{OrgID: orgID})
+	srv := httptest.NewServer(emu)
+	t.Cleanup(srv.Close)
+	c, err := cwapi.NewClient(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, emu
+}
+
+// TestCacheAgainstEmulatorHerd: many concurrent cold requests through the
+// real client and a 200 ms upstream cause exactly one mint.
+func TestCacheAgainstEmulatorHerd(t *testing.T) {
+	c, emu := newEmulated(t)
+	emu.SetLatency(200 * time.Millisecond)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(apiToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Minter(cwapi.MintSpec{Name: "p", Source: cwapi.SourceAccessKey, TokenFile: tokenFile, Duration: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := broker.NewCache([]broker.CacheProfile{{Name: "p", Source: cwapi.SourceAccessKey, Minter: m}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := cache.Get(t.Context(), "p")
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := emu.Stats()
+	if st.Mints[cwapitest.EndpointAccessKey] != 1 || st.MaxInFlight != 1 {
+		t.Errorf("emulator saw %d mints, %d at once; want 1 and 1", st.Mints[cwapitest.EndpointAccessKey], st.MaxInFlight)
+	}
+}
 
 // TestCacheRevokeAgainstEmulator revokes through the real client: the old
 // key is DELETED upstream and a new active one is served. An oidc profile
@@ -24,9 +86,9 @@ func TestCacheRevokeAgainstEmulator(t *testing.T) {
 		}
 		return p
 	}
-	profiles := []broker.Profile{
-		{Name: "ak", Source: broker.SourceAccessKey, TokenFile: write("api", apiToken+"\n"), Duration: time.Hour},
-		{Name: "wif", Source: broker.SourceOIDC, OrgID: orgID, Duration: time.Hour,
+	profiles := []cwapi.MintSpec{
+		{Name: "ak", Source: cwapi.SourceAccessKey, TokenFile: write("api", apiToken+"\n"), Duration: time.Hour},
+		{Name: "wif", Source: cwapi.SourceOIDC, OrgID: orgID, Duration: time.Hour,
 			TokenFile: write("jwt", cwapitest.MakeJWT(issuer, "system:serviceaccount:ml:trainer", audience, time.Now().Add(time.Hour)))},
 	}
 	var cps []broker.CacheProfile
@@ -81,7 +143,7 @@ func TestCacheRevokeAgainstEmulator(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := cache.Revoke(ctx, "wif", ""); !errors.Is(err, broker.ErrRevokeTokenRequired) {
+		if _, err := cache.Revoke(ctx, "wif", ""); !errors.Is(err, cwapi.ErrRevokeTokenRequired) {
 			t.Errorf("Revoke(wif, no token) = %v, want ErrRevokeTokenRequired", err)
 		}
 		if k, err := cache.Get(ctx, "wif"); err != nil || k != old || status(old.AccessKeyID) != cwapitest.StatusActive {
@@ -90,7 +152,7 @@ func TestCacheRevokeAgainstEmulator(t *testing.T) {
 	})
 	t.Run("token without permission", func(t *testing.T) {
 		old, _ := cache.Get(ctx, "ak")
-		var api *broker.APIError
+		var api *cwapi.APIError
 		if _, err := cache.Revoke(ctx, "ak", "CW-SECRET-denied"); !errors.As(err, &api) || api.StatusCode != 403 {
 			t.Errorf("Revoke with a denied token = %v, want a 403 APIError", err)
 		}

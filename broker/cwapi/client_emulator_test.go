@@ -1,15 +1,13 @@
-package broker_test
+package cwapi_test
 
 import (
 	"errors"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
@@ -21,7 +19,7 @@ const (
 )
 
 // newEmulated returns a client talking to a fresh emulator over loopback.
-func newEmulated(t *testing.T) (*broker.Client, *cwapitest.Emulator) {
+func newEmulated(t *testing.T) (*cwapi.Client, *cwapitest.Emulator) {
 	t.Helper()
 	emu := cwapitest.New(cwapitest.Options{})
 	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u1", OrgID: orgID})
@@ -30,7 +28,7 @@ func newEmulated(t *testing.T) (*broker.Client, *cwapitest.Emulator) {
 	emu.AddSAMLConfig("cfg1", cwapitest.SAMLConfig{OrgID: orgID})
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
-	c, err := broker.NewClient(srv.URL)
+	c, err := cwapi.NewClient(srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,23 +40,23 @@ func TestClientAgainstEmulatorEveryEndpoint(t *testing.T) {
 	ctx := t.Context()
 	jwt := cwapitest.MakeJWT(issuer, "system:serviceaccount:ml:trainer", audience, time.Now().Add(time.Hour))
 	saml := cwapitest.MakeSAMLResponse("researchers", "alice@example.com")
-	attrs := broker.AuditAttributes("gpu-node-1.example", "train")
+	attrs := cwapi.AuditAttributes("gpu-node-1.example", "train")
 	tests := []struct {
 		name      string
-		mint      func() (*broker.Credentials, error)
+		mint      func() (*cwapi.Credentials, error)
 		endpoint  string
 		principal string
 		lifetime  time.Duration
 	}{
-		{"access-key", func() (*broker.Credentials, error) { return c.CreateAccessKey(ctx, apiToken, 2*time.Hour, attrs) },
+		{"access-key", func() (*cwapi.Credentials, error) { return c.CreateAccessKey(ctx, apiToken, 2*time.Hour, attrs) },
 			cwapitest.EndpointAccessKey, "coreweave/u1", 2 * time.Hour},
-		{"api-token", func() (*broker.Credentials, error) { return c.CreateAccessKeyFromAPIToken(ctx, apiToken) },
-			cwapitest.EndpointAPIToken, "", broker.APITokenKeyLifetime},
-		{"oidc", func() (*broker.Credentials, error) {
+		{"api-token", func() (*cwapi.Credentials, error) { return c.CreateAccessKeyFromAPIToken(ctx, apiToken) },
+			cwapitest.EndpointAPIToken, "", cwapi.APITokenKeyLifetime},
+		{"oidc", func() (*cwapi.Credentials, error) {
 			return c.CreateAccessKeyFromOIDC(ctx, orgID, jwt, 30*time.Minute, attrs)
 		},
 			cwapitest.EndpointOIDC, "role/" + issuer + ":system:serviceaccount:ml:trainer", 30 * time.Minute},
-		{"saml", func() (*broker.Credentials, error) {
+		{"saml", func() (*cwapi.Credentials, error) {
 			return c.CreateAccessKeyFromSAML(ctx, orgID, "cfg1", saml, 12*time.Hour, attrs)
 		}, cwapitest.EndpointSAML, "saml/researchers", 12 * time.Hour},
 	}
@@ -78,7 +76,7 @@ func TestClientAgainstEmulatorEveryEndpoint(t *testing.T) {
 			if left := time.Until(k.Expires); left > tc.lifetime || left < tc.lifetime-5*time.Second {
 				t.Errorf("key expires in %s, want %s", left, tc.lifetime)
 			}
-			if tc.name != "api-token" && stored.Attributes[broker.AttrNode] != "gpu-node-1.example" {
+			if tc.name != "api-token" && stored.Attributes[cwapi.AttrNode] != "gpu-node-1.example" {
 				t.Errorf("attributes stored upstream = %v", stored.Attributes)
 			}
 			if got := emu.Stats().Mints[tc.endpoint]; got != 1 {
@@ -97,7 +95,7 @@ func TestClientAgainstEmulatorEveryEndpoint(t *testing.T) {
 		if stored, _ := emu.Key(k.AccessKeyID); stored.Status != cwapitest.StatusDeleted {
 			t.Errorf("status after revoke = %s, want %s", stored.Status, cwapitest.StatusDeleted)
 		}
-		var api *broker.APIError
+		var api *cwapi.APIError
 		if err := c.RevokeAccessKey(ctx, apiToken, "CWNOSUCHKEY00000"); !errors.As(err, &api) || api.StatusCode != 404 || api.Code != 5 {
 			t.Errorf("revoke unknown key: %v, want 404 NOT_FOUND", err)
 		}
@@ -154,7 +152,7 @@ func TestClientAgainstEmulatorErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.call()
-			var api *broker.APIError
+			var api *cwapi.APIError
 			if !errors.As(err, &api) {
 				t.Fatalf("err = %v, want *APIError", err)
 			}
@@ -169,44 +167,8 @@ func TestClientAgainstEmulatorErrors(t *testing.T) {
 	}
 	t.Run("malformed reply", func(t *testing.T) {
 		emu.InjectFault(cwapitest.Fault{Malformed: true, Count: 1})
-		if _, err := c.CreateAccessKey(ctx, apiToken, time.Hour, nil); !errors.Is(err, broker.ErrBadReply) {
+		if _, err := c.CreateAccessKey(ctx, apiToken, time.Hour, nil); !errors.Is(err, cwapi.ErrBadReply) {
 			t.Errorf("err = %v, want ErrBadReply", err)
 		}
 	})
-}
-
-// TestCacheAgainstEmulatorHerd: many concurrent cold requests through the
-// real client and a 200 ms upstream cause exactly one mint.
-func TestCacheAgainstEmulatorHerd(t *testing.T) {
-	c, emu := newEmulated(t)
-	emu.SetLatency(200 * time.Millisecond)
-	tokenFile := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tokenFile, []byte(apiToken), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m, err := c.Minter(broker.Profile{Name: "p", Source: broker.SourceAccessKey, TokenFile: tokenFile, Duration: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache, err := broker.NewCache([]broker.CacheProfile{{Name: "p", Source: broker.SourceAccessKey, Minter: m}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const n = 200
-	errs := make(chan error, n)
-	for range n {
-		go func() {
-			_, err := cache.Get(t.Context(), "p")
-			errs <- err
-		}()
-	}
-	for range n {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	st := emu.Stats()
-	if st.Mints[cwapitest.EndpointAccessKey] != 1 || st.MaxInFlight != 1 {
-		t.Errorf("emulator saw %d mints, %d at once; want 1 and 1", st.Mints[cwapitest.EndpointAccessKey], st.MaxInFlight)
-	}
 }

@@ -1,4 +1,4 @@
-package broker_test
+package cwapi_test
 
 import (
 	"errors"
@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // allowInsecure is CWCREDS_ALLOW_INSECURE_FILE_MODES=true.
-var allowInsecure = broker.TokenFileRules{AllowInsecureMode: true}
+var allowInsecure = cwapi.TokenFileRules{AllowInsecureMode: true}
 
 // writeMode writes content to path and then sets mode exactly (WriteFile
 // alone is subject to the umask).
@@ -35,7 +35,7 @@ func writeMode(t *testing.T, path, content string, mode fs.FileMode) {
 // and the content is not.
 func checkInsecureModeErr(t *testing.T, err error, path string, mode fs.FileMode, content string) {
 	t.Helper()
-	if !errors.Is(err, broker.ErrInsecureFileMode) || !errors.Is(err, broker.ErrBadToken) {
+	if !errors.Is(err, cwapi.ErrInsecureFileMode) || !errors.Is(err, cwapi.ErrBadToken) {
 		t.Fatalf("err = %v, want ErrInsecureFileMode (and ErrBadToken)", err)
 	}
 	msg := err.Error()
@@ -77,7 +77,7 @@ func TestReadTokenFileModes(t *testing.T) {
 		t.Run(fmt.Sprintf("%04o", uint32(tc.mode)), func(t *testing.T) {
 			path := filepath.Join(dir, fmt.Sprintf("token-%04o", uint32(tc.mode)))
 			writeMode(t, path, tok+"\n", tc.mode)
-			got, err := broker.ReadTokenFile(path)
+			got, err := cwapi.ReadTokenFile(path)
 			if tc.ok {
 				if err != nil || got != tok {
 					t.Fatalf("ReadTokenFile = %q, %v; want the token", got, err)
@@ -88,10 +88,10 @@ func TestReadTokenFileModes(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.can) {
 				t.Errorf("error %q does not say others %s", err, tc.can)
 			}
-			if _, err := broker.ReadTokenFileWith(path, broker.TokenFileRules{}); !errors.Is(err, broker.ErrInsecureFileMode) {
+			if _, err := cwapi.ReadTokenFileWith(path, cwapi.TokenFileRules{}); !errors.Is(err, cwapi.ErrInsecureFileMode) {
 				t.Errorf("ReadTokenFileWith(path, zero rules) = %v, want ErrInsecureFileMode", err)
 			}
-			if got, err := broker.ReadTokenFileWith(path, allowInsecure); err != nil || got != tok {
+			if got, err := cwapi.ReadTokenFileWith(path, allowInsecure); err != nil || got != tok {
 				t.Errorf("allowed: ReadTokenFileWith = %q, %v; want the token", got, err)
 			}
 		})
@@ -109,12 +109,12 @@ func TestReadTokenFileRefusesNonRegular(t *testing.T) {
 	for _, path := range []string{dir, fifo} {
 		done := make(chan error, 1)
 		go func() {
-			_, err := broker.ReadTokenFile(path)
+			_, err := cwapi.ReadTokenFile(path)
 			done <- err
 		}()
 		select {
 		case err := <-done:
-			if !errors.Is(err, broker.ErrBadToken) || !strings.Contains(err.Error(), "not a regular file") {
+			if !errors.Is(err, cwapi.ErrBadToken) || !strings.Contains(err.Error(), "not a regular file") {
 				t.Errorf("%s: err = %v, want ErrBadToken, not a regular file", path, err)
 			}
 		case <-time.After(10 * time.Second): // a bound, not synchronisation: a blocked open never returns
@@ -151,17 +151,17 @@ func TestReadTokenFileKubernetesSymlinkSwap(t *testing.T) {
 	}
 
 	publish("..2026_01_01_00_00_00.000000001", "CW-SECRET-first", 0o600)
-	if got, err := broker.ReadTokenFile(token); err != nil || got != "CW-SECRET-first" {
+	if got, err := cwapi.ReadTokenFile(token); err != nil || got != "CW-SECRET-first" {
 		t.Fatalf("first: %q, %v", got, err)
 	}
 	publish("..2026_01_01_01_00_00.000000002", "CW-SECRET-second", 0o400)
-	if got, err := broker.ReadTokenFile(token); err != nil || got != "CW-SECRET-second" {
+	if got, err := cwapi.ReadTokenFile(token); err != nil || got != "CW-SECRET-second" {
 		t.Fatalf("after the swap: %q, %v; want the new token", got, err)
 	}
 	publish("..2026_01_01_02_00_00.000000003", "CW-SECRET-third", 0o440) // defaultMode 0440 with fsGroup
-	_, err := broker.ReadTokenFile(token)
+	_, err := cwapi.ReadTokenFile(token)
 	checkInsecureModeErr(t, err, token, 0o440, "CW-SECRET-third")
-	if got, err := broker.ReadTokenFileWith(token, allowInsecure); err != nil || got != "CW-SECRET-third" {
+	if got, err := cwapi.ReadTokenFileWith(token, allowInsecure); err != nil || got != "CW-SECRET-third" {
 		t.Fatalf("allowed: %q, %v", got, err)
 	}
 }
@@ -180,14 +180,14 @@ func TestReadTokenFileRenameOver(t *testing.T) {
 		}
 	}
 	replace("CW-SECRET-one", 0o600)
-	if got, err := broker.ReadTokenFile(token); err != nil || got != "CW-SECRET-one" {
+	if got, err := cwapi.ReadTokenFile(token); err != nil || got != "CW-SECRET-one" {
 		t.Fatalf("%q, %v", got, err)
 	}
 	replace("CW-SECRET-two", 0o644) // e.g. written by a tool with umask 022
-	_, err := broker.ReadTokenFile(token)
+	_, err := cwapi.ReadTokenFile(token)
 	checkInsecureModeErr(t, err, token, 0o644, "CW-SECRET-two")
 	replace("CW-SECRET-three", 0o600)
-	if got, err := broker.ReadTokenFile(token); err != nil || got != "CW-SECRET-three" {
+	if got, err := cwapi.ReadTokenFile(token); err != nil || got != "CW-SECRET-three" {
 		t.Fatalf("%q, %v", got, err)
 	}
 }
@@ -200,7 +200,7 @@ func TestMinterAndRevokerRefuseInsecureTokenFile(t *testing.T) {
 	c, emu := newEmulated(t)
 	path := filepath.Join(t.TempDir(), "api-token")
 	writeMode(t, path, apiToken+"\n", 0o640)
-	p := broker.Profile{Name: "p", Source: broker.SourceAccessKey, TokenFile: path, Duration: time.Hour}
+	p := cwapi.MintSpec{Name: "p", Source: cwapi.SourceAccessKey, TokenFile: path, Duration: time.Hour}
 	m, err := c.Minter(p)
 	if err != nil {
 		t.Fatal(err)
@@ -272,29 +272,29 @@ func TestReadTokenFileCredentialsDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rules := broker.TokenFileRules{CredentialsDir: creds}
+	rules := cwapi.TokenFileRules{CredentialsDir: creds}
 	tests := []struct {
 		name  string
 		path  string
-		rules broker.TokenFileRules
+		rules cwapi.TokenFileRules
 		ok    bool
 	}{
 		{"0440 in the directory", inCreds, rules, true},
 		{"0644 in the directory", loose, rules, true},
 		{"symlink outside pointing in", intoCreds, rules, true},
-		{"directory named through a symlink", inCreds, broker.TokenFileRules{CredentialsDir: credsLink}, true},
+		{"directory named through a symlink", inCreds, cwapi.TokenFileRules{CredentialsDir: credsLink}, true},
 		{"file named through the directory's symlink", filepath.Join(credsLink, "api-token"), rules, true},
 		{"0440 outside", outside, rules, false},
 		{"symlink in the directory pointing out", outOfCreds, rules, false},
 		{"dot-dot out of the directory", filepath.Join(creds, "..", "other", "api-token"), rules, false},
 		{"sibling sharing the prefix", inSibling, rules, false},
-		{"no credentials directory", inCreds, broker.TokenFileRules{}, false},
-		{"relative credentials directory", inCreds, broker.TokenFileRules{CredentialsDir: "creds"}, false},
-		{"missing credentials directory", inCreds, broker.TokenFileRules{CredentialsDir: filepath.Join(base, "gone")}, false},
+		{"no credentials directory", inCreds, cwapi.TokenFileRules{}, false},
+		{"relative credentials directory", inCreds, cwapi.TokenFileRules{CredentialsDir: "creds"}, false},
+		{"missing credentials directory", inCreds, cwapi.TokenFileRules{CredentialsDir: filepath.Join(base, "gone")}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := broker.ReadTokenFileWith(tc.path, tc.rules)
+			got, err := cwapi.ReadTokenFileWith(tc.path, tc.rules)
 			if tc.ok {
 				if err != nil || got != tok {
 					t.Fatalf("ReadTokenFileWith(%s) = %q, %v; want the token", tc.path, got, err)
@@ -311,7 +311,7 @@ func TestReadTokenFileCredentialsDirectory(t *testing.T) {
 
 	// Refused inside the directory's name, the error says why the
 	// directory's trust does not apply.
-	_, err := broker.ReadTokenFileWith(outOfCreds, rules)
+	_, err := cwapi.ReadTokenFileWith(outOfCreds, rules)
 	if want := "resolves outside $CREDENTIALS_DIRECTORY"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("err = %v, want it to say the file %s", err, want)
 	}
@@ -326,7 +326,7 @@ func TestMinterTrustsCredentialsDirectory(t *testing.T) {
 	creds := t.TempDir()
 	path := filepath.Join(creds, "api-token")
 	writeMode(t, path, apiToken+"\n", 0o440)
-	p := broker.Profile{Name: "p", Source: broker.SourceAccessKey, TokenFile: path, Duration: time.Hour}
+	p := cwapi.MintSpec{Name: "p", Source: cwapi.SourceAccessKey, TokenFile: path, Duration: time.Hour}
 
 	m, err := c.Minter(p)
 	if err != nil {
@@ -338,7 +338,7 @@ func TestMinterTrustsCredentialsDirectory(t *testing.T) {
 		t.Fatalf("upstream saw %v; a refused token file must not be sent", st.Requests)
 	}
 
-	p.TokenFileRules = broker.TokenFileRules{CredentialsDir: creds}
+	p.TokenFileRules = cwapi.TokenFileRules{CredentialsDir: creds}
 	if m, err = c.Minter(p); err != nil {
 		t.Fatal(err)
 	}
@@ -383,16 +383,16 @@ func TestReadTokenFileRefusesOtherOwners(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		path  string
-		rules broker.TokenFileRules
+		rules cwapi.TokenFileRules
 	}{
-		{"0600 owned by another user", path, broker.TokenFileRules{}},
+		{"0600 owned by another user", path, cwapi.TokenFileRules{}},
 		{"insecure modes allowed", path, allowInsecure},
 		{"through a root-owned symlink", link, allowInsecure},
-		{"credentials directory elsewhere", path, broker.TokenFileRules{CredentialsDir: t.TempDir()}},
+		{"credentials directory elsewhere", path, cwapi.TokenFileRules{CredentialsDir: t.TempDir()}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := broker.ReadTokenFileWith(tc.path, tc.rules)
-			if !errors.Is(err, broker.ErrUntrustedOwner) || !errors.Is(err, broker.ErrBadToken) {
+			got, err := cwapi.ReadTokenFileWith(tc.path, tc.rules)
+			if !errors.Is(err, cwapi.ErrUntrustedOwner) || !errors.Is(err, cwapi.ErrBadToken) {
 				t.Fatalf("ReadTokenFileWith = %q, %v; want ErrUntrustedOwner", got, err)
 			}
 			for _, want := range []string{tc.path, "uid 65534", "chown", "LoadCredential="} {
@@ -414,13 +414,13 @@ func TestReadTokenFileRefusesOtherOwners(t *testing.T) {
 	if err := os.Chmod(path, 0o440); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := broker.ReadTokenFileWith(path, allowInsecure); err != nil || got != "CW-SECRET-attacker" {
+	if got, err := cwapi.ReadTokenFileWith(path, allowInsecure); err != nil || got != "CW-SECRET-attacker" {
 		t.Errorf("root-owned 0440 with insecure modes allowed = %q, %v", got, err)
 	}
 	if err := os.Chown(path, nobody, nobody); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := broker.ReadTokenFileWith(path, broker.TokenFileRules{CredentialsDir: base}); err != nil || got != "CW-SECRET-attacker" {
+	if got, err := cwapi.ReadTokenFileWith(path, cwapi.TokenFileRules{CredentialsDir: base}); err != nil || got != "CW-SECRET-attacker" {
 		t.Errorf("in the credentials directory = %q, %v; want accepted", got, err)
 	}
 }

@@ -1,4 +1,4 @@
-package broker
+package cwapi
 
 import (
 	"fmt"
@@ -25,10 +25,6 @@ const (
 	// POST /v1/cwobject/temporary-credentials/saml.
 	SourceSAML Source = "saml"
 )
-
-// APITokenKeyLifetime is the fixed lifetime of keys from the direct API-token
-// exchange and the container-credentials OIDC exchange (documented upstream).
-const APITokenKeyLifetime = 15 * time.Minute
 
 // Credentials is one CoreWeave AI Object Storage access key.
 //

@@ -1,4 +1,4 @@
-package broker
+package cwapi
 
 import (
 	"encoding/json"
@@ -315,7 +315,7 @@ func TestReadTokenFile(t *testing.T) {
 func TestMinterRereadsTokenFileEveryMint(t *testing.T) {
 	c, seen := fakeUpstream(t, 200, camelReply, nil)
 	tokenFile := filepath.Join(t.TempDir(), "token")
-	m, err := c.Minter(Profile{Name: "p", Source: SourceAccessKey, TokenFile: tokenFile, Duration: time.Hour})
+	m, err := c.Minter(MintSpec{Name: "p", Source: SourceAccessKey, TokenFile: tokenFile, Duration: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +339,7 @@ func TestMinterRereadsTokenFileEveryMint(t *testing.T) {
 
 func TestMinterValidatesProfile(t *testing.T) {
 	c, _ := fakeUpstream(t, 200, camelReply, nil)
-	bad := []Profile{
+	bad := []MintSpec{
 		{Name: "a", Source: SourceAccessKey, Duration: time.Hour},
 		{Name: "b", Source: SourceOIDC, TokenFile: "/t", Duration: time.Hour},
 		{Name: "c", Source: SourceSAML, TokenFile: "/t", OrgID: "o", Duration: time.Hour},
@@ -351,7 +351,7 @@ func TestMinterValidatesProfile(t *testing.T) {
 			t.Errorf("Minter(%+v) succeeded", p)
 		}
 	}
-	if _, err := c.Minter(Profile{Name: "f", Source: SourceAPIToken, TokenFile: "/t"}); err != nil {
+	if _, err := c.Minter(MintSpec{Name: "f", Source: SourceAPIToken, TokenFile: "/t"}); err != nil {
 		t.Errorf("api-token without duration: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package broker
+package cwapi
 
 import (
 	"fmt"
@@ -60,16 +60,10 @@ type TokenFileRules struct {
 	CredentialsDir string
 }
 
-// ReadTokenFile reads an upstream credential (API access token, OIDC JWT or
-// base64 SAML response) from path, refusing a file its group or others can
-// read or write (ErrInsecureFileMode). It is ReadTokenFileWith with the
-// zero TokenFileRules.
-func ReadTokenFile(path string) (string, error) { return ReadTokenFileWith(path, TokenFileRules{}) }
-
 // ReadTokenFileWith reads an upstream credential from path, refusing a
 // file owned by a user other than the daemon's or root
 // (ErrUntrustedOwner), and a file its group or others can read or write
-// (ErrInsecureFileMode), unless rules accept it. Minters and revokers read with their Profile's
+// (ErrInsecureFileMode), unless rules accept it. Minters and revokers read with their MintSpec's
 // TokenFileRules at every mint, so a rotated file (a Kubernetes projected
 // token, a symlink swap) takes effect at once.
 //

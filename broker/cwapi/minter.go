@@ -1,4 +1,4 @@
-package broker
+package cwapi
 
 import (
 	"context"
@@ -19,8 +19,8 @@ type MinterFunc func(ctx context.Context) (*Credentials, error)
 // Mint calls f(ctx).
 func (f MinterFunc) Mint(ctx context.Context) (*Credentials, error) { return f(ctx) }
 
-// Profile describes how one profile mints its keys upstream.
-type Profile struct {
+// MintSpec describes how one profile mints its keys upstream.
+type MintSpec struct {
 	Name   string
 	Source Source
 	// TokenFile holds the upstream credential; it is re-read at every mint.
@@ -35,7 +35,7 @@ type Profile struct {
 	// ConfigID is the SAML federation configuration (saml).
 	ConfigID string
 	// Duration is the requested key lifetime (ignored by api-token, whose
-	// keys always live APITokenKeyLifetime).
+	// keys always live 15 minutes).
 	Duration time.Duration
 	// Attributes are stored upstream on every key this profile mints (not
 	// sent by api-token, whose exchange has no body). See AuditAttributes.
@@ -43,7 +43,7 @@ type Profile struct {
 }
 
 // Minter returns the Minter for p, after checking p is complete.
-func (c *Client) Minter(p Profile) (Minter, error) {
+func (c *Client) Minter(p MintSpec) (Minter, error) {
 	if p.TokenFile == "" {
 		return nil, fmt.Errorf("profile %q: no token file", p.Name)
 	}
