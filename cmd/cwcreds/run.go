@@ -38,7 +38,6 @@ Commands:
   revoke    revoke a profile's current key upstream (--profile NAME or --all-cached) and mint a new one
   credential-process  print a profile's key as AWS credential_process JSON (for ~/.aws/config)
   env       print the export lines that point AWS SDKs at a profile
-  emulator  run only the CoreWeave API emulator (for end-to-end tests)
   version   print the version
   help      print this help and the configuration reference
 
@@ -91,8 +90,6 @@ func dispatch(ctx context.Context, cmd string, rest, environ []string, stdout, s
 		return credentialProcessCmd(ctx, rest, environ, stdout, stderr)
 	case "env":
 		return envCmd(ctx, rest, environ, stdout, stderr)
-	case "emulator":
-		return emulatorCmd(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		if err := parseFlags(flag.NewFlagSet("version", flag.ContinueOnError), rest, stderr); err != nil {
 			return err
