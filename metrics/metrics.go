@@ -141,6 +141,16 @@ func (p *profileObserver) MintDone(err error) {
 	}
 }
 
+// DeleteProfile deletes every series of a profile the configuration no
+// longer has, so /metrics names only configured profiles. A request or
+// mint still in flight for it counts nowhere.
+func (m *Metrics) DeleteProfile(name string) {
+	l := prometheus.Labels{"profile": name}
+	m.requests.DeletePartialMatch(l)
+	m.cacheRequests.DeletePartialMatch(l)
+	m.mints.DeletePartialMatch(l)
+}
+
 // UpstreamCall implements cwapi.UpstreamObserver.
 func (m *Metrics) UpstreamCall(endpoint, outcome string, took time.Duration) {
 	m.upstreamCalls.WithLabelValues(endpoint, outcome).Inc()

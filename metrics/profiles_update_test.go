@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/server"
 )
 
 // TestProfileGaugesFollowCacheUpdate: the per-profile gauges are read from
@@ -36,6 +37,21 @@ cwcreds_profile_healthy{profile="new"} 0
 		t.Errorf("after Update: %v", err)
 	}
 	if n := testutil.ToFloat64(m.mints.WithLabelValues("old", "ok")); n != 1 {
-		t.Errorf("the removed profile's mint counter = %v, want 1: counters are cumulative and stay", n)
+		t.Errorf("the removed profile's mint counter = %v, want 1: counters stay until DeleteProfile", n)
+	}
+	m.Requests("old").Count(server.OutcomeOK)
+	m.DeleteProfile("old")
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, s := range mf.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "profile" && l.GetValue() == "old" {
+					t.Errorf("after DeleteProfile: %s still has a series for the removed profile", mf.GetName())
+				}
+			}
+		}
 	}
 }

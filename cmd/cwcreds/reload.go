@@ -235,6 +235,11 @@ func (d *node) apply(cfg *config.Config) (broker.UpdateResult, error) {
 		return broker.UpdateResult{}, err
 	}
 	d.srv.SetProfiles(tokens, accessOf(cfg, d.log))
+	if d.metrics != nil {
+		for _, name := range res.Removed {
+			d.metrics.DeleteProfile(name)
+		}
+	}
 	d.cfg = cfg
 	d.checkTokenFiles(cfg)
 	d.log.Info().Bool("audit", true).Str("event", "reloaded").

@@ -354,3 +354,54 @@ func TestSIGHUPWithoutEnvFileChecksTokenFiles(t *testing.T) {
 		t.Error("the configuration changed")
 	}
 }
+
+// A reload that adds the first restricted profile also turns on the audit
+// line's peer uid, as if the profile had been configured at start.
+func TestReloadAddingFirstRestrictedProfileAuditsPeerUID(t *testing.T) {
+	r := startReloadRig(t, map[string]string{"open": keyProfile})
+	r.waitHealthy(t, "open")
+	me := os.Getuid()
+	r.write(t, map[string]string{"open": keyProfile,
+		"theirs": keyProfile + fmt.Sprintf("\nALLOWED_UIDS=%d", me+1)})
+	if out := r.reload(t); out["event"] != "reloaded" {
+		t.Fatalf("reload outcome %v", out)
+	}
+	if code, body := r.get(t, "theirs", r.clientToken(t, "theirs")); code != http.StatusForbidden {
+		t.Fatalf("GET theirs = %d %v, want 403", code, body)
+	}
+	var audit map[string]any
+	for line := range strings.Lines(r.logs.String()) {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["event"] == "credential_request" && m["profile"] == "theirs" {
+			audit = m
+		}
+	}
+	if audit == nil || audit["outcome"] != "forbidden" || audit["peer_uid"] != float64(me) {
+		t.Errorf("after the reload, the forbidden audit line %v lacks the peer's uid %d", audit, me)
+	}
+}
+
+// A reload that removes a profile deletes its metric series: no series
+// names a profile the daemon no longer has.
+func TestReloadDeletesRemovedProfilesMetrics(t *testing.T) {
+	r := startReloadRig(t, map[string]string{"keep": keyProfile, "gone": keyProfile})
+	r.waitHealthy(t, "gone")
+	r.keyID(t, "gone")
+	r.keyID(t, "keep")
+	if _, body := r.fetch(t, "/metrics"); !strings.Contains(body, `profile="gone"`) {
+		t.Fatalf("no series for profile gone before the reload:\n%s", body)
+	}
+	r.write(t, map[string]string{"keep": keyProfile})
+	if out := r.reload(t); out["event"] != "reloaded" {
+		t.Fatalf("reload outcome %v", out)
+	}
+	_, body := r.fetch(t, "/metrics")
+	for line := range strings.Lines(body) {
+		if strings.Contains(line, `profile="gone"`) {
+			t.Errorf("removed profile's series still exported: %s", strings.TrimSpace(line))
+		}
+	}
+	if !strings.Contains(body, `profile="keep"`) {
+		t.Error("the kept profile's series disappeared")
+	}
+}

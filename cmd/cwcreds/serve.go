@@ -61,7 +61,9 @@ type node struct {
 	client *cwapi.Client
 	cache  *broker.Cache
 	srv    *server.Server
-	addr   net.Addr
+	// metrics deletes a removed profile's series on reload.
+	metrics *metrics.Metrics
+	addr    net.Addr
 	// notify tells systemd about readiness and reloads; nil until serving.
 	notify *notifier
 	// identifyPeers: the HTTP server must attach each connection's peer.
@@ -163,7 +165,7 @@ func newNode(cfg *config.Config, log zerolog.Logger, o nodeOptions) (*node, map[
 	if err != nil {
 		return nil, nil, err
 	}
-	d := &node{log: log, cfg: cfg}
+	d := &node{log: log, cfg: cfg, metrics: m}
 	if d.client, err = newClient(cfg, m, o.httpClient); err != nil {
 		return nil, nil, err
 	}
@@ -195,12 +197,12 @@ func newNode(cfg *config.Config, log zerolog.Logger, o nodeOptions) (*node, map[
 		Metrics: metricsHandler, Requests: m, Revoker: d.cache, AdminToken: adminToken, Access: access}
 	// Peers are identified only for restricted profiles, once per
 	// connection and only when first needed; without any restricted profile,
-	// and no reload that could add one, nothing is wired at all.
+	// and no reload that could add one, nothing is wired at all. The audit
+	// line's uid is wired with them: peer.Identity never looks one up, so it
+	// costs nothing until a reload adds the first restricted profile.
 	if d.identifyPeers = len(access) > 0 || o.reloadable; d.identifyPeers {
 		opts.Peers = peer.Requests{}
-	}
-	if len(access) > 0 {
-		opts.PeerIdentity = peer.Identity // the audit line's uid, when some profile is restricted at start
+		opts.PeerIdentity = peer.Identity
 	}
 	d.srv = server.New(log, d.cache, opts)
 	return d, tokens, nil
