@@ -106,6 +106,8 @@ type Cache struct {
 	// spawn hands Run the entries Update creates while Run runs; nil until
 	// Run starts. Under mu.
 	spawn chan []*entry
+	// runCtx is Run's context once Run started; under mu.
+	runCtx context.Context
 
 	// closing is closed when Run's context ends; it cancels in-flight mints.
 	closing   chan struct{}
@@ -152,6 +154,19 @@ type state struct {
 	prev      *cwapi.Credentials
 	prevUntil time.Time
 	warmUntil time.Time
+
+	// revoked is the last Revoke's result, so that a repeat of it is a
+	// no-op that returns the same result.
+	revoked *Revocation
+}
+
+// held is the key a revoke targets: the one served at now, else the newest
+// held (no longer servable, but live upstream); nil when there is none.
+func (s *state) held(now time.Time) *cwapi.Credentials {
+	if k, _ := s.serve(now); k != nil {
+		return k
+	}
+	return s.key
 }
 
 // serve returns the key to hand a client at now and until when it may be
@@ -312,7 +327,7 @@ func (c *Cache) Update(profiles []CacheProfile) (UpdateResult, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if isClosing(c.closing) {
+	if isClosing(c.closing) || c.runCtx != nil && c.runCtx.Err() != nil {
 		return UpdateResult{}, ErrCacheStopped
 	}
 	old := *c.live.Load()
@@ -444,11 +459,11 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 
 	e.obs.MintStarted()
 	key, err := e.minter.Mint(mctx)
-	e.obs.MintDone(err)
 	now := c.now()
 	if err == nil {
 		key, err = c.checkKey(e, key, now)
 	}
+	e.obs.MintDone(err) // a key the cache refuses is a failed mint
 	next := *old
 	if err != nil {
 		if errors.Is(mctx.Err(), context.Canceled) {
@@ -555,6 +570,7 @@ func (c *Cache) Run(ctx context.Context) {
 	}
 	spawn := make(chan []*entry)
 	c.spawn = spawn
+	c.runCtx = ctx
 	initial := *c.live.Load()
 	c.mu.Unlock()
 
@@ -648,6 +664,7 @@ func (c *Cache) Status() []Status {
 		if served != nil && served != s.key {
 			st.WarmingAccessKeyID = s.key.AccessKeyID
 			st.WarmingUntil = timePtr(s.takeover())
+			st.RefreshAt = st.WarmingUntil // the served key is replaced then
 		}
 		if s.lastErr != nil {
 			st.LastError, st.LastErrorHTTPStatus, st.LastErrorCode = publicReason(s.lastErr)

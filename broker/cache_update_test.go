@@ -353,3 +353,28 @@ func TestUpdateConcurrentWithGet(t *testing.T) {
 		}
 	})
 }
+
+// TestUpdateAfterRunContextEndsIsRefused: once Run's context has ended,
+// Update refuses, even when Run has not yet noticed; it never reports
+// success on a cache that no longer refreshes.
+func TestUpdateAfterRunContextEndsIsRefused(t *testing.T) {
+	for i := range 50 {
+		synctest.Test(t, func(t *testing.T) {
+			m := &fakeMinter{lifetime: time.Hour}
+			c := newUpdateCache(t, profile("a", "", m))
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan struct{})
+			go func() { c.Run(ctx); close(done) }()
+			synctest.Wait()
+			cancel()
+			_, err := c.Update([]CacheProfile{profile("a", "", m), profile("b", "", m)})
+			<-done
+			if !errors.Is(err, ErrCacheStopped) {
+				t.Fatalf("trial %d: Update after Run's context ended: err = %v, want ErrCacheStopped", i, err)
+			}
+			if got := statusNames(c); !slices.Equal(got, []string{"a"}) {
+				t.Fatalf("trial %d: a refused Update changed the set: %v", i, got)
+			}
+		})
+	}
+}

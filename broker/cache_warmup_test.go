@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -299,4 +300,58 @@ func TestWarmupHitPathDoesNotAllocate(t *testing.T) {
 			t.Errorf("Get at +%s: %v allocs, key %v", tc.at, allocs, k)
 		}
 	}
+}
+
+// TestWarmupStatusDescribesServedKey: while a key warms up, Status's
+// RefreshAt belongs to the key it names (the previous one, replaced when the
+// warm-up ends), not to the warming key.
+func TestWarmupStatusDescribesServedKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := &fakeMinter{lifetime: time.Hour}
+		c := newWarmupCache(t, 5*time.Second, m, nil, nil)
+		stop := startRun(c)
+		defer stop()
+		synctest.Wait()
+		time.Sleep(40 * time.Minute) // the refresh: a new key warms up
+		synctest.Wait()
+		st := c.Status()[0]
+		if st.WarmingAccessKeyID == "" {
+			t.Fatalf("Status = %+v, want a key warming", st)
+		}
+		if st.RefreshAt == nil || st.WarmingUntil == nil || !st.RefreshAt.Equal(*st.WarmingUntil) {
+			t.Errorf("Status while warming: RefreshAt %v, WarmingUntil %v; want the served key %s replaced when the warm-up ends",
+				st.RefreshAt, st.WarmingUntil, st.AccessKeyID)
+		}
+	})
+}
+
+// TestRevokeDuringWarmupRevokesWarmingKey: Revoke during a warm-up revokes
+// the warming key as well as the served one, so no key Revoke stops holding
+// stays live upstream.
+func TestRevokeDuringWarmupRevokesWarmingKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := &fakeMinter{lifetime: time.Hour}
+		r := &fakeRevoker{}
+		c := newWarmupCache(t, 5*time.Second, m, r, nil)
+		stop := startRun(c)
+		defer stop()
+		synctest.Wait()
+		time.Sleep(40 * time.Minute)
+		synctest.Wait()
+		st := c.Status()[0]
+		served, warming := st.AccessKeyID, st.WarmingAccessKeyID
+		if warming == "" {
+			t.Fatalf("Status = %+v, want a key warming", st)
+		}
+		rev, err := c.Revoke(t.Context(), "p", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(r.revoked, []string{served, warming}) {
+			t.Errorf("revoked upstream %v, want [%s %s] (the served and the warming key)", r.revoked, served, warming)
+		}
+		if rev.RevokedAccessKeyID != served || rev.RevokedWarmingAccessKeyID != warming {
+			t.Errorf("Revoke = %+v, want %s revoked and warming key %s revoked", rev, served, warming)
+		}
+	})
 }

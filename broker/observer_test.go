@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"sync"
@@ -142,3 +143,30 @@ type timeoutErr struct{}
 func (timeoutErr) Error() string   { return "i/o timeout" }
 func (timeoutErr) Timeout() bool   { return true }
 func (timeoutErr) Temporary() bool { return true }
+
+// TestObserverCountsRejectedMintAsFailure: a mint upstream answered but the
+// cache refused (expires too soon, no key) is a failed mint for the
+// observer, so mints_total{result="ok"} and the failure count agree.
+func TestObserverCountsRejectedMintAsFailure(t *testing.T) {
+	for name, m := range map[string]cwapi.Minter{
+		"expires too soon": &fakeMinter{lifetime: 5 * time.Second},
+		"no key":           cwapi.MinterFunc(func(context.Context) (*cwapi.Credentials, error) { return nil, nil }),
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				obs := &countingObserver{}
+				c, err := NewCache([]CacheProfile{{Name: "p", Source: cwapi.SourceAccessKey, Minter: m}},
+					func(o *CacheOptions) { o.Observer = obs })
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Get(t.Context(), "p"); !errors.Is(err, cwapi.ErrBadReply) {
+					t.Fatalf("Get = %v, want ErrBadReply", err)
+				}
+				if got, want := obs.get("p"), map[string]int{"miss": 1, "started": 1, "failed": 1}; !mapsEqual(got, want) {
+					t.Errorf("observed %v, want %v", got, want)
+				}
+			})
+		})
+	}
+}

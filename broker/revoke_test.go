@@ -246,3 +246,38 @@ func TestMintAndRevokeAuditLines(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestConcurrentRevokesRevokeOneKey: a revoke targets the key served when
+// it is called. A second revoke of that key while the first runs (or after)
+// revokes nothing more and returns the first one's result; it never kills
+// the replacement the first just minted.
+func TestConcurrentRevokesRevokeOneKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := &fakeMinter{lifetime: time.Hour, latency: 100 * time.Millisecond}
+		r := &fakeRevoker{latency: 100 * time.Millisecond}
+		c := newRevokeCache(t, m, r)
+		old := mustGet(t, c, "p")
+		var revs [2]*Revocation
+		var errs [2]error
+		var wg sync.WaitGroup
+		for i := range 2 {
+			wg.Go(func() {
+				time.Sleep(time.Duration(i) * 50 * time.Millisecond)
+				revs[i], errs[i] = c.Revoke(t.Context(), "p", "")
+			})
+		}
+		wg.Wait()
+		if errs[0] != nil || errs[1] != nil {
+			t.Fatalf("Revoke errors: %v, %v", errs[0], errs[1])
+		}
+		if len(r.revoked) != 1 || r.revoked[0] != old.AccessKeyID {
+			t.Errorf("revoked upstream %v, want only %s", r.revoked, old.AccessKeyID)
+		}
+		if *revs[0] != *revs[1] {
+			t.Errorf("Revoke results differ: %+v and %+v, want the same", revs[0], revs[1])
+		}
+		if now := mustGet(t, c, "p"); now.AccessKeyID != revs[0].NewAccessKeyID || m.count() != 2 {
+			t.Errorf("after the revokes Get = %v, mints %d; want %s from one more mint", now, m.count(), revs[0].NewAccessKeyID)
+		}
+	})
+}
