@@ -126,7 +126,7 @@ func TestLoadDefaults(t *testing.T) {
 }
 
 func TestLoadEveryVariable(t *testing.T) {
-	cfg, err := load(t, map[string]string{
+	_, err := load(t, map[string]string{
 		"CWCREDS_LISTEN_ADDR":                       "[::]:8080",
 		"CWCREDS_ALLOW_NON_LOOPBACK":                "true",
 		"CWCREDS_API_URL":                           "http://127.0.0.1:9999/api",
@@ -166,7 +166,7 @@ func TestLoadEveryVariable(t *testing.T) {
 
 	os.Unsetenv("CWCREDS_PROFILE_SSO_CLIENT_TOKEN_FILE_X")
 	os.Unsetenv("CWCREDS_PROFILE_FAST_EVAL_CLIENT_TOKEN_FI")
-	cfg, err = Load(os.Environ())
+	cfg, err := Load(os.Environ())
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}

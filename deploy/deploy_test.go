@@ -25,7 +25,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
 
@@ -195,7 +195,7 @@ func sameLabels(a, b map[string]string) bool {
 func matches(sel *parser.VectorSelector, s series) bool {
 	for _, m := range sel.LabelMatchers {
 		switch {
-		case m.Name == labels.MetricName:
+		case m.Name == model.MetricNameLabel:
 			if !m.Matches(s.name) {
 				return false
 			}

@@ -208,9 +208,9 @@ func (k *servedKey) validate() error {
 	case k.SecretAccessKey == "" || !printableNoSpace(k.SecretAccessKey, maxServedSecret):
 		return fmt.Errorf("SecretAccessKey is empty, longer than %d or holds a space, quote, backslash or non-printable character", maxServedSecret)
 	case k.Token != "" && !printableNoSpace(k.Token, maxServedToken):
-		return fmt.Errorf("Token is longer than %d or holds a space, quote, backslash or non-printable character", maxServedToken)
+		return fmt.Errorf("the Token field is longer than %d or holds a space, quote, backslash or non-printable character", maxServedToken)
 	case !validExpiration(k.Expiration):
-		return errors.New("Expiration is not an RFC 3339 timestamp")
+		return errors.New("the Expiration field is not an RFC 3339 timestamp")
 	}
 	return nil
 }

@@ -137,14 +137,6 @@ type rigProfile struct {
 	upstreamToken string
 }
 
-// mintPath is the upstream path the profile mints with.
-func (p rigProfile) mintPath() string {
-	if p.source == cwapi.SourceOIDC {
-		return cwapi.PathOIDCCreds
-	}
-	return cwapi.PathAccessKey
-}
-
 // rig is a daemon inside a synctest bubble. Create it with newRig inside
 // synctest.Test; it stops when the test ends.
 type rig struct {

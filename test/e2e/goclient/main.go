@@ -37,7 +37,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: goclient version|roundtrip|loop ...")
+		return fmt.Errorf("usage: goclient version|roundtrip|loop [args]")
 	}
 	if args[0] == "version" {
 		fmt.Println(versions())
