@@ -50,8 +50,8 @@ type CacheOptions struct {
 	Observer Observer
 	// KeyWarmup is how long a key minted to replace a still-servable one
 	// waits before it is served; the previous key is served meanwhile (see
-	// Cache). Zero means no warm-up: the library default is none, and the
-	// daemon's default (DefaultKeyWarmup) is set by its configuration.
+	// Cache). Zero means no warm-up: the library default is none; the
+	// daemon's default is its configuration's (CWCREDS_KEY_WARMUP).
 	KeyWarmup time.Duration
 	// MaxConcurrentRefreshes caps the background (Run-triggered) mints in
 	// flight at once across all profiles. Mints for a client that found no
@@ -132,99 +132,6 @@ type entry struct {
 	// removed is closed when Update drops the entry: its refresh loop exits
 	// and its mint in flight is cancelled.
 	removed chan struct{}
-}
-
-// state is an immutable snapshot of one profile; a new one replaces it
-// after every mint attempt.
-type state struct {
-	key         *cwapi.Credentials // the newest key; nil until the first successful mint
-	obtained    time.Time
-	refreshAt   time.Time
-	serveUntil  time.Time
-	lastErr     error
-	lastErrAt   time.Time
-	failures    int       // consecutive failed mints
-	retryAt     time.Time // no mint before this while failing
-	lastRefresh time.Time
-	mintLatency time.Duration // of the last successful mint
-
-	// While key warms up, prev (the key it replaces) is served until
-	// warmUntil or prevUntil (prev's own serve limit), whichever comes
-	// first. prev is nil when key was served at once.
-	prev      *cwapi.Credentials
-	prevUntil time.Time
-	warmUntil time.Time
-
-	// revoked is the last Revoke's result, so that a repeat of it is a
-	// no-op that returns the same result.
-	revoked *Revocation
-}
-
-// held is the key a revoke targets: the one served at now, else the newest
-// held (no longer servable, but live upstream); nil when there is none.
-func (s *state) held(now time.Time) *cwapi.Credentials {
-	if k, _ := s.serve(now); k != nil {
-		return k
-	}
-	return s.key
-}
-
-// serve returns the key to hand a client at now and until when it may be
-// served, or nil when there is none. It is the one place that decides which
-// key is served: Get, Status, the refresh schedule and the next warm-up
-// all ask it.
-func (s *state) serve(now time.Time) (*cwapi.Credentials, time.Time) {
-	switch {
-	case s.key == nil:
-		return nil, time.Time{} // never minted, or Revoke dropped it (and prev with it)
-	case s.prev != nil && now.Before(s.warmUntil) && now.Before(s.prevUntil):
-		return s.prev, s.prevUntil
-	case now.Before(s.serveUntil):
-		return s.key, s.serveUntil
-	}
-	return nil, time.Time{}
-}
-
-// servable reports whether some key may be handed to a client at now.
-func (s *state) servable(now time.Time) bool {
-	k, _ := s.serve(now)
-	return k != nil
-}
-
-// takeover is when key starts being served: at once unless it warms up.
-func (s *state) takeover() time.Time {
-	if s.prev == nil {
-		return s.obtained
-	}
-	return minTime(s.warmUntil, s.prevUntil)
-}
-
-// nextMint is the earliest time a mint may start. This one predicate gates
-// the refresh loop, client-triggered misses and the mint itself.
-func (s *state) nextMint(now time.Time) time.Time {
-	if s.servable(now) && s.refreshAt.After(s.retryAt) {
-		return s.refreshAt
-	}
-	return s.retryAt // zero when nothing has failed: mint now
-}
-
-func (s *state) unavailable(profile string) error {
-	return &UnavailableError{Profile: profile, Err: s.lastErr, RetryAt: s.retryAt}
-}
-
-// reason says why s cannot be served at now, or "" when it can. Like
-// UnavailableError's, the text holds no secret.
-func (s *state) reason(profile string, now time.Time) string {
-	switch {
-	case s.servable(now):
-		return ""
-	case s.lastErr != nil:
-		return s.unavailable(profile).Error()
-	case s.key == nil:
-		return "no key minted yet"
-	default:
-		return "the key is too close to expiry to serve and no newer key has been minted"
-	}
 }
 
 // NewCache returns a cache for profiles. Profile names must be unique.
@@ -461,10 +368,14 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 	key, err := e.minter.Mint(mctx)
 	now := c.now()
 	if err == nil {
-		key, err = c.checkKey(e, key, now)
+		var permanent bool
+		if key, permanent, err = usableKey(key, now); permanent {
+			c.log.Warn().Str("profile", e.name).Str("access_key_id", key.AccessKeyID).
+				Msg("upstream minted a permanent key; it will be replaced like a temporary one")
+		}
 	}
 	e.obs.MintDone(err) // a key the cache refuses is a failed mint
-	next := *old
+	var next state
 	if err != nil {
 		if errors.Is(mctx.Err(), context.Canceled) {
 			switch {
@@ -474,26 +385,11 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 				err = errRemoved
 			}
 		}
-		next.lastErr = err
-		next.lastErrAt = now
-		next.failures++
-		wait := backoff(err, next.failures, c.rand())
-		next.retryAt = now.Add(wait)
+		var wait time.Duration
+		next, wait = old.failed(err, now, c.rand())
 		c.logFailure(e, &next, err, wait, now, trigger)
 	} else {
-		next.key = key
-		next.obtained = now
-		next.lastRefresh = now
-		next.mintLatency = now.Sub(start)
-		next.refreshAt, next.serveUntil = schedule(now, key.Expires, c.rand())
-		next.failures = 0
-		next.retryAt = time.Time{}
-		next.prev, next.prevUntil, next.warmUntil = nil, time.Time{}, time.Time{}
-		// Warm up only in place of a key clients are getting now. A key
-		// Revoke replaces was revoked upstream: never serve it again.
-		if prev, until := old.serve(now); prev != nil && c.keyWarmup > 0 && trigger != triggerRevoke {
-			next.prev, next.prevUntil, next.warmUntil = prev, until, now.Add(c.keyWarmup)
-		}
+		next = old.minted(key, start, now, c.rand(), c.keyWarmup, trigger == triggerRevoke)
 		ev := c.log.Info().Bool("audit", true).Str("event", "key_minted").
 			Str("profile", e.name).Str("source", string(e.source)).Str("trigger", trigger).
 			EmbedObject(key).Dur("latency_ms", next.mintLatency).Time("refresh_at", next.refreshAt).
@@ -509,25 +405,6 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 	default:
 	}
 	return &next
-}
-
-// checkKey rejects a minted key that cannot be served and gives a key that
-// upstream called permanent a finite life in the cache.
-func (c *Cache) checkKey(e *entry, key *cwapi.Credentials, now time.Time) (*cwapi.Credentials, error) {
-	if key == nil {
-		return nil, fmt.Errorf("%w: minter returned no key", cwapi.ErrBadReply)
-	}
-	if key.Expires.IsZero() {
-		c.log.Warn().Str("profile", e.name).Str("access_key_id", key.AccessKeyID).
-			Msg("upstream minted a permanent key; it will be replaced like a temporary one")
-		k := *key
-		k.Expires = now.Add(PermanentKeyLifetime).Truncate(time.Second)
-		return &k, nil
-	}
-	if left := key.Expires.Sub(now); left < MinUsableLifetime {
-		return nil, fmt.Errorf("%w: minted key %s expires in %s", cwapi.ErrBadReply, key.AccessKeyID, left.Round(time.Second))
-	}
-	return key, nil
 }
 
 func (c *Cache) logFailure(e *entry, s *state, err error, wait time.Duration, now time.Time, trigger string) {

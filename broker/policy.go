@@ -3,14 +3,19 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"time"
 
 	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
-// The cache's timing policy. Every window, margin and backoff the broker
-// applies is here; nothing else in the package decides when to mint.
+// The cache's policy: every number (below) and every decision (the state
+// methods further down) the broker applies: which key to serve, when to
+// mint, when a new key takes over (warm-up), the minimum usable lifetime,
+// permanent keys, backoff. Nothing else in the package decides these; the
+// rest of the package is plumbing (cache.go), reporting (status.go) and
+// revocation (revoke.go).
 const (
 	// RefreshAfter is the fraction of a key's lifetime after which the
 	// background refresh replaces it, so a served key keeps at least a third
@@ -29,17 +34,14 @@ const (
 	// treated as a bad reply rather than served.
 	MinUsableLifetime = 10 * time.Second
 	// PermanentKeyLifetime is how long a key upstream reports as permanent is
-	// kept before the broker replaces it. The broker never asks for one.
+	// kept before the broker replaces it. The broker never asks for one, and
+	// never hands one out: the cache gives it this finite Expires (see
+	// usableKey), so every key a Cache serves has a non-zero Expires.
 	PermanentKeyLifetime = time.Hour
 
 	// MintTimeout bounds one upstream mint, wherever it was started.
 	MintTimeout = 20 * time.Second
 
-	// DefaultKeyWarmup is the daemon's CacheOptions.KeyWarmup: CoreWeave's
-	// object store may refuse a brand-new key for a few seconds while it
-	// propagates, so a refreshed key is held back this long and the previous
-	// key, which has a third of its life left, is served meanwhile.
-	DefaultKeyWarmup = 5 * time.Second
 	// DefaultMaxConcurrentRefreshes caps background mints in flight at once.
 	// At start-up every profile needs a key: without a cap a node with a
 	// thousand profiles would make a thousand simultaneous upstream calls
@@ -68,6 +70,152 @@ const (
 	// RetryAfterJitter adds up to this fraction to a Retry-After delay.
 	RetryAfterJitter = 0.1
 )
+
+// state is an immutable snapshot of one profile; a new one replaces it
+// after every mint attempt.
+type state struct {
+	key         *cwapi.Credentials // the newest key; nil until the first successful mint
+	obtained    time.Time
+	refreshAt   time.Time
+	serveUntil  time.Time
+	lastErr     error
+	lastErrAt   time.Time
+	failures    int       // consecutive failed mints
+	retryAt     time.Time // no mint before this while failing
+	lastRefresh time.Time
+	mintLatency time.Duration // of the last successful mint
+
+	// While key warms up, prev (the key it replaces) is served until
+	// warmUntil or prevUntil (prev's own serve limit), whichever comes
+	// first. prev is nil when key was served at once.
+	prev      *cwapi.Credentials
+	prevUntil time.Time
+	warmUntil time.Time
+
+	// revoked is the last Revoke's result, so that a repeat of it is a
+	// no-op that returns the same result.
+	revoked *Revocation
+}
+
+// held is the key a revoke targets: the one served at now, else the newest
+// held (no longer servable, but live upstream); nil when there is none.
+func (s *state) held(now time.Time) *cwapi.Credentials {
+	if k, _ := s.serve(now); k != nil {
+		return k
+	}
+	return s.key
+}
+
+// serve returns the key to hand a client at now and until when it may be
+// served, or nil when there is none. It is the one place that decides which
+// key is served: Get, Status, the refresh schedule and the next warm-up
+// all ask it.
+func (s *state) serve(now time.Time) (*cwapi.Credentials, time.Time) {
+	switch {
+	case s.key == nil:
+		return nil, time.Time{} // never minted, or Revoke dropped it (and prev with it)
+	case s.prev != nil && now.Before(s.warmUntil) && now.Before(s.prevUntil):
+		return s.prev, s.prevUntil
+	case now.Before(s.serveUntil):
+		return s.key, s.serveUntil
+	}
+	return nil, time.Time{}
+}
+
+// servable reports whether some key may be handed to a client at now.
+func (s *state) servable(now time.Time) bool {
+	k, _ := s.serve(now)
+	return k != nil
+}
+
+// takeover is when key starts being served: at once unless it warms up.
+func (s *state) takeover() time.Time {
+	if s.prev == nil {
+		return s.obtained
+	}
+	return minTime(s.warmUntil, s.prevUntil)
+}
+
+// nextMint is the earliest time a mint may start. This one predicate gates
+// the refresh loop, client-triggered misses and the mint itself.
+func (s *state) nextMint(now time.Time) time.Time {
+	if s.servable(now) && s.refreshAt.After(s.retryAt) {
+		return s.refreshAt
+	}
+	return s.retryAt // zero when nothing has failed: mint now
+}
+
+func (s *state) unavailable(profile string) error {
+	return &UnavailableError{Profile: profile, Err: s.lastErr, RetryAt: s.retryAt}
+}
+
+// reason says why s cannot be served at now, or "" when it can. Like
+// UnavailableError's, the text holds no secret.
+func (s *state) reason(profile string, now time.Time) string {
+	switch {
+	case s.servable(now):
+		return ""
+	case s.lastErr != nil:
+		return s.unavailable(profile).Error()
+	case s.key == nil:
+		return "no key minted yet"
+	default:
+		return "the key is too close to expiry to serve and no newer key has been minted"
+	}
+}
+
+// minted is the state after a mint that ended at now with key (already
+// checked by usableKey) and started at start. r is in [0, 1).
+//
+// The warm-up choice: the new key waits warmup before it is served only in
+// place of a key clients are getting now, so a first key, a key minted
+// while no other can be served, and a key that replaces a revoked one
+// (revoked: never serve the old one again) are served at once.
+func (s *state) minted(key *cwapi.Credentials, start, now time.Time, r float64, warmup time.Duration, revoked bool) state {
+	next := *s
+	next.key = key
+	next.obtained = now
+	next.lastRefresh = now
+	next.mintLatency = now.Sub(start)
+	next.refreshAt, next.serveUntil = schedule(now, key.Expires, r)
+	next.failures = 0
+	next.retryAt = time.Time{}
+	next.prev, next.prevUntil, next.warmUntil = nil, time.Time{}, time.Time{}
+	if prev, until := s.serve(now); prev != nil && warmup > 0 && !revoked {
+		next.prev, next.prevUntil, next.warmUntil = prev, until, now.Add(warmup)
+	}
+	return next
+}
+
+// failed is the state after a mint that failed at now with err, and how
+// long the profile now backs off. A still-servable key stays served.
+func (s *state) failed(err error, now time.Time, r float64) (state, time.Duration) {
+	next := *s
+	next.lastErr = err
+	next.lastErrAt = now
+	next.failures++
+	wait := backoff(err, next.failures, r)
+	next.retryAt = now.Add(wait)
+	return next, wait
+}
+
+// usableKey rejects a minted key that cannot be served (none, or less than
+// MinUsableLifetime left) and gives a key upstream called permanent (zero
+// Expires) the finite life PermanentKeyLifetime, reporting that it did.
+func usableKey(key *cwapi.Credentials, now time.Time) (_ *cwapi.Credentials, permanent bool, _ error) {
+	if key == nil {
+		return nil, false, fmt.Errorf("%w: minter returned no key", cwapi.ErrBadReply)
+	}
+	if key.Expires.IsZero() {
+		k := *key
+		k.Expires = now.Add(PermanentKeyLifetime).Truncate(time.Second)
+		return &k, true, nil
+	}
+	if left := key.Expires.Sub(now); left < MinUsableLifetime {
+		return nil, false, fmt.Errorf("%w: minted key %s expires in %s", cwapi.ErrBadReply, key.AccessKeyID, left.Round(time.Second))
+	}
+	return key, false, nil
+}
 
 // serveMargin is the margin before expiry for a key of the given lifetime.
 func serveMargin(lifetime time.Duration) time.Duration {

@@ -315,10 +315,6 @@ func (s *Server) imdsGetRole(w http.ResponseWriter, r *http.Request) {
 
 // imdsDocument renders creds as the instance-role document at now.
 func imdsDocument(creds *cwapi.Credentials, now time.Time) imdsCredentials {
-	exp := creds.Expires
-	if exp.IsZero() {
-		exp = now.Add(permanentKeyExpiration)
-	}
 	return imdsCredentials{
 		Code:            "Success",
 		LastUpdated:     formatExpiration(now),
@@ -326,6 +322,6 @@ func imdsDocument(creds *cwapi.Credentials, now time.Time) imdsCredentials {
 		AccessKeyID:     creds.AccessKeyID,
 		SecretAccessKey: creds.SecretAccessKey,
 		Token:           "",
-		Expiration:      formatExpiration(exp),
+		Expiration:      formatExpiration(creds.Expires),
 	}
 }

@@ -104,7 +104,7 @@ func (s *Server) serveCredentials(w http.ResponseWriter, r *http.Request, name s
 	var body []byte
 	if err != nil {
 		err = fmt.Errorf("get key for profile %q: %w", name, err)
-	} else if body, err = p.body(creds, s.now); err != nil {
+	} else if body, err = p.body(creds); err != nil {
 		err = fmt.Errorf("render key for profile %q: %w", name, err)
 	}
 	if err != nil {

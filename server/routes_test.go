@@ -68,7 +68,6 @@ func TestExpiration(t *testing.T) {
 		{"offset converted to UTC", time.Date(2030, 1, 2, 8, 34, 5, 500, time.FixedZone("IST", 5*3600+1800)), "2030-01-02T03:04:05Z"},
 		{"negative offset crosses midnight", time.Date(2029, 12, 31, 19, 4, 5, 0, time.FixedZone("EST", -5*3600)), "2030-01-01T00:04:05Z"},
 		{"monotonic reading ignored", time.Now().Add(time.Hour), time.Now().Add(time.Hour).UTC().Format("2006-01-02T15:04:05Z")},
-		{"permanent key: now + 1h", time.Time{}, "2026-11-23T11:00:00Z"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,36 +126,6 @@ func TestBodyCache(t *testing.T) {
 	get()
 	if got := s.profile(testProfile).rendered.Load().creds; got != &same {
 		t.Errorf("cached body is for %p, want the new pointer %p", got, &same)
-	}
-}
-
-func TestBodyCachePermanentKeyRerendered(t *testing.T) {
-	creds := testCreds()
-	creds.Expires = time.Time{}
-	s, _ := newTestServer(t, &fakeKeys{creds: creds})
-	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	s.now = func() time.Time { return now }
-	expiration := func() string {
-		t.Helper()
-		var b credentialsBody
-		if err := json.Unmarshal(serve(s, credsRequest(testProfile, testToken)).Body.Bytes(), &b); err != nil {
-			t.Fatal(err)
-		}
-		return b.Expiration
-	}
-	steps := []struct {
-		advance time.Duration
-		want    string
-	}{
-		{0, "2026-11-23T11:00:00Z"},
-		{29 * time.Minute, "2026-11-23T11:00:00Z"}, // still ≥ 30 min left: cached
-		{time.Minute, "2026-11-23T11:30:00Z"},      // half gone: rendered again
-	}
-	for _, st := range steps {
-		now = now.Add(st.advance)
-		if got := expiration(); got != st.want {
-			t.Errorf("at %s Expiration = %q, want %q", now.Format(time.TimeOnly), got, st.want)
-		}
 	}
 }
 

@@ -19,8 +19,10 @@ import (
 // KeyGetter is what the server needs from the broker; *broker.Cache
 // satisfies it. Implementations must be safe for concurrent use.
 type KeyGetter interface {
-	// Get returns the profile's current key. The returned pointer is
-	// immutable and shared: the server never modifies it, and caches the
+	// Get returns the profile's current key. Its Expires is never zero
+	// (the broker gives a key upstream calls permanent a finite life, see
+	// broker.PermanentKeyLifetime). The returned pointer is immutable and
+	// shared: the server never modifies it, and caches the
 	// rendered response for as long as Get keeps returning the same pointer.
 	// When no key can be served the error is errors.Is broker.ErrNoValidKey,
 	// and its text is safe to show to clients.
@@ -200,8 +202,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-// HTTP server limits. WriteTimeout must exceed the longest wait for a cold
-// key (broker.MintTimeout), so a client waiting on a mint still gets an
+// HTTP server limits. WriteTimeout is derived from the longest wait for a
+// cold key (broker.MintTimeout), so a client waiting on a mint still gets an
 // answer rather than a closed connection. IdleTimeout is short: an idle
 // keep-alive connection holds an fd and memory, SDKs fetch keys rarely
 // (minutes apart) and reconnect when the server closed one, and it bounds
@@ -210,7 +212,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 const (
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 10 * time.Second
-	writeTimeout      = 30 * time.Second
+	writeTimeout      = broker.MintTimeout + 10*time.Second
 	idleTimeout       = 30 * time.Second
 	maxHeaderBytes    = 16 << 10
 )

@@ -123,8 +123,8 @@ func (u *fakeUpstream) callsTo(path string) []upstreamCall {
 }
 
 // keyWarmup is how long a refreshed key is held back, the previous one
-// being served meanwhile: the daemon's default.
-const keyWarmup = broker.DefaultKeyWarmup
+// being served meanwhile: the daemon's default (config.defaultKeyWarmup).
+const keyWarmup = 5 * time.Second
 
 // rigProfile is one profile of a rig.
 type rigProfile struct {
