@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,7 +88,6 @@ type Cache struct {
 	// live is the current profile set. Update replaces the map, never
 	// modifies one in place, so Get reads it with one atomic load.
 	live atomic.Pointer[map[string]*entry]
-	sf   singleflight.Group
 	// refreshSlots holds a token per background mint in flight
 	// (MaxConcurrentRefreshes).
 	refreshSlots chan struct{}
@@ -99,19 +97,19 @@ type Cache struct {
 	obs          Observer
 	keyWarmup    time.Duration
 
-	// mu serialises Update and Run's start. Get, mints and refresh loops
-	// never take it.
-	mu  sync.Mutex
-	gen uint64 // entries created by Update so far; under mu
-	// spawn hands Run the entries Update creates while Run runs; nil until
-	// Run starts. Under mu.
-	spawn chan []*entry
+	// ctx is every entry's parent: stop cancels it with errShuttingDown
+	// when Run's context ends, which ends every refresh loop and mint.
+	ctx  context.Context
+	stop context.CancelCauseFunc
+
+	// mu serialises Update with Run's start and end. Get, mints and
+	// refresh loops never take it.
+	mu sync.Mutex
 	// runCtx is Run's context once Run started; under mu.
 	runCtx context.Context
-
-	// closing is closed when Run's context ends; it cancels in-flight mints.
-	closing   chan struct{}
-	closeOnce sync.Once
+	// loops counts the refresh loops, which Run and Update start under mu
+	// while Run runs; Run waits for them once stopped.
+	loops sync.WaitGroup
 }
 
 type entry struct {
@@ -121,17 +119,19 @@ type entry struct {
 	minter      cwapi.Minter
 	revoker     cwapi.Revoker
 	obs         ProfileObserver
-	// flight is the entry's singleflight key: the name for the entries
-	// NewCache builds, the name and a generation for those Update builds,
-	// so a removed entry's flight is never shared with its successor's.
-	flight string
-	state  atomic.Pointer[state]
+	// sf shares one mint (or revoke) among the entry's callers. It is the
+	// entry's own, so a removed entry's flight is never shared with its
+	// successor's.
+	sf    singleflight.Group
+	state atomic.Pointer[state]
 	// changed wakes the refresh loop when a mint it did not start changes
 	// the state (capacity 1; sends never block).
 	changed chan struct{}
-	// removed is closed when Update drops the entry: its refresh loop exits
-	// and its mint in flight is cancelled.
-	removed chan struct{}
+	// ctx ends when Update drops the entry (cause errRemoved) or the cache
+	// stops (errShuttingDown): its refresh loop exits and its mint in
+	// flight is cancelled.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
 }
 
 // NewCache returns a cache for profiles. Profile names must be unique.
@@ -156,8 +156,8 @@ func NewCache(profiles []CacheProfile, opts ...func(*CacheOptions)) (*Cache, err
 		log:          o.Logger,
 		obs:          o.Observer,
 		keyWarmup:    max(o.KeyWarmup, 0),
-		closing:      make(chan struct{}),
 	}
+	c.ctx, c.stop = context.WithCancelCause(context.Background())
 	if o.Now == nil {
 		c.now = time.Now
 	}
@@ -166,8 +166,7 @@ func NewCache(profiles []CacheProfile, opts ...func(*CacheOptions)) (*Cache, err
 	}
 	live := make(map[string]*entry, len(profiles))
 	for _, p := range profiles {
-		e := c.newEntry(p, p.Name)
-		live[p.Name] = e
+		live[p.Name] = c.newEntry(p)
 	}
 	c.live.Store(&live)
 	return c, nil
@@ -190,10 +189,10 @@ func validateProfiles(profiles []CacheProfile) error {
 	return nil
 }
 
-func (c *Cache) newEntry(p CacheProfile, flight string) *entry {
+func (c *Cache) newEntry(p CacheProfile) *entry {
 	e := &entry{name: p.Name, source: p.Source, fingerprint: p.Fingerprint, minter: p.Minter,
-		revoker: p.Revoker, obs: c.obs.Profile(p.Name), flight: flight,
-		changed: make(chan struct{}, 1), removed: make(chan struct{})}
+		revoker: p.Revoker, obs: c.obs.Profile(p.Name), changed: make(chan struct{}, 1)}
+	e.ctx, e.cancel = context.WithCancelCause(c.ctx)
 	e.state.Store(&state{})
 	return e
 }
@@ -222,7 +221,7 @@ type UpdateResult struct {
 // Update replaces the profile set with profiles, for a configuration
 // reload. It validates profiles like NewCache and changes nothing on error.
 // When it returns, Get and Status see the new set; the new entries' refresh
-// loops have been handed to Run if Run is running, or start when Run does.
+// loops run if Run is running, or start when Run does.
 // A mint in flight for a removed or replaced entry is cancelled and never
 // writes into, nor is shared with, the entry that replaces it.
 //
@@ -234,13 +233,12 @@ func (c *Cache) Update(profiles []CacheProfile) (UpdateResult, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if isClosing(c.closing) || c.runCtx != nil && c.runCtx.Err() != nil {
+	if c.ctx.Err() != nil || c.runCtx != nil && c.runCtx.Err() != nil {
 		return UpdateResult{}, ErrCacheStopped
 	}
 	old := *c.live.Load()
 	next := make(map[string]*entry, len(profiles))
 	var res UpdateResult
-	var fresh []*entry
 	for _, p := range profiles {
 		prev := old[p.Name]
 		if prev != nil && prev.fingerprint == p.Fingerprint {
@@ -253,18 +251,17 @@ func (c *Cache) Update(profiles []CacheProfile) (UpdateResult, error) {
 		} else {
 			res.Added = append(res.Added, p.Name)
 		}
-		c.gen++
-		// The generation after the last NUL is unique and names hold no
-		// NUL, so this key equals no other entry's.
-		e := c.newEntry(p, p.Name+"\x00"+strconv.FormatUint(c.gen, 10))
+		e := c.newEntry(p)
 		next[p.Name] = e
-		fresh = append(fresh, e)
+		if c.runCtx != nil {
+			c.loops.Go(func() { c.refreshLoop(c.runCtx, e) })
+		}
 	}
 	c.live.Store(&next)
 	// Only now, once Get can no longer find them, stop the dropped entries.
 	for name, e := range old {
 		if next[name] != e {
-			close(e.removed)
+			e.cancel(errRemoved)
 			if next[name] == nil {
 				res.Removed = append(res.Removed, name)
 			}
@@ -272,12 +269,6 @@ func (c *Cache) Update(profiles []CacheProfile) (UpdateResult, error) {
 	}
 	for _, l := range [][]string{res.Kept, res.Added, res.Replaced, res.Removed} {
 		slices.Sort(l)
-	}
-	if c.spawn != nil && len(fresh) > 0 {
-		select {
-		case c.spawn <- fresh:
-		case <-c.closing: // Run is stopping: nothing will refresh them anyway
-		}
 	}
 	c.log.Info().Str("event", "profiles_updated").Strs("kept", res.Kept).Strs("added", res.Added).
 		Strs("replaced", res.Replaced).Strs("removed", res.Removed).Msg("profile set updated")
@@ -309,7 +300,7 @@ func (c *Cache) Get(ctx context.Context, profile string) (*cwapi.Credentials, er
 		return nil, s.unavailable(profile) // backing off: no upstream call
 	}
 	select {
-	case r := <-c.sf.DoChan(e.flight, func() (any, error) { return c.mint(ctx, e, triggerRequest), nil }):
+	case r := <-e.sf.DoChan("", func() (any, error) { return c.mint(ctx, e, triggerRequest), nil }):
 		s := r.Val.(*state)
 		if k, _ := s.serve(c.now()); k != nil {
 			return k, nil
@@ -328,31 +319,19 @@ const (
 )
 
 // upstreamContext returns the context for one upstream call made on
-// behalf of every caller sharing a flight: detached from ctx's
-// cancellation, bounded by MintTimeout and cancelled by Run's shutdown.
-func (c *Cache) upstreamContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return c.entryUpstreamContext(ctx, nil)
-}
-
-// entryUpstreamContext is upstreamContext for a call that is also
-// cancelled when removed is closed (nil: never).
-func (c *Cache) entryUpstreamContext(ctx context.Context, removed <-chan struct{}) (context.Context, context.CancelFunc) {
-	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), MintTimeout)
-	go func() {
-		select {
-		case <-c.closing:
-			cancel()
-		case <-removed:
-			cancel()
-		case <-uctx.Done():
-		}
-	}()
-	return uctx, cancel
+// behalf of every caller sharing a flight: detached from ctx's cancellation
+// (keeping its values), bounded by MintTimeout, and cancelled with done's
+// cause when done ends (the entry dropped, or the cache stopped).
+func upstreamContext(ctx, done context.Context) (context.Context, context.CancelFunc) {
+	uctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(done, func() { cancel(context.Cause(done)) })
+	uctx, cancelTimeout := context.WithTimeout(uctx, MintTimeout)
+	return uctx, func() { stop(); cancelTimeout(); cancel(nil) }
 }
 
 // mint runs one upstream mint for e, unless another one finished meanwhile,
-// and stores the outcome. It is only called inside c.sf for e.flight, so at
-// most one runs per entry. The mint is detached from ctx's cancellation
+// and stores the outcome. It is only called inside e.sf, so at most one
+// runs per entry. The mint is detached from ctx's cancellation
 // (other callers share it) but bounded by MintTimeout and stopped by Run's
 // shutdown or by Update dropping e.
 func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
@@ -361,7 +340,7 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 	if start.Before(old.nextMint(start)) {
 		return old // a flight that just ended already did the work
 	}
-	mctx, cancel := c.entryUpstreamContext(ctx, e.removed)
+	mctx, cancel := upstreamContext(ctx, e.ctx)
 	defer cancel()
 
 	e.obs.MintStarted()
@@ -377,13 +356,8 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 	e.obs.MintDone(err) // a key the cache refuses is a failed mint
 	var next state
 	if err != nil {
-		if errors.Is(mctx.Err(), context.Canceled) {
-			switch {
-			case isClosing(c.closing):
-				err = errShuttingDown
-			case isClosing(e.removed):
-				err = errRemoved
-			}
+		if cause := context.Cause(mctx); errors.Is(cause, errShuttingDown) || errors.Is(cause, errRemoved) {
+			err = cause
 		}
 		var wait time.Duration
 		next, wait = old.failed(err, now, c.rand())
@@ -425,63 +399,41 @@ func (c *Cache) logFailure(e *entry, s *state, err error, wait time.Duration, no
 		Bool("serving_previous_key", s.servable(now)).Msg("mint failed")
 }
 
-func isClosing(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
 // Run warms every profile and keeps its key fresh until ctx ends, then
-// cancels in-flight mints and returns once every refresh goroutine has
-// exited, including those of profiles Update added meanwhile. At most
+// cancels in-flight mints and returns once every refresh loop has exited,
+// including those of profiles Update added meanwhile. At most
 // MaxConcurrentRefreshes background mints run at once. Call it once: a
 // second call returns at once. After Run returns the cache mints no more.
 func (c *Cache) Run(ctx context.Context) {
 	c.mu.Lock()
-	if c.spawn != nil || isClosing(c.closing) {
+	if c.runCtx != nil || c.ctx.Err() != nil {
 		c.mu.Unlock()
 		return
 	}
-	spawn := make(chan []*entry)
-	c.spawn = spawn
 	c.runCtx = ctx
-	initial := *c.live.Load()
+	for _, e := range *c.live.Load() {
+		c.loops.Go(func() { c.refreshLoop(ctx, e) })
+	}
 	c.mu.Unlock()
 
-	var wg sync.WaitGroup
-	for _, e := range initial {
-		wg.Go(func() { c.refreshLoop(ctx, e) })
-	}
-	for {
-		select {
-		case fresh := <-spawn:
-			for _, e := range fresh {
-				wg.Go(func() { c.refreshLoop(ctx, e) })
-			}
-		case <-ctx.Done():
-			// Closing first releases an Update blocked handing Run entries.
-			c.closeOnce.Do(func() { close(c.closing) })
-			wg.Wait()
-			return
-		}
-	}
+	<-ctx.Done()
+	c.mu.Lock() // no Update starts a loop from here on
+	c.stop(errShuttingDown)
+	c.mu.Unlock()
+	c.loops.Wait()
 }
 
-// refreshLoop keeps e fresh until ctx ends or Update drops e.
+// refreshLoop keeps e fresh until e.ctx ends (Update dropped e, or Run's
+// context ended). ctx is Run's, for its values.
 func (c *Cache) refreshLoop(ctx context.Context, e *entry) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	for ctx.Err() == nil && !isClosing(e.removed) {
+	for e.ctx.Err() == nil {
 		now := c.now()
 		if wait := e.state.Load().nextMint(now).Sub(now); wait > 0 {
 			timer.Reset(wait)
 			select {
-			case <-ctx.Done():
-				return
-			case <-e.removed:
+			case <-e.ctx.Done():
 				return
 			case <-e.changed:
 				continue
@@ -492,20 +444,18 @@ func (c *Cache) refreshLoop(ctx context.Context, e *entry) {
 		// its own mint wakes us through e.changed, and we re-plan.
 		select {
 		case c.refreshSlots <- struct{}{}:
-		case <-ctx.Done():
-			return
-		case <-e.removed:
+		case <-e.ctx.Done():
 			return
 		case <-e.changed:
 			continue
 		}
-		if ctx.Err() != nil || isClosing(e.removed) {
+		if e.ctx.Err() != nil {
 			<-c.refreshSlots
 			return
 		}
-		// Wait for the mint even if ctx ends: shutdown cancels it through
-		// c.closing, and Run must not return while it still writes state.
-		<-c.sf.DoChan(e.flight, func() (any, error) { return c.mint(ctx, e, triggerRefresh), nil })
+		// Wait for the mint even if e.ctx ends: that cancels it, and Run
+		// must not return while it still writes state.
+		<-e.sf.DoChan("", func() (any, error) { return c.mint(ctx, e, triggerRefresh), nil })
 		<-c.refreshSlots
 		// Drain the wake-up our own mint queued.
 		select {

@@ -102,7 +102,7 @@ func (c *Cache) revokeWith(ctx context.Context, profile string, op revokeOp) (*R
 			rev *Revocation
 			err error
 		)
-		ch := c.sf.DoChan(e.flight, func() (any, error) {
+		ch := e.sf.DoChan("", func() (any, error) {
 			ran = true
 			var s *state
 			s, rev, err = c.revoke(ctx, e, op)
@@ -124,7 +124,7 @@ func (c *Cache) revokeWith(ctx context.Context, profile string, op revokeOp) (*R
 // revokeUpstream revokes id with apiToken. gone reports that upstream no
 // longer knew it (404), which counts as revoked.
 func (c *Cache) revokeUpstream(ctx context.Context, e *entry, apiToken, id string) (gone bool, err error) {
-	rctx, cancel := c.upstreamContext(ctx)
+	rctx, cancel := upstreamContext(ctx, c.ctx)
 	defer cancel()
 	err = e.revoker.Revoke(rctx, apiToken, id)
 	var api *cwapi.APIError
@@ -134,7 +134,7 @@ func (c *Cache) revokeUpstream(ctx context.Context, e *entry, apiToken, id strin
 	return false, err
 }
 
-// revoke does Revoke's work inside c.sf for e.flight. It returns the state
+// revoke does Revoke's work inside e.sf. It returns the state
 // the flight's other callers get.
 //
 // A revoke targets one key id: repeating it, or a second revoke started
