@@ -95,7 +95,7 @@ func (s *Server) audit(r *http.Request, profile string, o Outcome, keyID string)
 	}
 	ev = ev.Str("outcome", o.String()).Str("peer", r.RemoteAddr)
 	if keyID != "" {
-		ev = ev.Str("key_id_suffix", keySuffix(keyID))
+		ev = ev.Str("key_id_suffix", KeySuffix(keyID))
 	}
 	if s.peerIdentity != nil {
 		if uid, pid, ok := s.peerIdentity(r); ok {
@@ -113,9 +113,10 @@ func newAuditLogger(log zerolog.Logger) zerolog.Logger {
 	return log.With().Bool("audit", true).Str("event", "credential_request").Logger()
 }
 
-// keySuffix returns the last four characters of an access key id: enough to
-// tell keys apart in a log, not the whole id.
-func keySuffix(id string) string {
+// KeySuffix returns the last four characters of an access key id: enough to
+// tell keys apart in a log or a status table, not the whole id. It is all
+// of a key id the daemon and its commands ever show.
+func KeySuffix(id string) string {
 	if len(id) <= 4 {
 		return id
 	}

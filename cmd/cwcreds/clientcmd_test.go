@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -256,5 +257,52 @@ func TestEnvWarnsAboutShadowingVariables(t *testing.T) {
 	out, errOut, err = runClient(t, "env", "--profile", "train", "--keys")
 	if err != nil || errOut != "" || !strings.Contains(out, "export AWS_ACCESS_KEY_ID=") {
 		t.Errorf("env --keys: err %v, stderr %q, stdout %q; want keys and no warning", err, errOut, out)
+	}
+}
+
+// The commands that call the daemon share one HTTP client, which never goes
+// through a proxy: with every proxy variable pointing at a dead address
+// they still reach the daemon. (net/http never proxies a loopback address
+// anyway; a daemon listening on another address would be, so the client
+// must have no Proxy at all.)
+func TestClientCommandsIgnoreProxyVariables(t *testing.T) {
+	d := startDaemon(t)
+	useDaemonAddr(t, d)
+	for _, v := range []string{"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"} {
+		t.Setenv(v, "http://127.0.0.1:1") // nothing listens on port 1
+	}
+	t.Setenv("NO_PROXY", "")
+	t.Setenv("no_proxy", "")
+	for _, args := range [][]string{
+		{"credential-process", "--profile", "train"},
+		{"env", "--profile", "train", "--keys"},
+		{"status"},
+		{"revoke", "--profile", "train"},
+	} {
+		if _, errOut, err := runClient(t, args...); err != nil {
+			t.Errorf("%s with HTTP_PROXY set: %v (stderr %q)", args[0], err, errOut)
+		}
+	}
+	if tr, ok := daemonHTTPClient(trustFor(), time.Second).Transport.(*http.Transport); !ok || tr.Proxy != nil {
+		t.Errorf("daemonHTTPClient's transport %#v: want an *http.Transport without Proxy", tr)
+	}
+	// No other client: the commands never use net/http's default one.
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, bad := range []string{"http.DefaultClient", "http.DefaultTransport", "http.Get(", "http.Post(", "http.Head("} {
+			if bytes.Contains(b, []byte(bad)) {
+				t.Errorf("%s uses %s, which honours the proxy variables; use daemonHTTPClient", f, bad)
+			}
+		}
 	}
 }

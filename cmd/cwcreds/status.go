@@ -15,6 +15,7 @@ import (
 
 	"github.com/cwcreds/cwcreds/broker"
 	"github.com/cwcreds/cwcreds/config"
+	"github.com/cwcreds/cwcreds/server"
 )
 
 // maxDaemonReply bounds what the admin commands read from the daemon.
@@ -87,7 +88,7 @@ func printStatus(w io.Writer, profiles []broker.Status, now time.Time) error {
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Profile, p.Source, state, orDash(p.Principal),
-			keySuffix(p.AccessKeyID), expiresIn(now, p.Expiration), agoPtr(now, p.LastRefresh), lastErr)
+			shownKeyID(p.AccessKeyID), expiresIn(now, p.Expiration), agoPtr(now, p.LastRefresh), lastErr)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -102,15 +103,15 @@ func printStatus(w io.Writer, profiles []broker.Status, now time.Time) error {
 	return nil
 }
 
-// keySuffix shows the last four characters of a key id, "…WXYZ".
-func keySuffix(id string) string {
-	switch {
+// shownKeyID shows a key id as its server.KeySuffix, "…WXYZ", or "-".
+func shownKeyID(id string) string {
+	switch suffix := server.KeySuffix(id); {
 	case id == "":
 		return "-"
-	case len(id) <= 4:
+	case suffix == id:
 		return id
 	default:
-		return "…" + id[len(id)-4:]
+		return "…" + suffix
 	}
 }
 
