@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -73,18 +72,4 @@ func checkClientToken(b []byte) error {
 		}
 	}
 	return nil
-}
-
-// tokenMatches reports whether the presented Authorization value equals the
-// profile's client token, in time independent of where they differ. An
-// empty configured token matches nothing.
-//
-// subtle.ConstantTimeCompare returns at once when the lengths differ, so it
-// can reveal the token's length, which is public anyway for generated tokens
-// (64 hex characters); the content stays protected.
-func tokenMatches(presented, want string) bool {
-	if want == "" {
-		return false
-	}
-	return subtle.ConstantTimeCompare([]byte(presented), []byte(want)) == 1
 }

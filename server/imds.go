@@ -284,32 +284,24 @@ func (s *Server) imdsGetRole(w http.ResponseWriter, r *http.Request) {
 	p := s.profile(name)
 	if p == nil {
 		// A reload (SetProfiles) dropped the role's profile.
-		s.unknown.Count(OutcomeUnknownProfile)
-		s.audit(r, name, OutcomeUnknownProfile, "").Str("via", "imds").Msg("credential request refused: the IMDS role's profile is not served")
-		s.writeError(w, r, fmt.Errorf("%w: %q", broker.ErrUnknownProfile, name))
+		s.refuse(w, r, s.unknown, name, fmt.Errorf("%w: %q", broker.ErrUnknownProfile, name),
+			"credential request refused: the IMDS role's profile is not served")
 		return
 	}
 	if err := s.checkAccess(r, p); err != nil {
-		p.requests.Count(OutcomeForbidden)
-		s.audit(r, name, OutcomeForbidden, "").Str("via", "imds").Msg("credential request refused: user not allowed")
-		s.sendError(w, r, err.status, err.code, err.msg)
+		s.refuse(w, r, p.requests, name, err, "credential request refused: user not allowed")
 		return
 	}
-	creds, err := s.keys.Get(r.Context(), name)
+	creds, err := s.key(r.Context(), p)
 	if err == nil && creds == nil {
 		err = errors.New("broker returned neither a key nor an error")
 	}
 	if err != nil {
-		err = fmt.Errorf("get key for IMDS role %q: %w", name, err)
-		_, code, _ := errorStatus(err)
-		o := outcomeOf(code)
-		p.requests.Count(o)
-		s.audit(r, name, o, "").Str("via", "imds").Msg("credential request not served")
-		s.writeError(w, r, err)
+		s.refuse(w, r, p.requests, name, fmt.Errorf("get key for IMDS role %q: %w", name, err), "credential request not served")
 		return
 	}
 	p.requests.Count(OutcomeOK)
-	s.audit(r, name, OutcomeOK, creds.AccessKeyID).Str("via", "imds").Msg("credential served")
+	s.audit(r, name, OutcomeOK, creds.AccessKeyID).Msg("credential served")
 	s.writeJSON(w, http.StatusOK, imdsDocument(creds, s.now()))
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/rs/zerolog"
 )
@@ -75,7 +76,8 @@ type PeerIdentity func(r *http.Request) (uid, pid int, ok bool)
 
 // audit starts the audit line of one credential request: the profile (a
 // configured name only, never request input), the outcome, the served key's
-// id suffix and the peer. The caller adds any detail and sends it with Msg.
+// id suffix, the peer and, for the IMDS role's route, "via":"imds". The
+// caller adds any detail and sends it with Msg.
 // It returns nil (on which every zerolog method is a no-op) when the level
 // is disabled. It is on the hot path: it allocates nothing beyond zerolog's
 // pooled buffer.
@@ -94,6 +96,9 @@ func (s *Server) audit(r *http.Request, profile string, o Outcome, keyID string)
 		ev = ev.Str("profile", profile)
 	}
 	ev = ev.Str("outcome", o.String()).Str("peer", r.RemoteAddr)
+	if strings.HasPrefix(r.URL.Path, imdsCredsPath) {
+		ev = ev.Str("via", "imds")
+	}
 	if keyID != "" {
 		ev = ev.Str("key_id_suffix", KeySuffix(keyID))
 	}

@@ -1,0 +1,191 @@
+package server
+
+// The credential route, GET /v1/credentials/{profile}, in the order a
+// request meets it: the route, the handler (profile, access, client token,
+// key), the one place a request that gets no key is answered, the client
+// token check and the rendering of the response body. The guards every
+// route shares are in guard.go; errorStatus (respond.go) maps an error to
+// its status.
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
+)
+
+// credentialsPrefix is the credential route's path up to the profile name.
+const credentialsPrefix = "/v1/credentials/"
+
+// getCredentials is GET /v1/credentials/{profile} as routed by chi.
+func (s *Server) getCredentials(w http.ResponseWriter, r *http.Request) {
+	s.serveCredentials(w, r, chi.URLParam(r, "profile"))
+}
+
+// getCredentialsFast is the same route outside chi (see ServeHTTP), which
+// sends it only paths credentialsName accepts.
+func (s *Server) getCredentialsFast(w http.ResponseWriter, r *http.Request) {
+	name, _ := credentialsName(r.URL.Path)
+	s.serveCredentials(w, r, name)
+}
+
+// credentialsName returns the profile name of a credential route path, as
+// chi's {profile} would match it: a non-empty final segment after
+// credentialsPrefix.
+func credentialsName(path string) (string, bool) {
+	name, ok := strings.CutPrefix(path, credentialsPrefix)
+	if !ok || name == "" || strings.IndexByte(name, '/') >= 0 {
+		return "", false
+	}
+	return name, true
+}
+
+// serveCredentials serves the key of the profile called name (request
+// input): unknown profile 404, then a user the profile is restricted against
+// 403, then bad token 401, then the broker's answer.
+func (s *Server) serveCredentials(w http.ResponseWriter, r *http.Request, name string) {
+	p := s.profile(name)
+	if p == nil {
+		// The requested name is request input, not a configured name: it
+		// is not logged as a profile.
+		s.refuse(w, r, s.unknown, "", fmt.Errorf("%w: %q", broker.ErrUnknownProfile, name),
+			"credential request refused: unknown profile")
+		return
+	}
+	// A restricted profile refuses other users before looking at the token,
+	// and even with the right one.
+	if err := s.checkAccess(r, p); err != nil {
+		s.refuse(w, r, p.requests, name, err, "credential request refused: user not allowed")
+		return
+	}
+	// Exactly one Authorization header; indexing the map directly skips
+	// Header.Get's key canonicalisation on the hot path.
+	if auth := r.Header["Authorization"]; len(auth) != 1 || !tokenMatches(auth[0], p.token) {
+		s.refuse(w, r, p.requests, name, errUnauthorized, "credential request refused: wrong or missing client token")
+		return
+	}
+	creds, err := s.key(r.Context(), p)
+	if err == nil && creds == nil {
+		err = errors.New("broker returned neither a key nor an error")
+	}
+	var body []byte
+	if err != nil {
+		err = fmt.Errorf("get key for profile %q: %w", name, err)
+	} else if body, err = p.body(creds); err != nil {
+		err = fmt.Errorf("render key for profile %q: %w", name, err)
+	}
+	if err != nil {
+		s.refuse(w, r, p.requests, name, err, "credential request not served")
+		return
+	}
+	p.requests.Count(OutcomeOK)
+	s.audit(r, name, OutcomeOK, creds.AccessKeyID).Msg("credential served")
+	writeBody(w, http.StatusOK, body)
+}
+
+// refuse answers a credential request (of this route or IMDS's) that gets
+// no key. err alone decides the answer: errorStatus maps it, once, to the
+// status, code and message, and the outcome counted in requests and written
+// on the audit line (with why, and profile unless it is "") follows from
+// that code.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, requests RequestCounter, profile string, err error, why string) {
+	status, code, msg := errorStatus(err)
+	o := outcomeOf(code)
+	requests.Count(o)
+	ev := s.audit(r, profile, o, "")
+	if o == OutcomeUnauthorized {
+		// Never log the presented value, only how many there were.
+		ev = ev.Int("authorization_headers", len(r.Header["Authorization"]))
+	}
+	ev.Msg(why)
+	if o != OutcomeForbidden { // checkAccess logged it, with the peer's uid
+		s.logError(r, err, status, msg)
+	}
+	s.sendError(w, r, status, code, msg)
+}
+
+// tokenMatches reports whether the presented Authorization value equals the
+// profile's client token, in time independent of where they differ. An
+// empty configured token matches nothing.
+//
+// subtle.ConstantTimeCompare returns at once when the lengths differ, so it
+// can reveal the token's length, which is public anyway for generated tokens
+// (64 hex characters); the content stays protected.
+func tokenMatches(presented, want string) bool {
+	if want == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(presented), []byte(want)) == 1
+}
+
+// expirationLayout is the Expiration format every SDK parses: UTC, whole
+// seconds, literal Z.
+const expirationLayout = "2006-01-02T15:04:05Z"
+
+// renderedKey holds the response body of one key, rendered at most once:
+// the first caller of get renders it and concurrent callers wait for that
+// render instead of repeating it. Once rendered it is immutable.
+type renderedKey struct {
+	creds *cwapi.Credentials
+	once  sync.Once
+	// Set by once, read only after it.
+	body []byte
+	err  error
+}
+
+// credentialsBody is the container-credentials response. Field order is the
+// wire order.
+type credentialsBody struct {
+	AccessKeyID     string `json:"AccessKeyId"`
+	SecretAccessKey string `json:"SecretAccessKey"`
+	Token           string `json:"Token"`
+	Expiration      string `json:"Expiration"`
+}
+
+// body returns the response body for creds. It renders once per key
+// pointer: the first request for a new key swaps in a fresh holder, and
+// every concurrent request for that key waits on the holder's single
+// render. The hit path is one atomic load and no allocation.
+func (p *profile) body(creds *cwapi.Credentials) ([]byte, error) {
+	for {
+		k := p.rendered.Load()
+		if k == nil || k.creds != creds {
+			fresh := &renderedKey{creds: creds}
+			if !p.rendered.CompareAndSwap(k, fresh) {
+				continue // another request swapped first: use (or replace) its holder
+			}
+			k = fresh
+		}
+		k.once.Do(func() { k.render(p.onRender) })
+		return k.body, k.err
+	}
+}
+
+// render encodes k.creds, calling onRender first when set. A failure is
+// kept: encoding the same key fails again. The broker never hands out a
+// zero Expires (KeyGetter), so a key is rendered once.
+func (k *renderedKey) render(onRender func()) {
+	if onRender != nil {
+		onRender()
+	}
+	k.body, k.err = json.Marshal(credentialsBody{
+		AccessKeyID:     k.creds.AccessKeyID,
+		SecretAccessKey: k.creds.SecretAccessKey,
+		Token:           "",
+		Expiration:      formatExpiration(k.creds.Expires),
+	})
+}
+
+// formatExpiration formats t as UTC truncated to whole seconds.
+func formatExpiration(t time.Time) string {
+	return t.UTC().Truncate(time.Second).Format(expirationLayout)
+}
