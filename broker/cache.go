@@ -202,6 +202,39 @@ func (c *Cache) lookup(profile string) *entry {
 	return (*c.live.Load())[profile]
 }
 
+// Entry is one profile of the cache as the NewCache or Update that
+// configured it made it: the profile set is one immutable snapshot, and an
+// Entry pins its member. A caller that keeps its own per-profile data (the
+// server: client tokens, access rules) stores the Entry beside it, taken
+// right after Update, so that a request reads both from one snapshot of its
+// own and a reload never pairs one configuration's data with another's key.
+// The zero Entry is no profile. Entries are comparable: Update keeps an
+// Entry (==) exactly when it keeps the profile (UpdateResult.Kept).
+type Entry struct {
+	c *Cache
+	e *entry
+}
+
+// Lookup returns the profile's current Entry, or the zero Entry when the
+// profile is not configured.
+func (c *Cache) Lookup(profile string) Entry {
+	if e := c.lookup(profile); e != nil {
+		return Entry{c, e}
+	}
+	return Entry{}
+}
+
+// Get is Cache.Get for the entry's profile, as configured when Lookup
+// returned it. Once Update has dropped the entry it still serves the key it
+// holds while that stays servable, but never mints again; the zero Entry
+// answers ErrUnknownProfile. The hit path allocates nothing.
+func (h Entry) Get(ctx context.Context) (*cwapi.Credentials, error) {
+	if h.e == nil {
+		return nil, ErrUnknownProfile
+	}
+	return h.c.get(ctx, h.e)
+}
+
 // UpdateResult reports what Update did, by profile name, each list sorted.
 type UpdateResult struct {
 	// Kept: same name and fingerprint; the entry, its key and its refresh
@@ -285,6 +318,11 @@ func (c *Cache) Get(ctx context.Context, profile string) (*cwapi.Credentials, er
 	if e == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, profile)
 	}
+	return c.get(ctx, e)
+}
+
+func (c *Cache) get(ctx context.Context, e *entry) (*cwapi.Credentials, error) {
+	profile := e.name
 	now := c.now()
 	s := e.state.Load()
 	if k, _ := s.serve(now); k != nil {
@@ -298,6 +336,10 @@ func (c *Cache) Get(ctx context.Context, profile string) (*cwapi.Credentials, er
 	e.obs.Miss()
 	if now.Before(s.nextMint(now)) {
 		return nil, s.unavailable(profile) // backing off: no upstream call
+	}
+	if err := context.Cause(e.ctx); err != nil {
+		// Dropped by Update, or the cache stopped: no upstream call.
+		return nil, &UnavailableError{Profile: profile, Err: err}
 	}
 	select {
 	case r := <-e.sf.DoChan("", func() (any, error) { return c.mint(ctx, e, triggerRequest), nil }):

@@ -378,3 +378,42 @@ func TestUpdateAfterRunContextEndsIsRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestEntryPinsItsConfiguration: an Entry taken before a reload keeps
+// serving the profile as configured then (never the replacement's key),
+// never mints once dropped, and equals the new Entry only when kept.
+func TestEntryPinsItsConfiguration(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ma, mb := &fakeMinter{prefix: "A", lifetime: time.Hour}, &fakeMinter{prefix: "B", lifetime: time.Hour}
+		c := newUpdateCache(t, profile("kept", "", ma), profile("p", "old", ma))
+		kept, old := c.Lookup("kept"), c.Lookup("p")
+		if c.Lookup("nope") != (Entry{}) {
+			t.Error("Lookup of an unknown profile is not the zero Entry")
+		}
+		if _, err := (Entry{}).Get(t.Context()); !errors.Is(err, ErrUnknownProfile) {
+			t.Errorf("zero Entry Get: %v, want ErrUnknownProfile", err)
+		}
+		oldKey, err := old.Get(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustUpdate(t, c, UpdateResult{Kept: []string{"kept"}, Replaced: []string{"p"}}, profile("kept", "", ma), profile("p", "new", mb))
+		if c.Lookup("kept") != kept || c.Lookup("p") == old {
+			t.Error("Lookup after Update: want the kept Entry equal and the replaced one new")
+		}
+		if k, err := old.Get(t.Context()); err != nil || k != oldKey {
+			t.Errorf("the replaced Entry Get = %v, %v; want its own key %v", k, err, oldKey)
+		}
+		if k, err := c.Lookup("p").Get(t.Context()); err != nil || !strings.HasPrefix(k.AccessKeyID, "B") {
+			t.Errorf("the new Entry Get = %v, %v; want a key of the new minter", k, err)
+		}
+		if a := testing.AllocsPerRun(100, func() { _, _ = c.Lookup("p").Get(t.Context()) }); a != 0 {
+			t.Errorf("Lookup+Get hit allocates %v, want 0", a)
+		}
+		time.Sleep(time.Hour) // the old key expires; a dropped entry never mints
+		n := ma.count()
+		if _, err := old.Get(t.Context()); !errors.Is(err, ErrNoValidKey) || ma.count() != n {
+			t.Errorf("dropped Entry Get after expiry: %v, mints %d -> %d; want ErrNoValidKey and no mint", err, n, ma.count())
+		}
+	})
+}

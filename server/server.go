@@ -110,6 +110,10 @@ type profile struct {
 	rendered atomic.Pointer[renderedKey]
 	requests RequestCounter
 	access   Access // zero: any peer
+	// entry is the broker's profile as configured when this one was (see
+	// broker.Entry), so a request reads token and key from one reload;
+	// zero when keys is not a *broker.Cache (tests), then key asks by name.
+	entry broker.Entry
 	// onRender, when set, is called at every render (tests count them).
 	onRender func()
 }
@@ -157,7 +161,9 @@ func New(log zerolog.Logger, keys KeyGetter, opts Options) *Server {
 // The IMDS role (Options.IMDSProfile) is fixed at construction: if the new
 // set lacks it, IMDS credential requests fail with 404 until a later call
 // brings it back. SetProfiles keeps no reference to tokens, access or
-// their slices: the caller may modify them afterwards.
+// their slices: the caller may modify them afterwards. With a
+// *broker.Cache, call it right after Cache.Update: each profile pins the
+// cache's entry then (broker.Entry).
 func (s *Server) SetProfiles(tokens map[string]string, access map[string]Access) {
 	s.reload.Lock()
 	defer s.reload.Unlock()
@@ -165,14 +171,26 @@ func (s *Server) SetProfiles(tokens map[string]string, access map[string]Access)
 	next := make(map[string]*profile, len(tokens))
 	for name, tok := range tokens {
 		a := access[name]
-		if p := old[name]; p != nil && p.token == tok && p.access.equal(a) {
+		var entry broker.Entry
+		if c, ok := s.keys.(*broker.Cache); ok {
+			entry = c.Lookup(name)
+		}
+		if p := old[name]; p != nil && p.token == tok && p.access.equal(a) && p.entry == entry {
 			next[name] = p
 			continue
 		}
-		next[name] = &profile{name: name, token: tok, requests: s.requests.Requests(name), access: a.clone()}
+		next[name] = &profile{name: name, token: tok, requests: s.requests.Requests(name), access: a.clone(), entry: entry}
 	}
 	s.profiles.Store(&next)
 	s.groups.forget() // a reload re-checks every peer's groups at once
+}
+
+// key returns p's key from the broker entry it pinned, or by name.
+func (s *Server) key(ctx context.Context, p *profile) (*cwapi.Credentials, error) {
+	if p.entry != (broker.Entry{}) {
+		return p.entry.Get(ctx)
+	}
+	return s.keys.Get(ctx, p.name)
 }
 
 // profile returns the served profile called name, or nil.
