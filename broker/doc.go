@@ -13,7 +13,8 @@
 // still-valid key and retries with backoff. A refreshed key is held back
 // for a short warm-up (CacheOptions.KeyWarmup) while the previous, still
 // valid key is served, because the object store may refuse a brand-new key
-// for a few seconds. All timing policy lives in policy.go.
+// for a few seconds. The whole caching policy (which key to serve, when to
+// mint, warm-up, permanent keys, backoff) lives in policy.go.
 //
 // Nothing in this package logs or returns a secret in an error: keys
 // (cwapi.Credentials) redact themselves, and Status and UnavailableError
