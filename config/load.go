@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/kelseyhightower/envconfig"
 )
 
 // globalEnv receives the global variables, CWCREDS_<FIELD>, as envconfig
@@ -50,18 +48,20 @@ type profileEnv struct {
 // Load reads the configuration from the CWCREDS_* environment variables and
 // validates it. On any problem it returns an *Error listing all of them.
 //
-// The values come from the process environment, which envconfig reads
-// directly, so environ must be os.Environ() (tests set variables with
-// t.Setenv). Load uses environ to find CWCREDS_* variables that nothing
-// reads: a mistyped name is a problem, not a silently ignored setting.
+// The values come from environ only ("NAME=value" entries, a later one
+// winning): os.Environ(), or the process environment with an env file's
+// variables after it. Load never reads the process environment itself. It
+// also finds the CWCREDS_* variables in environ that nothing reads: a
+// mistyped name is a problem, not a silently ignored setting.
 //
 // Load also reads RUNTIME_DIRECTORY and XDG_RUNTIME_DIR for the default
 // CWCREDS_RUNTIME_DIR, CREDENTIALS_DIRECTORY to resolve relative token file
-// paths, and the host name for the default CWCREDS_NODE_NAME. It never
-// reads the token files.
+// paths (all from environ), and the host name for the default
+// CWCREDS_NODE_NAME. It never reads the token files.
 func Load(environ []string) (*Config, error) {
+	e := parseEnviron(environ)
 	var g globalEnv
-	if err := envconfig.Process(envPrefix, &g); err != nil {
+	if err := e.decode(envPrefix, &g); err != nil {
 		return nil, fmt.Errorf("config: decode environment: %w", err)
 	}
 	var ps problems
@@ -110,7 +110,7 @@ func Load(environ []string) (*Config, error) {
 	c.EnvFile = g.EnvFile
 	checkGlobals(&ps, c)
 	var runtimeDirOK bool
-	c.RuntimeDir, runtimeDirOK = runtimeDir(&ps, g.RuntimeDir)
+	c.RuntimeDir, runtimeDirOK = runtimeDir(&ps, e, g.RuntimeDir)
 	c.NodeName = g.NodeName
 	if c.NodeName == "" {
 		host, err := os.Hostname()
@@ -124,7 +124,7 @@ func Load(environ []string) (*Config, error) {
 	}
 
 	// credDir stays "" when relative token file paths cannot be resolved.
-	credDir := os.Getenv(envCredentialsDirectory)
+	credDir := e[envCredentialsDirectory]
 	if credDir != "" && !filepath.IsAbs(credDir) {
 		ps.add(envCredentialsDirectory, "is not an absolute path; systemd sets it for LoadCredential=, so unset it or make it absolute")
 		credDir = ""
@@ -134,7 +134,7 @@ func Load(environ []string) (*Config, error) {
 	}
 	c.CredentialsDir = credDir
 	for _, name := range valid {
-		p, err := loadProfile(&ps, name, credDir, c.RuntimeDir, runtimeDirOK)
+		p, err := loadProfile(&ps, e, name, credDir, c.RuntimeDir, runtimeDirOK)
 		if err != nil {
 			return nil, err
 		}
@@ -151,10 +151,10 @@ func Load(environ []string) (*Config, error) {
 // loadProfile decodes and checks one profile's variables. credDir is
 // $CREDENTIALS_DIRECTORY, or "" when relative token file paths cannot be
 // resolved.
-func loadProfile(ps *problems, name, credDir, runtimeDir string, runtimeDirOK bool) (Profile, error) {
+func loadProfile(ps *problems, e env, name, credDir, runtimeDir string, runtimeDirOK bool) (Profile, error) {
 	en := envName(name)
 	var pe profileEnv
-	if err := envconfig.Process(profileVarPrefix+en, &pe); err != nil {
+	if err := e.decode(profileVarPrefix+en, &pe); err != nil {
 		return Profile{}, fmt.Errorf("config: decode profile %q: %w", name, err)
 	}
 	v := func(suffix string) string { return profileVar(en, suffix) }
@@ -235,7 +235,7 @@ func loadBool(ps *problems, v, val string) bool {
 
 // runtimeDir resolves CWCREDS_RUNTIME_DIR and its defaults, and says
 // whether the result is usable.
-func runtimeDir(ps *problems, explicit string) (string, bool) {
+func runtimeDir(ps *problems, e env, explicit string) (string, bool) {
 	if explicit != "" {
 		if !filepath.IsAbs(explicit) {
 			ps.add(varRuntimeDir, "is not an absolute path; use a path starting with /, or unset it for the default")
@@ -244,7 +244,7 @@ func runtimeDir(ps *problems, explicit string) (string, bool) {
 		return filepath.Clean(explicit), true
 	}
 	// systemd joins several RuntimeDirectory= entries with ':'.
-	if rd, _, _ := strings.Cut(os.Getenv(envRuntimeDirectory), ":"); rd != "" {
+	if rd, _, _ := strings.Cut(e[envRuntimeDirectory], ":"); rd != "" {
 		if !filepath.IsAbs(rd) {
 			ps.add(envRuntimeDirectory, "is not an absolute path; set %s to an absolute path instead", varRuntimeDir)
 			return rd, false
@@ -252,7 +252,7 @@ func runtimeDir(ps *problems, explicit string) (string, bool) {
 		return filepath.Clean(rd), true
 	}
 	// The XDG Base Directory spec says to ignore a relative XDG_RUNTIME_DIR.
-	if xdg := os.Getenv(envXDGRuntimeDir); filepath.IsAbs(xdg) {
+	if xdg := e[envXDGRuntimeDir]; filepath.IsAbs(xdg) {
 		return filepath.Join(xdg, "cwcreds"), true
 	}
 	return fallbackRuntimeDir, true

@@ -2,8 +2,6 @@ package config
 
 import (
 	"fmt"
-
-	"github.com/kelseyhightower/envconfig"
 )
 
 // Local is the part of the configuration that commands talking to the
@@ -24,11 +22,12 @@ type Local struct {
 // (CWCREDS_RUNTIME_DIR, $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR, /run/cwcreds)
 // with the defaults Load applies, and nothing else: it needs no profile
 // configuration, so it works in an operator's shell that lacks the daemon's
-// environment file, and it ignores every other CWCREDS_ variable. On a
-// problem it returns an *Error.
-func LoadLocal() (*Local, error) {
+// environment file, and it ignores every other CWCREDS_ variable. Like
+// Load, it reads environ only. On a problem it returns an *Error.
+func LoadLocal(environ []string) (*Local, error) {
+	e := parseEnviron(environ)
 	var g globalEnv
-	if err := envconfig.Process(envPrefix, &g); err != nil {
+	if err := e.decode(envPrefix, &g); err != nil {
 		return nil, fmt.Errorf("config: decode environment: %w", err)
 	}
 	var ps problems
@@ -36,7 +35,7 @@ func LoadLocal() (*Local, error) {
 	if msg := checkAPIURL(l.APIURL); msg != "" {
 		ps.add(varAPIURL, "%s", msg)
 	}
-	l.RuntimeDir, _ = runtimeDir(&ps, g.RuntimeDir)
+	l.RuntimeDir, _ = runtimeDir(&ps, e, g.RuntimeDir)
 	if err := ps.err(nil); err != nil {
 		return nil, err
 	}

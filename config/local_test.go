@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"os"
 	"testing"
 )
 
@@ -32,16 +33,16 @@ func TestLoadLocal(t *testing.T) {
 			for k, v := range tt.env {
 				t.Setenv(k, v)
 			}
-			got, err := LoadLocal()
+			got, err := LoadLocal(os.Environ())
 			if tt.wantVar != "" {
 				var ce *Error
 				if !errors.As(err, &ce) || len(ce.Problems) != 1 || ce.Problems[0].Var != tt.wantVar {
-					t.Fatalf("LoadLocal() = %v, %v; want one problem with %s", got, err, tt.wantVar)
+					t.Fatalf("LoadLocal(os.Environ()) = %v, %v; want one problem with %s", got, err, tt.wantVar)
 				}
 				return
 			}
 			if err != nil || *got != tt.want {
-				t.Errorf("LoadLocal() = %+v, %v; want %+v", got, err, tt.want)
+				t.Errorf("LoadLocal(os.Environ()) = %+v, %v; want %+v", got, err, tt.want)
 			}
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/cwcreds/cwcreds/broker"
@@ -17,25 +18,16 @@ const (
 )
 
 // envOverlay is the configuration of a daemon started with CWCREDS_ENV_FILE:
-// the process environment with the file's variables on top (the file wins,
-// as systemd's EnvironmentFile= over Environment=). The file is read at
-// start and again at every SIGHUP.
-//
-// envconfig reads the process environment itself, so the file's variables
-// are set there (os.Setenv) rather than handed to config.Load; a variable
-// the file stops setting gets back the value the process started with, so
-// a profile removed from the file really disappears. Only the goroutine
-// that handles reloads calls its methods.
+// the process environment at start with the file's variables on top (the
+// file wins, as systemd's EnvironmentFile= over Environment=). The file is
+// read at start and again at every SIGHUP, and config.Load gets the
+// combined environ: the process environment itself never changes, so a
+// variable the file stops setting is simply gone (or back to the process's
+// value) and a rejected reload leaves nothing to undo.
 type envOverlay struct {
 	path          string
-	allowInsecure bool // CWCREDS_ALLOW_INSECURE_FILE_MODES from the process environment
-	orig          map[string]origVar
-	applied       []config.EnvVar // what the file set last time
-}
-
-type origVar struct {
-	value string
-	set   bool
+	allowInsecure bool     // CWCREDS_ALLOW_INSECURE_FILE_MODES from the process environment
+	environ       []string // the process environment at start
 }
 
 // newEnvOverlay returns the overlay for CWCREDS_ENV_FILE in environ, or nil
@@ -47,7 +39,7 @@ func newEnvOverlay(environ []string) *envOverlay {
 	if path == "" {
 		return nil
 	}
-	return &envOverlay{path: path, allowInsecure: insecureModesAllowed(environ), orig: make(map[string]origVar)}
+	return &envOverlay{path: path, allowInsecure: insecureModesAllowed(environ), environ: slices.Clone(environ)}
 }
 
 // insecureModesAllowed reports whether environ sets
@@ -58,50 +50,22 @@ func insecureModesAllowed(environ []string) bool {
 	return v == "true" || v == "1"
 }
 
-// load reads the file, sets its variables in the process environment and
-// loads the configuration. On success it returns undo, which puts the
-// environment back as it was before load, for a reload that is rejected
-// later; on failure the environment is already back.
-func (o *envOverlay) load() (cfg *config.Config, undo func(), err error) {
+// load reads the file and loads the configuration from the process
+// environment with the file's variables after it (a later entry wins).
+func (o *envOverlay) load() (*config.Config, error) {
 	vars, err := config.ReadEnvFile(o.path, o.allowInsecure)
 	if err != nil {
-		return nil, nil, &usageError{fmt.Errorf("%s: %w", envFileVar, err)}
+		return nil, &usageError{fmt.Errorf("%s: %w", envFileVar, err)}
 	}
-	prev := o.applied
-	o.apply(vars)
-	undo = func() { o.apply(prev) }
-	cfg, err = config.Load(os.Environ())
+	environ := slices.Grow(slices.Clip(o.environ), len(vars))
+	for _, v := range vars {
+		environ = append(environ, v.Name+"="+v.Value)
+	}
+	cfg, err := config.Load(environ)
 	if err != nil {
-		undo()
-		return nil, nil, configError(err)
+		return nil, configError(err)
 	}
-	return cfg, undo, nil
-}
-
-// apply makes vars the file's contribution to the process environment.
-func (o *envOverlay) apply(vars []config.EnvVar) {
-	now := make(map[string]bool, len(vars))
-	for _, v := range vars {
-		now[v.Name] = true
-	}
-	for _, v := range o.applied {
-		if now[v.Name] {
-			continue
-		}
-		if ov := o.orig[v.Name]; ov.set {
-			os.Setenv(v.Name, ov.value)
-		} else {
-			os.Unsetenv(v.Name)
-		}
-	}
-	for _, v := range vars {
-		if _, seen := o.orig[v.Name]; !seen {
-			val, set := os.LookupEnv(v.Name)
-			o.orig[v.Name] = origVar{val, set}
-		}
-		os.Setenv(v.Name, v.Value)
-	}
-	o.applied = vars
+	return cfg, nil
 }
 
 // lookupEnv returns name's value in environ ("NAME=value" entries; the
@@ -119,7 +83,7 @@ func lookupEnv(environ []string, name string) string {
 // loadServeConfig loads the serve command's configuration: from the process
 // environment, with CWCREDS_ENV_FILE on top when it is set. reload is nil
 // without an env file: there is nothing a SIGHUP could re-read.
-func loadServeConfig(environ []string) (cfg *config.Config, reload func() (*config.Config, func(), error), err error) {
+func loadServeConfig(environ []string) (cfg *config.Config, reload func() (*config.Config, error), err error) {
 	o := newEnvOverlay(environ)
 	if o == nil {
 		cfg, err := config.Load(environ)
@@ -128,7 +92,7 @@ func loadServeConfig(environ []string) (cfg *config.Config, reload func() (*conf
 		}
 		return cfg, nil, nil
 	}
-	cfg, _, err = o.load()
+	cfg, err = o.load()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -145,7 +109,7 @@ func loadServeConfig(environ []string) (cfg *config.Config, reload func() (*conf
 // Around it, systemd hears RELOADING=1 (with MONOTONIC_USEC=) and then
 // READY=1, and the outcome is written to reload.json in the runtime
 // directory for `cwcreds reload`, which waits for it (see reloadOutcome).
-func (d *node) reload(load func() (*config.Config, func(), error)) {
+func (d *node) reload(load func() (*config.Config, error)) {
 	started, err := monotonicUsec()
 	if err != nil {
 		d.log.Warn().Err(err).Msg("reload start time unknown; `cwcreds reload` will not see this reload's outcome")
@@ -170,12 +134,10 @@ func (d *node) reload(load func() (*config.Config, func(), error)) {
 		d.log.Info().Msg("configuration not reloaded: " + envFileVar + " is not set, and the process environment cannot change; token files are re-read at every mint anyway")
 		return
 	}
-	cfg, undo, err := load()
+	cfg, err := load()
 	var res broker.UpdateResult
 	if err == nil {
-		if res, err = d.apply(cfg); err != nil {
-			undo()
-		}
+		res, err = d.apply(cfg)
 	}
 	if err != nil {
 		// A config error lists every problem; none of them holds a secret.

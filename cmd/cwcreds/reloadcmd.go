@@ -242,7 +242,7 @@ func reloadDirs(environ []string) []string {
 			}
 		}
 	}
-	if l, err := config.LoadLocal(); err == nil && (len(dirs) == 0 || dirs[0] != l.RuntimeDir) {
+	if l, err := config.LoadLocal(environ); err == nil && (len(dirs) == 0 || dirs[0] != l.RuntimeDir) {
 		dirs = append(dirs, l.RuntimeDir)
 	}
 	return dirs

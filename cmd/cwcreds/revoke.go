@@ -48,7 +48,7 @@ func revokeCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 		fs.Usage()
 		return &usageError{errors.New("revoke: give exactly one of --profile NAME and --all-cached")}
 	}
-	l, err := config.LoadLocal()
+	l, err := config.LoadLocal(environ)
 	if err != nil {
 		return &usageError{fmt.Errorf("revoke: %w", err)}
 	}
@@ -69,7 +69,7 @@ func revokeCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 			return fmt.Errorf("--token-file: %w", err)
 		}
 	}
-	d, err := newDaemonClient("revoke", *addr, *adminFile)
+	d, err := newDaemonClient("revoke", *addr, *adminFile, environ)
 	if err != nil {
 		return err
 	}

@@ -45,8 +45,8 @@ Run 'cwcreds <command> -h' for a command's flags.
 `
 
 // run is the whole program: main only calls it. Configuration comes from
-// environ (the process environment: envconfig reads it directly, so environ
-// must be os.Environ() outside tests, which set variables with t.Setenv).
+// environ (os.Environ() in main) and, for serve, CWCREDS_ENV_FILE on top:
+// nothing reads or changes the process environment itself.
 func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usageText)

@@ -47,7 +47,7 @@ type serveHooks struct {
 	// reloads delivers SIGHUP: each one re-reads the configuration with
 	// load (nil without CWCREDS_ENV_FILE: token files are checked only).
 	reloads <-chan os.Signal
-	load    func() (*config.Config, func(), error)
+	load    func() (*config.Config, error)
 	// inherited, when set, are the sockets systemd passed (tests);
 	// nil means activation.Files (LISTEN_FDS).
 	inherited []*os.File

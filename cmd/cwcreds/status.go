@@ -32,7 +32,7 @@ func statusCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	d, err := newDaemonClient("status", *addr, "")
+	d, err := newDaemonClient("status", *addr, "", environ)
 	if err != nil {
 		return err
 	}
@@ -166,8 +166,8 @@ const daemonTimeout = 2*broker.MintTimeout + 5*time.Second
 // profile configuration), else 127.0.0.1:791. It talks only to a socket
 // owned by root, the caller, or the owner of the daemon's runtime
 // directory or of tokenFile, the token it will send (see socketTrust).
-func newDaemonClient(cmd, addr, tokenFile string) (*daemonClient, error) {
-	l, err := config.LoadLocal()
+func newDaemonClient(cmd, addr, tokenFile string, environ []string) (*daemonClient, error) {
+	l, err := config.LoadLocal(environ)
 	if err != nil {
 		return nil, &usageError{fmt.Errorf("%s: %w", cmd, err)}
 	}
