@@ -139,79 +139,85 @@ func (c *Config) Profile(name string) (Profile, bool) {
 }
 
 // Validate checks a Config built in code rather than by Load, with the
-// rules Load applies after decoding. Problems name the variables that would
-// set the offending fields. It returns nil or an *Error.
+// rules Load applies after decoding (validate). Problems name the variables
+// that would set the offending fields. It returns nil or an *Error.
 func (c *Config) Validate() error {
 	var ps problems
-	checkGlobals(&ps, c)
-	if msg := checkAbs(c.RuntimeDir); msg != "" {
-		ps.add(varRuntimeDir, "%s", msg)
-	}
-	if len(c.Profiles) == 0 {
-		ps.add(varProfiles, "%s", msgNoProfiles)
-	}
-	seen := make(map[string]bool)
+	names := make([]string, len(c.Profiles))
 	envNames := make([]string, len(c.Profiles))
 	for i, p := range c.Profiles {
-		envNames[i] = envName(p.Name)
-		if msg := checkName(p.Name); msg != "" {
-			ps.add(varProfiles, "%s", msg)
-		} else if seen[p.Name] {
-			ps.add(varProfiles, msgDuplicate, show(p.Name))
-		} else if p.EnvName != envNames[i] {
+		names[i], envNames[i] = p.Name, envName(p.Name)
+	}
+	for i, ok := range checkNames(&ps, names) {
+		if p := c.Profiles[i]; ok && p.EnvName != envNames[i] {
 			ps.add(varProfiles, "profile %q has EnvName %q; it must be %q", p.Name, p.EnvName, envNames[i])
 		}
-		seen[p.Name] = true
-
-		v := func(suffix string) string { return profileVar(envNames[i], suffix) }
-		srcOK := checkSource(&ps, v(sfxSource), p.Source)
-		if p.TokenFile == "" {
-			ps.add(v(sfxTokenFile), "%s", msgTokenFileRequired)
-		} else if msg := checkAbs(p.TokenFile); msg != "" {
-			ps.add(v(sfxTokenFile), "%s", msg)
-		}
-		if srcOK {
-			checkIDs(&ps, envNames[i], p.Source, p.OrgID != "", p.ConfigID != "")
-			switch {
-			case p.Source == sourceAPIToken && p.Duration != 0:
-				ps.add(v(sfxDuration), "%s", msgAPITokenDuration)
-			case p.Source != sourceAPIToken:
-				if msg := checkDuration(p.Duration, p.Duration.String()); msg != "" {
-					ps.add(v(sfxDuration), "%s", msg)
-				}
-			}
-		}
-		if msg := checkAbs(p.ClientTokenFile); msg != "" {
-			ps.add(v(sfxClientTokenFile), "%s", msg)
-		}
-		checkIDList(&ps, v(sfxAllowedUIDs), p.AllowedUIDs)
-		checkIDList(&ps, v(sfxAllowedGIDs), p.AllowedGIDs)
 	}
-	checkAcrossProfiles(&ps, c.Profiles)
+	c.validate(&ps)
 	return ps.err(envNames)
 }
 
-// checkGlobals applies the rules for the daemon-wide settings of c, shared
-// by Load and Validate.
-func checkGlobals(ps *problems, c *Config) {
-	if msg := checkListenAddr(c.ListenAddr, c.AllowNonLoopback); msg != "" {
-		ps.add(varListenAddr, "%s", msg)
-	}
-	if msg := checkAPIURL(c.APIURL); msg != "" {
-		ps.add(varAPIURL, "%s", msg)
-	}
-	if msg := checkEnum(c.LogLevel, logLevels, "log level"); msg != "" {
-		ps.add(varLogLevel, "%s", msg)
-	}
-	if msg := checkEnum(c.LogFormat, logFormats, "log format"); msg != "" {
-		ps.add(varLogFormat, "%s", msg)
-	}
-	if msg := checkKeyWarmup(c.KeyWarmup, c.KeyWarmup.String()); msg != "" && !ps.isBad(varKeyWarmup) {
-		ps.add(varKeyWarmup, "%s", msg)
-	}
-	if c.EnvFile != "" {
-		if msg := checkAbs(c.EnvFile); msg != "" {
-			ps.add(varEnvFile, "%s", msg)
+// checkNames reports the invalid and repeated names of CWCREDS_PROFILES
+// (or of a built Config's profiles), and says which ones are usable: valid,
+// and listed for the first time.
+func checkNames(ps *problems, names []string) []bool {
+	ok := make([]bool, len(names))
+	seen := make(map[string]bool)
+	for i, name := range names {
+		switch msg := checkName(name); {
+		case msg != "":
+			ps.add(varProfiles, "%s", msg)
+		case seen[name]:
+			ps.add(varProfiles, msgDuplicate, show(name))
+		default:
+			ok[i] = true
 		}
+		seen[name] = true
 	}
+	return ok
+}
+
+// validate applies every rule on the decoded values of c: Load's after
+// decoding, and Validate's. A variable whose value decoding already
+// refused (ps.isBad) is not reported again; a message quotes the value as
+// it was written when decoding saw it (ps.shown).
+func (c *Config) validate(ps *problems) {
+	ps.check(varListenAddr, checkListenAddr(c.ListenAddr, c.AllowNonLoopback))
+	ps.check(varAPIURL, checkAPIURL(c.APIURL))
+	ps.check(varLogLevel, checkEnum(c.LogLevel, logLevels, "log level"))
+	ps.check(varLogFormat, checkEnum(c.LogFormat, logFormats, "log format"))
+	ps.check(varKeyWarmup, checkKeyWarmup(c.KeyWarmup, ps.shown(varKeyWarmup, c.KeyWarmup.String())))
+	if c.EnvFile != "" {
+		ps.check(varEnvFile, checkAbs(c.EnvFile))
+	}
+	ps.check(varRuntimeDir, checkAbs(c.RuntimeDir))
+	if len(c.Profiles) == 0 {
+		ps.check(varProfiles, msgNoProfiles)
+	}
+	for _, p := range c.Profiles {
+		en := envName(p.Name)
+		v := func(suffix string) string { return profileVar(en, suffix) }
+		srcOK := checkSource(ps, v(sfxSource), p.Source)
+		if p.TokenFile == "" {
+			ps.check(v(sfxTokenFile), msgTokenFileRequired)
+		} else {
+			ps.check(v(sfxTokenFile), checkAbs(p.TokenFile))
+		}
+		if srcOK {
+			checkIDs(ps, en, p.Source, p.OrgID != "", p.ConfigID != "")
+		}
+		dv := v(sfxDuration)
+		switch {
+		case srcOK && p.Source == sourceAPIToken:
+			if p.Duration != 0 || ps.shown(dv, "") != "" {
+				ps.check(dv, msgAPITokenDuration)
+			}
+		default:
+			ps.check(dv, checkDuration(p.Duration, ps.shown(dv, p.Duration.String())))
+		}
+		ps.check(v(sfxClientTokenFile), checkAbs(p.ClientTokenFile))
+		checkIDList(ps, v(sfxAllowedUIDs), p.AllowedUIDs)
+		checkIDList(ps, v(sfxAllowedGIDs), p.AllowedGIDs)
+	}
+	checkAcrossProfiles(ps, c.Profiles)
 }

@@ -43,6 +43,36 @@ func (e *Error) Error() string {
 type problems struct {
 	list []Problem
 	bad  map[string]bool
+	// written holds, for Load, each decoded variable's value as written,
+	// for messages (see shown).
+	written map[string]string
+}
+
+// check reports msg for v unless msg is "" or v is bad already.
+func (ps *problems) check(v, msg string) {
+	if msg != "" && !ps.isBad(v) {
+		ps.add(v, "%s", msg)
+	}
+}
+
+// record keeps v's value as written, when it is set, for shown.
+func (ps *problems) record(v, value string) {
+	if value == "" {
+		return
+	}
+	if ps.written == nil {
+		ps.written = make(map[string]string)
+	}
+	ps.written[v] = value
+}
+
+// shown is how a message spells v's value: as written (quoted) when
+// decoding recorded it, else fallback.
+func (ps *problems) shown(v, fallback string) string {
+	if w, ok := ps.written[v]; ok {
+		return show(w)
+	}
+	return fallback
 }
 
 func (ps *problems) add(v, format string, args ...any) {

@@ -75,40 +75,28 @@ func Load(environ []string) (*Config, error) {
 	// CWCREDS_PROFILES comes first: the listed names decide which other
 	// variables exist.
 	names := splitList(g.Profiles)
-	if len(names) == 0 {
-		ps.add(varProfiles, "%s", msgNoProfiles)
-	}
 	var valid []string
 	listed := make([]string, 0, len(names)) // infixes of every listed name, valid or not
-	seen := make(map[string]bool)
-	for _, name := range names {
-		listed = append(listed, envName(name))
-		switch msg := checkName(name); {
-		case msg != "":
-			ps.add(varProfiles, "%s", msg)
-		case seen[name]:
-			ps.add(varProfiles, msgDuplicate, show(name))
-		default:
-			valid = append(valid, name)
+	for i, ok := range checkNames(&ps, names) {
+		listed = append(listed, envName(names[i]))
+		if ok {
+			valid = append(valid, names[i])
 		}
-		seen[name] = true
 	}
 
 	c.AllowNonLoopback = loadBool(&ps, varAllowNonLoopback, g.AllowNonLoopback)
 	c.AllowInsecureFileModes = loadBool(&ps, varAllowInsecure, g.AllowInsecureFileModes)
 	c.KeyWarmup = defaultKeyWarmup
 	if g.KeyWarmup != "" {
+		ps.record(varKeyWarmup, g.KeyWarmup)
 		d, err := time.ParseDuration(g.KeyWarmup)
 		if err != nil {
 			ps.add(varKeyWarmup, "%s is not a duration; use Go syntax such as 5s or 500ms (0 disables warm-up)",
 				show(g.KeyWarmup))
-		} else if msg := checkKeyWarmup(d, show(g.KeyWarmup)); msg != "" {
-			ps.add(varKeyWarmup, "%s", msg)
 		}
 		c.KeyWarmup = d
 	}
 	c.EnvFile = g.EnvFile
-	checkGlobals(&ps, c)
 	var runtimeDirOK bool
 	c.RuntimeDir, runtimeDirOK = runtimeDir(&ps, e, g.RuntimeDir)
 	c.NodeName = g.NodeName
@@ -140,7 +128,7 @@ func Load(environ []string) (*Config, error) {
 		}
 		c.Profiles = append(c.Profiles, p)
 	}
-	checkAcrossProfiles(&ps, c.Profiles)
+	c.validate(&ps)
 	checkUnknown(&ps, environ, listed)
 	if err := ps.err(listed); err != nil {
 		return nil, err
@@ -148,7 +136,8 @@ func Load(environ []string) (*Config, error) {
 	return c, nil
 }
 
-// loadProfile decodes and checks one profile's variables. credDir is
+// loadProfile decodes one profile's variables, reporting values that do
+// not parse or resolve; validate checks the rest. credDir is
 // $CREDENTIALS_DIRECTORY, or "" when relative token file paths cannot be
 // resolved.
 func loadProfile(ps *problems, e env, name, credDir, runtimeDir string, runtimeDirOK bool) (Profile, error) {
@@ -159,11 +148,10 @@ func loadProfile(ps *problems, e env, name, credDir, runtimeDir string, runtimeD
 	}
 	v := func(suffix string) string { return profileVar(en, suffix) }
 	p := Profile{Name: name, EnvName: en, Source: pe.Source, OrgID: pe.OrgID, ConfigID: pe.ConfigID}
-	srcOK := checkSource(ps, v(sfxSource), p.Source)
 
 	switch tf := pe.TokenFile; {
 	case tf == "":
-		ps.add(v(sfxTokenFile), "%s", msgTokenFileRequired)
+		// validate reports it
 	case filepath.IsAbs(tf):
 		p.TokenFile = filepath.Clean(tf)
 	case ps.isBad(envCredentialsDirectory):
@@ -178,22 +166,17 @@ func loadProfile(ps *problems, e env, name, credDir, runtimeDir string, runtimeD
 		p.TokenFile = filepath.Join(credDir, tf)
 	}
 
-	if srcOK {
-		checkIDs(ps, en, p.Source, p.OrgID != "", p.ConfigID != "")
-	}
+	ps.record(v(sfxDuration), pe.Duration)
 	switch {
-	case srcOK && p.Source == sourceAPIToken:
-		if pe.Duration != "" {
-			ps.add(v(sfxDuration), "%s", msgAPITokenDuration)
-		}
+	case p.Source == sourceAPIToken:
+		// An api-token key's lifetime is not configurable: validate
+		// refuses any DURATION, parsed or not.
 	case pe.Duration == "":
 		p.Duration = defaultDuration
 	default:
 		d, err := time.ParseDuration(pe.Duration)
 		if err != nil {
 			ps.add(v(sfxDuration), "%s is not a duration; use Go syntax such as 90m or 2h", show(pe.Duration))
-		} else if msg := checkDuration(d, show(pe.Duration)); msg != "" {
-			ps.add(v(sfxDuration), "%s", msg)
 		}
 		p.Duration = d
 	}
@@ -247,6 +230,7 @@ func runtimeDir(ps *problems, e env, explicit string) (string, bool) {
 	if rd, _, _ := strings.Cut(e[envRuntimeDirectory], ":"); rd != "" {
 		if !filepath.IsAbs(rd) {
 			ps.add(envRuntimeDirectory, "is not an absolute path; set %s to an absolute path instead", varRuntimeDir)
+			ps.markBad(varRuntimeDir) // reported as $RUNTIME_DIRECTORY's problem
 			return rd, false
 		}
 		return filepath.Clean(rd), true
