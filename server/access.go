@@ -120,7 +120,8 @@ var (
 
 // checkAccess returns nil when p may be served to r's peer: always for a
 // profile without Access, else only for an identified, allowed peer. It
-// logs every refusal at warn, with the profile and the peer's uid.
+// logs at warn the failures to identify the peer; the refusal itself is
+// recorded by the audit trail (see refuse).
 func (s *Server) checkAccess(r *http.Request, p *profile) *requestError {
 	if !p.access.restricted() {
 		return nil
@@ -152,7 +153,5 @@ func (s *Server) checkAccess(r *http.Request, p *profile) *requestError {
 			}
 		}
 	}
-	s.log.Warn().Str("profile", p.name).Str("remote", r.RemoteAddr).Uint32("peer_uid", uid).
-		Msg("refused: the connection's user may not use this profile")
-	return errForbiddenPeer
+	return errForbiddenPeer // recorded by the audit trail, with the peer's uid
 }

@@ -88,26 +88,26 @@ func (s *Server) serveCredentials(w http.ResponseWriter, r *http.Request, name s
 		return
 	}
 	p.requests.Count(OutcomeOK)
-	s.audit(r, name, OutcomeOK, creds.AccessKeyID).Msg("credential served")
+	s.auditServed(r, name, creds.AccessKeyID)
 	writeBody(w, http.StatusOK, body)
 }
 
 // refuse answers a credential request (of this route or IMDS's) that gets
 // no key. err alone decides the answer: errorStatus maps it, once, to the
-// status, code and message, and the outcome counted in requests and written
-// on the audit line (with why, and profile unless it is "") follows from
-// that code.
+// status, code and message, and the outcome counted in requests and
+// recorded in the audit trail (with why, and profile unless it is "")
+// follows from that code. Only our own failures (500) log a line of their
+// own per request; every other refusal is summarised by the audit trail,
+// so a flood of them costs a line per AuditInterval.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, requests RequestCounter, profile string, err error, why string) {
 	status, code, msg := errorStatus(err)
 	o := outcomeOf(code)
 	requests.Count(o)
-	ev := s.audit(r, profile, o, "")
-	if o == OutcomeUnauthorized {
-		// Never log the presented value, only how many there were.
-		ev = ev.Int("authorization_headers", len(r.Header["Authorization"]))
+	if err == errUnknownPeer {
+		why = "credential request refused: user not identified"
 	}
-	ev.Msg(why)
-	if o != OutcomeForbidden { // checkAccess logged it, with the peer's uid
+	s.auditRefused(r, profile, o, why)
+	if o == OutcomeError || (o != OutcomeForbidden && s.debugEnabled()) {
 		s.logError(r, err, status, msg)
 	}
 	s.sendError(w, r, status, code, msg)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog"
@@ -121,6 +122,7 @@ func fastPathServer(t *testing.T, level zerolog.Level, chiOnly bool) (s *Server,
 	if chiOnly {
 		s.fastCreds = nil
 	}
+	s.now = func() time.Time { return time.Date(2026, 12, 6, 4, 0, 0, 0, time.UTC) } // the audit lines' times
 	return s, logs, reqs, imdsToken(t, s, "60")
 }
 

@@ -301,7 +301,7 @@ func (s *Server) imdsGetRole(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.requests.Count(OutcomeOK)
-	s.audit(r, name, OutcomeOK, creds.AccessKeyID).Msg("credential served")
+	s.auditServed(r, name, creds.AccessKeyID)
 	s.writeJSON(w, http.StatusOK, imdsDocument(creds, s.now()))
 }
 

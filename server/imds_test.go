@@ -368,9 +368,9 @@ func TestIMDSCountedAndAudited(t *testing.T) {
 	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
 		if strings.Contains(line, `"audit":true`) && strings.Contains(line, `"via":"imds"`) {
 			switch {
-			case strings.Contains(line, "credential served"):
+			case strings.Contains(line, `"event":"credential_grant"`):
 				served++
-			case strings.Contains(line, "not served"):
+			case strings.Contains(line, `"event":"credential_refusal"`):
 				refused++
 			}
 		}

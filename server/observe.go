@@ -1,11 +1,6 @@
 package server
 
-import (
-	"net/http"
-	"strings"
-
-	"github.com/rs/zerolog"
-)
+import "net/http"
 
 // Outcome is how a credential request ended, for metrics and the audit log.
 type Outcome uint8
@@ -73,50 +68,6 @@ func (nopRequests) Count(Outcome)                  {}
 // sent r (for a local connection), for the audit log. ok is false when it
 // is not known; pid is 0 when only the uid is.
 type PeerIdentity func(r *http.Request) (uid, pid int, ok bool)
-
-// audit starts the audit line of one credential request: the profile (a
-// configured name only, never request input), the outcome, the served key's
-// id suffix, the peer and, for the IMDS role's route, "via":"imds". The
-// caller adds any detail and sends it with Msg.
-// It returns nil (on which every zerolog method is a no-op) when the level
-// is disabled. It is on the hot path: it allocates nothing beyond zerolog's
-// pooled buffer.
-func (s *Server) audit(r *http.Request, profile string, o Outcome, keyID string) *zerolog.Event {
-	var ev *zerolog.Event
-	switch o {
-	case OutcomeOK, OutcomeUnknownProfile, OutcomeNoValidKey:
-		ev = s.auditLog.Info()
-	default:
-		ev = s.auditLog.Warn() // a wrong client token, or a failure of ours
-	}
-	if ev == nil {
-		return nil
-	}
-	if profile != "" {
-		ev = ev.Str("profile", profile)
-	}
-	ev = ev.Str("outcome", o.String()).Str("peer", r.RemoteAddr)
-	if strings.HasPrefix(r.URL.Path, imdsCredsPath) {
-		ev = ev.Str("via", "imds")
-	}
-	if keyID != "" {
-		ev = ev.Str("key_id_suffix", KeySuffix(keyID))
-	}
-	if s.peerIdentity != nil {
-		if uid, pid, ok := s.peerIdentity(r); ok {
-			ev = ev.Int("peer_uid", uid)
-			if pid > 0 { // 0: not known (package peer never knows it)
-				ev = ev.Int("peer_pid", pid)
-			}
-		}
-	}
-	return ev
-}
-
-// newAuditLogger returns log with the fields every audit line carries.
-func newAuditLogger(log zerolog.Logger) zerolog.Logger {
-	return log.With().Bool("audit", true).Str("event", "credential_request").Logger()
-}
 
 // KeySuffix returns the last four characters of an access key id: enough to
 // tell keys apart in a log or a status table, not the whole id. It is all

@@ -53,15 +53,15 @@ func TestRequestCountsAndAuditLines(t *testing.T) {
 		wantFields map[string]any
 	}{
 		{"served", credsRequest(testProfile, testToken), nil, "default/ok", "info",
-			map[string]any{"profile": testProfile, "outcome": "ok", "key_id_suffix": "0001", "peer": "127.0.0.1:40000"}},
+			map[string]any{"event": "credential_grant", "profile": testProfile, "outcome": "ok", "key_id_suffix": "0001", "peer": "address 127.0.0.1"}},
 		{"wrong token", credsRequest(testProfile, "nope"), nil, "default/unauthorized", "warn",
-			map[string]any{"profile": testProfile, "outcome": "unauthorized", "authorization_headers": 1.0}},
+			map[string]any{"event": "credential_refusal", "profile": testProfile, "outcome": "unauthorized", "reason": "wrong or missing client token"}},
 		{"unknown profile", credsRequest("attacker-input", testToken), nil, "/unknown_profile", "info",
-			map[string]any{"outcome": "unknown_profile"}},
+			map[string]any{"event": "credential_refusal", "outcome": "unknown_profile", "reason": "unknown profile"}},
 		{"no valid key", credsRequest(testProfile, testToken), unavailable, "default/no_valid_key", "info",
-			map[string]any{"profile": testProfile, "outcome": "no_valid_key"}},
+			map[string]any{"event": "credential_refusal", "profile": testProfile, "outcome": "no_valid_key"}},
 		{"internal error", credsRequest(testProfile, testToken), errors.New("boom"), "default/error", "warn",
-			map[string]any{"profile": testProfile, "outcome": "error"}},
+			map[string]any{"event": "credential_refusal", "profile": testProfile, "outcome": "error"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -92,8 +92,8 @@ func TestRequestCountsAndAuditLines(t *testing.T) {
 				t.Fatalf("audit lines = %v, want exactly one", audits)
 			}
 			a := audits[0]
-			if a["level"] != tt.wantLevel || a["event"] != "credential_request" || a["peer_uid"] != 1000.0 || a["peer_pid"] != 4242.0 {
-				t.Errorf("audit line = %v, want level %s, event credential_request, peer uid and pid", a, tt.wantLevel)
+			if a["level"] != tt.wantLevel || a["count"] != 1.0 || a["at"] == nil || a["peer_uid"] != 1000.0 || a["peer_pid"] != 4242.0 {
+				t.Errorf("audit line = %v, want level %s, count 1, the time, peer uid and pid", a, tt.wantLevel)
 			}
 			for k, want := range tt.wantFields {
 				if a[k] != want {

@@ -35,17 +35,23 @@ func TestGetCredentials(t *testing.T) {
 	}
 }
 
-// TestGetCredentialsAuditLine: a served key logs exactly one line at info,
-// the audit line, with the key id's suffix only and no secret or token.
+// TestGetCredentialsAuditLine: a key served to a new peer logs exactly one
+// line at info, its grant line, with the key id's suffix only and no secret
+// or token; serving it again to the same peer logs nothing more until the
+// next audit flush.
 func TestGetCredentialsAuditLine(t *testing.T) {
 	keys := &fakeKeys{creds: testCreds()}
 	var logs syncBuffer
 	s := New(zerolog.New(&logs).Level(zerolog.InfoLevel), keys, Options{ClientTokens: map[string]string{testProfile: testToken}})
-	if rec := serve(s, credsRequest(testProfile, testToken)); rec.Code != http.StatusOK {
-		t.Fatalf("status = %d, want 200", rec.Code)
+	s.now = func() time.Time { return time.Date(2026, 12, 6, 4, 0, 0, 0, time.UTC) }
+	for range 3 {
+		if rec := serve(s, credsRequest(testProfile, testToken)); rec.Code != http.StatusOK {
+			t.Fatalf("status = %d, want 200", rec.Code)
+		}
 	}
-	want := `{"level":"info","audit":true,"event":"credential_request","profile":"default","outcome":"ok",` +
-		`"peer":"127.0.0.1:40000","key_id_suffix":"0001","message":"credential served"}` + "\n"
+	want := `{"level":"info","audit":true,"event":"credential_grant","profile":"default","outcome":"ok",` +
+		`"peer":"address 127.0.0.1","key_id_suffix":"0001","at":"2026-12-06T04:00:00Z","count":1,` +
+		`"message":"key granted to a peer for the first time"}` + "\n"
 	if got := logs.String(); got != want {
 		t.Errorf("logs at info:\n%s\nwant exactly the audit line:\n%s", got, want)
 	}
@@ -212,8 +218,8 @@ func TestUnauthorizedLog(t *testing.T) {
 			}
 		}
 	}
-	if line["profile"] != testProfile || line["peer"] != "127.0.0.1:40000" || line["outcome"] != "unauthorized" || line["audit"] != true {
-		t.Errorf("401 warn line = %v, want the audit line with profile %q, peer address and outcome", line, testProfile)
+	if line["profile"] != testProfile || line["peer"] != "address 127.0.0.1" || line["outcome"] != "unauthorized" || line["audit"] != true {
+		t.Errorf("401 warn line = %v, want the audit refusal line with profile %q, peer address and outcome", line, testProfile)
 	}
 	for _, secret := range []string{presented, testToken} {
 		if strings.Contains(logs.String(), secret) {

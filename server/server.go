@@ -90,7 +90,7 @@ type Server struct {
 	fastCreds http.Handler
 	imds      *imds // nil unless Options.IMDSProfile is set
 
-	auditLog     zerolog.Logger
+	audit        *auditor
 	requests     RequestMetrics // resolves the counter of every profile SetProfiles adds
 	unknown      RequestCounter // requests for unconfigured profiles
 	peerIdentity PeerIdentity
@@ -130,7 +130,7 @@ func New(log zerolog.Logger, keys KeyGetter, opts Options) *Server {
 	if opts.Requests == nil {
 		opts.Requests = nopRequests{}
 	}
-	s.auditLog = newAuditLogger(log)
+	s.audit = newAuditor(log, func() time.Time { return s.now() })
 	s.requests = opts.Requests
 	s.unknown = opts.Requests.Requests("")
 	s.peerIdentity = opts.PeerIdentity

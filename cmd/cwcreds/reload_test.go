@@ -372,7 +372,7 @@ func TestReloadAddingFirstRestrictedProfileAuditsPeerUID(t *testing.T) {
 	var audit map[string]any
 	for line := range strings.Lines(r.logs.String()) {
 		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && m["event"] == "credential_request" && m["profile"] == "theirs" {
+		if json.Unmarshal([]byte(line), &m) == nil && m["event"] == "credential_refusal" && m["profile"] == "theirs" {
 			audit = m
 		}
 	}

@@ -101,6 +101,12 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	cacheDone := make(chan struct{})
 	go func() { d.cache.Run(cacheCtx); close(cacheDone) }()
 	defer func() { stopCache(); <-cacheDone }()
+	// The audit trail's summaries likewise: it stops after the drain, so
+	// its final flush counts every request served.
+	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
+	auditDone := make(chan struct{})
+	go func() { d.srv.RunAudit(auditCtx); close(auditDone) }()
+	defer func() { stopAudit(); <-auditDone }()
 
 	serveErr := make(chan error, 1)
 	// Bounded per local user and in all (issue 11, finding 4); after
