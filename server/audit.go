@@ -217,7 +217,7 @@ func (a *auditor) event(k auditPair, grant, refusal string) *zerolog.Event {
 	return ev
 }
 
-// Flush writes a summary line for every pair with requests since its last
+// FlushAudit writes a summary line for every pair with requests since its last
 // line, and the overflow count, and forgets pairs idle for auditForget
 // intervals. RunAudit calls it every AuditInterval and once more when it
 // returns; call it after the HTTP server has drained, so that no count is

@@ -29,7 +29,11 @@ func (w *discardWriter) reset() {
 
 // benchHit measures s serving a warm testProfile request, one at a time.
 func benchHit(b *testing.B, s *Server) {
-	r := credsRequest(testProfile, testToken)
+	benchHitRequest(b, s, credsRequest(testProfile, testToken))
+}
+
+// benchHitRequest measures s serving r, one at a time.
+func benchHitRequest(b *testing.B, s *Server, r *http.Request) {
 	w := &discardWriter{h: make(http.Header)}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -154,15 +158,23 @@ func BenchmarkLoopbackBare(b *testing.B) {
 // BenchmarkHandlerHitAudit is BenchmarkHandlerHit with the audit log off
 // (level warn) and on (level info, JSON with a timestamp, as the daemon
 // logs), writing to io.Discard so it measures the handler and zerolog, not
-// the log's destination.
+// the log's destination. With the audit trail on, a hit of a tracked
+// (key, peer) pair only counts; "on,conn-peer" has the peer attached to
+// the connection as LimitConnections does in the daemon.
 func BenchmarkHandlerHitAudit(b *testing.B) {
 	for _, bc := range []struct {
 		name  string
 		level zerolog.Level
-	}{{"off", zerolog.WarnLevel}, {"on", zerolog.InfoLevel}} {
+		uid   bool
+	}{{"off", zerolog.WarnLevel, false}, {"on", zerolog.InfoLevel, false}, {"on,conn-peer", zerolog.InfoLevel, true}} {
 		b.Run("audit="+bc.name, func(b *testing.B) {
 			log := zerolog.New(io.Discard).Level(bc.level).With().Timestamp().Logger()
-			benchHit(b, New(log, &fakeKeys{creds: testCreds()}, Options{ClientTokens: map[string]string{testProfile: testToken}}))
+			s := New(log, &fakeKeys{creds: testCreds()}, Options{ClientTokens: map[string]string{testProfile: testToken}})
+			r := credsRequest(testProfile, testToken)
+			if bc.uid {
+				r = fromUID(r, 1000)
+			}
+			benchHitRequest(b, s, r)
 		})
 	}
 }

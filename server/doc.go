@@ -16,12 +16,18 @@
 //
 // # Audit log
 //
-// Every credential request logs one line with "audit":true and
-// "event":"credential_request": the profile (a configured name only), the
-// outcome, the served key id's last four characters, the peer address and,
-// when Options.PeerIdentity knows them, the peer's uid and pid. Served keys,
-// unknown profiles and 503s log at info, wrong tokens and internal errors at
-// warn. The line costs no allocation beyond zerolog's pooled buffer.
+// The audit trail (audit.go) records grants, not requests: a line with
+// "audit":true and "event":"credential_grant" the first time a key is
+// served to a peer (the connection's uid as LimitConnections found it,
+// else its address), then at most one "credential_grant_summary" per
+// AuditInterval per (key, peer) with the count served since. Refusals are
+// summarised the same way per (profile, peer, reason)
+// ("credential_refusal", "credential_refusal_summary"). The counts of a
+// pair's lines add up to its requests once Server.RunAudit (or
+// Server.FlushAudit) has flushed them. At most maxAuditPairs pairs are
+// tracked; requests of others are counted in "audit_overflow" lines. A
+// tracked pair's request costs an atomic load, a map lookup and an atomic
+// add: no lock, no allocation, no line.
 //
 // # Wire format
 //
@@ -68,8 +74,7 @@
 // the same middleware), reads one map entry of the current profile set (one
 // atomic load), makes one KeyGetter call and writes a body rendered once
 // per key, however many requests wait for it; it takes no lock, does not
-// encode JSON and allocates nothing (the audit line uses zerolog's pooled
-// buffer).
+// encode JSON and allocates nothing (the audit trail only counts).
 // Server.SetProfiles replaces the profile set while requests run (SIGHUP
 // reload): unchanged profiles keep their rendered body and counters.
 package server
