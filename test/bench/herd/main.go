@@ -1,4 +1,4 @@
-// Command herd is scripts/bench's Go load tool, loopback only. Subcommands:
+// Command herd is scripts/bench's Go load tool (started by test/bench), loopback only. Subcommands:
 //
 //	herd  -url U -auth T -n 1000     open N keep-alive connections (each does
 //	                                 GET /healthz first), then release N credential
@@ -7,15 +7,13 @@
 //	                                 latency and served key id, so the latency of
 //	                                 requests around each key change (a background
 //	                                 refresh) can be told apart
-//	emustats -url EMU                the emulator's mint count and keys per profile
 //
-// Output is "key=value" lines for the script to read.
+// Output is "key=value" lines, which test/bench (scripts/bench) reads.
 package main
 
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -33,15 +31,13 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		die("usage: herd herd|load|emustats [flags]")
+		die("usage: herd herd|load [flags]")
 	}
 	switch os.Args[1] {
 	case "herd":
 		herd(os.Args[2:])
 	case "load":
 		load(os.Args[2:])
-	case "emustats":
-		emustats(os.Args[2:])
 	default:
 		die("unknown subcommand " + os.Args[1])
 	}
@@ -309,50 +305,4 @@ func load(args []string) {
 	}
 	fmt.Printf("key_changes=%d\nchange_at_s=%s\nduring_refresh_requests=%d\nduring_refresh_p99_ms=%s\nduring_refresh_max_ms=%s\n",
 		len(changes), strings.Join(ch, ","), len(during), ms(pct(during, 99)), ms(pct(during, 100)))
-}
-
-func emustats(args []string) {
-	fs := flag.NewFlagSet("emustats", flag.ExitOnError)
-	raw := fs.String("url", "", "emulator base URL")
-	fs.Parse(args)
-	u := loopbackURL(*raw)
-	client := &http.Client{Timeout: 5 * time.Second}
-	get := func(path string, v any) {
-		resp, err := client.Get(u.String() + path)
-		if err != nil {
-			die(err.Error())
-		}
-		defer resp.Body.Close()
-		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-			die(path + ": " + err.Error())
-		}
-	}
-	var st struct {
-		Mints       map[string]int `json:"mints"`
-		MaxInFlight int            `json:"maxInFlight"`
-	}
-	get("/_emulator/stats", &st)
-	total := 0
-	for _, v := range st.Mints {
-		total += v
-	}
-	fmt.Printf("mints=%d\nmax_in_flight=%d\n", total, st.MaxInFlight)
-	var keys struct {
-		Keys []struct {
-			Attributes map[string]string `json:"attributes"`
-		} `json:"keys"`
-	}
-	get("/_emulator/keys", &keys)
-	per := map[string]int{}
-	for _, k := range keys.Keys {
-		per[k.Attributes["cwcreds-profile"]]++
-	}
-	var names []string
-	for p := range per {
-		names = append(names, p)
-	}
-	sort.Strings(names)
-	for _, p := range names {
-		fmt.Printf("keys_%s=%d\n", p, per[p])
-	}
 }
