@@ -273,3 +273,46 @@ func TestAdminTokenFile(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditFlushedAtShutdown: the daemon's audit trail accounts for every
+// request once serve returns: the counts of a (key, peer)'s grant and
+// summary lines, and of a refused (profile, peer, reason)'s lines, add up
+// to the requests, the pending ones flushed at shutdown; one grant line per
+// (key, peer), not one line per request.
+func TestAuditFlushedAtShutdown(t *testing.T) {
+	d := startDaemon(t)
+	const served, refused = 200, 50
+	for range served {
+		if code, body := d.get(t, "train", d.tokens["train"]); code != http.StatusOK {
+			t.Fatalf("GET train = %d %v", code, body)
+		}
+	}
+	for range refused {
+		d.get(t, "train", "wrong-token")
+	}
+	d.stop()
+	d.stop = nil
+	counts, lines := map[string]int{}, map[string]int{}
+	for l := range strings.Lines(d.logs.String()) {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) != nil || m["audit"] != true || m["profile"] != "train" {
+			continue
+		}
+		ev, _ := m["event"].(string)
+		if !strings.HasPrefix(ev, "credential_") {
+			continue
+		}
+		if m["peer"] == nil || m["peer"] == "" {
+			t.Errorf("audit line without a peer: %s", l)
+		}
+		n, _ := m["count"].(float64)
+		counts[ev] += int(n)
+		lines[ev]++
+	}
+	if counts["credential_grant"]+counts["credential_grant_summary"] != served || lines["credential_grant"] != 1 {
+		t.Errorf("grant lines %v, counts %v; want 1 grant line and counts adding up to %d", lines, counts, served)
+	}
+	if counts["credential_refusal"]+counts["credential_refusal_summary"] != refused || lines["credential_refusal"] != 1 {
+		t.Errorf("refusal lines %v, counts %v; want 1 refusal line and counts adding up to %d", lines, counts, refused)
+	}
+}
