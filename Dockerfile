@@ -28,6 +28,12 @@ COPY --from=build /out/cwcreds /usr/local/bin/cwcreds
 # /run/cwcreds over it to share the tokens with the node.
 COPY --from=build --chown=65532:65532 --chmod=0750 /out/run/cwcreds /run/cwcreds
 ENV CWCREDS_RUNTIME_DIR=/run/cwcreds
+# Not the default 127.0.0.1:791: a non-root container cannot bind a port
+# below 1024 on the host's network (it has no CAP_NET_BIND_SERVICE), which
+# is how the DaemonSet runs it, so the image keeps the unprivileged 7911, as
+# deploy/daemonset.yaml does. The client commands check who owns the port
+# before sending a token (README "Security: local attackers").
+ENV CWCREDS_LISTEN_ADDR=127.0.0.1:7911
 USER 65532:65532
 # Unhealthy when the daemon does not answer or a profile holds no servable
 # key. The address is CWCREDS_LISTEN_ADDR, as for the daemon. (Kubernetes
