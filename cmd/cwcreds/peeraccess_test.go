@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 	"github.com/cwcreds/cwcreds/config"
 )
 
@@ -22,22 +20,14 @@ import (
 // the audit line carries the peer's uid. (peer's tests run clients as other
 // users.)
 func TestServeRestrictsProfilesByUID(t *testing.T) {
-	emu := cwapitest.New(cwapitest.Options{})
-	emuSrv := httptest.NewServer(emu)
-	t.Cleanup(emuSrv.Close)
 	dir := t.TempDir()
-	apiToken := "CW-SECRET-" + randomHex(16)
-	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u-train", OrgID: "cw123"})
-	tokenFile := filepath.Join(dir, "api-token")
-	if err := os.WriteFile(tokenFile, []byte(apiToken), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	apiURL, tokenFile, apiToken := apiTokenUpstream(t, dir, nil)
 	me := uint32(os.Getuid())
 	profile := func(name string, uids ...uint32) config.Profile {
 		return config.Profile{Name: name, EnvName: strings.ToUpper(name), Source: "access-key", TokenFile: tokenFile,
 			Duration: time.Hour, ClientTokenFile: filepath.Join(dir, name+".token"), AllowedUIDs: uids}
 	}
-	cfg := &config.Config{ListenAddr: "127.0.0.1:0", APIURL: emuSrv.URL, LogLevel: "debug", LogFormat: "json",
+	cfg := &config.Config{ListenAddr: "127.0.0.1:0", APIURL: apiURL, LogLevel: "debug", LogFormat: "json",
 		RuntimeDir: dir, NodeName: "gpu-node-7",
 		Profiles: []config.Profile{profile("mine", me), profile("theirs", me+1), profile("open")}}
 	if err := cfg.Validate(); err != nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,8 +17,6 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
-
-	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
 // TestReloadCommand runs the real binary twice over: the daemon (serve,
@@ -28,34 +25,11 @@ import (
 // serves, same PID); a broken one makes reload exit 1 printing the problem
 // with its variable, while the daemon keeps serving the old profiles.
 func TestReloadCommand(t *testing.T) {
-	emu := cwapitest.New(cwapitest.Options{})
-	emuSrv := httptest.NewServer(emu)
-	t.Cleanup(emuSrv.Close)
 	dir := t.TempDir()
-	apiToken := "CW-SECRET-" + randomHex(16)
-	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u-train", OrgID: "cw123"})
-	tokenFile := filepath.Join(dir, "api-token")
-	if err := os.WriteFile(tokenFile, []byte(apiToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	apiURL, tokenFile, apiToken := apiTokenUpstream(t, dir, nil)
 	runDir := filepath.Join(dir, "run")
 	envFile := filepath.Join(dir, "cwcreds.env")
-	writeEnv := func(extra string, profiles ...string) {
-		var b strings.Builder
-		fmt.Fprintf(&b, "CWCREDS_LISTEN_ADDR=127.0.0.1:0\nCWCREDS_API_URL=%s\nCWCREDS_RUNTIME_DIR=%s\nCWCREDS_NODE_NAME=n1\n", emuSrv.URL, runDir)
-		fmt.Fprintf(&b, "CWCREDS_PROFILES=%s\n", strings.Join(profiles, ","))
-		for _, p := range profiles {
-			u := strings.ToUpper(p)
-			fmt.Fprintf(&b, "CWCREDS_PROFILE_%s_SOURCE=access-key\nCWCREDS_PROFILE_%s_TOKEN_FILE=%s\nCWCREDS_PROFILE_%s_DURATION=1h\n", u, u, tokenFile, u)
-		}
-		b.WriteString(extra)
-		if err := os.WriteFile(envFile+".tmp", []byte(b.String()), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(envFile+".tmp", envFile); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeEnv := envFileWriter(t, envFile, apiURL, runDir, tokenFile)
 	writeEnv("", "a")
 
 	env := []string{execMainVar + "=1", "CWCREDS_ENV_FILE=" + envFile, "PATH=" + os.Getenv("PATH")}

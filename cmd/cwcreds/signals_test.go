@@ -3,11 +3,9 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,8 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
 // execMainVar makes the test binary run main instead of the tests, so a
@@ -70,35 +66,16 @@ func (g *gatedUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // applies a changed env file; SIGTERM, with requests waiting on a mint,
 // closes the listener, answers every one of them and exits 0.
 func TestSignalsReloadAndDrain(t *testing.T) {
-	emu := cwapitest.New(cwapitest.Options{})
-	gate := &gatedUpstream{next: emu}
-	emuSrv := httptest.NewServer(gate)
-	t.Cleanup(emuSrv.Close)
 	dir := t.TempDir()
-	apiToken := "CW-SECRET-" + randomHex(16)
-	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u-train", OrgID: "cw123"})
-	tokenFile := filepath.Join(dir, "api-token")
-	if err := os.WriteFile(tokenFile, []byte(apiToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	var gate *gatedUpstream
+	apiURL, tokenFile, _ := apiTokenUpstream(t, dir, func(h http.Handler) http.Handler {
+		gate = &gatedUpstream{next: h}
+		return gate
+	})
 	runDir := filepath.Join(dir, "run")
 	envFile := filepath.Join(dir, "cwcreds.env")
-	writeEnv := func(profiles ...string) {
-		var b strings.Builder
-		fmt.Fprintf(&b, "CWCREDS_LISTEN_ADDR=127.0.0.1:0\nCWCREDS_API_URL=%s\nCWCREDS_RUNTIME_DIR=%s\nCWCREDS_NODE_NAME=n1\n", emuSrv.URL, runDir)
-		fmt.Fprintf(&b, "CWCREDS_PROFILES=%s\n", strings.Join(profiles, ","))
-		for _, p := range profiles {
-			u := strings.ToUpper(p)
-			fmt.Fprintf(&b, "CWCREDS_PROFILE_%s_SOURCE=access-key\nCWCREDS_PROFILE_%s_TOKEN_FILE=%s\nCWCREDS_PROFILE_%s_DURATION=1h\n", u, u, tokenFile, u)
-		}
-		if err := os.WriteFile(envFile+".tmp", []byte(b.String()), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(envFile+".tmp", envFile); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeEnv("a")
+	writeEnv := envFileWriter(t, envFile, apiURL, runDir, tokenFile)
+	writeEnv("", "a")
 
 	cmd := exec.Command(os.Args[0], "serve")
 	cmd.Env = []string{execMainVar + "=1", "CWCREDS_ENV_FILE=" + envFile, "PATH=" + os.Getenv("PATH")}
@@ -143,7 +120,7 @@ func TestSignalsReloadAndDrain(t *testing.T) {
 
 	// SIGHUP: profile b appears; its warm-up mint is held upstream.
 	gate.arm()
-	writeEnv("a", "b")
+	writeEnv("", "a", "b")
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
