@@ -120,11 +120,26 @@ func settingsList() string {
 func suggest(name string, known []string) string {
 	best, bestDist := "", maxSuggestDistance+1
 	for _, k := range known {
+		if !plainName(k) {
+			continue // from an invalid profile name: never echo it back
+		}
 		if d := editDistance(name, k); d < bestDist {
 			best, bestDist = k, d
 		}
 	}
 	return best
+}
+
+// plainName reports whether name is made only of the characters a
+// cwcreds variable name may hold, so a suggestion can be shown as is.
+func plainName(name string) bool {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // editDistance is the Levenshtein distance between a and b, in bytes
