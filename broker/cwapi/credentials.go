@@ -24,6 +24,11 @@ const (
 	// SourceSAML federates a base64 SAML response with
 	// POST /v1/cwobject/temporary-credentials/saml.
 	SourceSAML Source = "saml"
+	// SourceWorkloadOIDC takes the identity from the caller: each request's
+	// Authorization header is the workload's own OIDC JWT, federated with
+	// POST /v1/cwobject/temporary-credentials/oidc. The operator holds no
+	// upstream credential for such a profile.
+	SourceWorkloadOIDC Source = "workload-oidc"
 )
 
 // Credentials is one CoreWeave AI Object Storage access key.
