@@ -14,6 +14,8 @@ import (
 
 // Messages used by both Load and Validate.
 const (
+	msgWorkloadTokenFile = "source workload-oidc takes each client's own OIDC token from its request and holds no " +
+		"upstream credential; remove it"
 	msgNoProfiles        = "required: list the profiles to serve, comma-separated, e.g. CWCREDS_PROFILES=train,eval"
 	msgDuplicate         = "profile %s is listed more than once; list each profile once"
 	msgTokenFileRequired = "required: set the path of the profile's upstream credential file " +
@@ -180,13 +182,13 @@ func checkSource(ps *problems, v, src string) bool {
 // checkIDs reports an ORG_ID or CONFIG_ID that source needs but lacks, or
 // has but never reads.
 func checkIDs(ps *problems, envName, source string, orgSet, configSet bool) {
-	needOrg := source == sourceOIDC || source == sourceSAML
+	needOrg := source == sourceOIDC || source == sourceSAML || source == sourceWorkload
 	needConfig := source == sourceSAML
 	switch {
 	case needOrg && !orgSet:
 		ps.add(profileVar(envName, sfxOrgID), "required for source %q: set the CoreWeave organization ID the identity belongs to", source)
 	case !needOrg && orgSet:
-		ps.add(profileVar(envName, sfxOrgID), "source %q does not use an organization ID (only oidc and saml do); remove it", source)
+		ps.add(profileVar(envName, sfxOrgID), "source %q does not use an organization ID (only oidc, saml and workload-oidc do); remove it", source)
 	}
 	switch {
 	case needConfig && !configSet:
@@ -288,4 +290,79 @@ func checkAcrossProfiles(ps *problems, profiles []Profile) {
 		}
 		clientFiles[p.ClientTokenFile] = p.Name
 	}
+}
+
+// checkWorkload applies the rules of a workload-oidc profile: clients
+// present their own token, so there is no upstream token file and no
+// client token, and the IMDS role (which has no Authorization header) is
+// not available.
+func checkWorkload(ps *problems, en string, p Profile) {
+	v := func(suffix string) string { return profileVar(en, suffix) }
+	if p.TokenFile != "" {
+		ps.check(v(sfxTokenFile), msgWorkloadTokenFile)
+	}
+	if p.ClientTokenFile != "" {
+		ps.check(v(sfxClientTokenFile), "source workload-oidc has no client token: the client's Authorization header "+
+			"is its OIDC token; remove it")
+	}
+	if p.IMDS {
+		ps.check(v(sfxIMDS), "the IMDS role carries no client token, so a workload-oidc profile cannot be served "+
+			"there; remove it, or serve an operator profile as the role")
+	}
+	if len(p.Issuers) == 0 {
+		ps.check(v(sfxIssuers), "required for source workload-oidc: list the issuers (iss) whose tokens are accepted, "+
+			"e.g. https://oidc.example.com/my-cluster")
+	}
+	for _, iss := range p.Issuers {
+		if msg := checkOIDCURL(iss); msg != "" {
+			ps.check(v(sfxIssuers), "issuer "+show(iss)+" "+msg)
+			break
+		}
+	}
+	if p.Audience == "" {
+		ps.check(v(sfxAudience), "is empty; unset it for "+defaultAudience)
+	}
+	if !ps.isBad(v(sfxShare)) {
+		ps.check(v(sfxShare), checkEnum(p.Share, shares, "share mode"))
+	}
+	switch {
+	case p.JWKSURL == "":
+	case p.Share != ShareIdentity:
+		ps.check(v(sfxJWKSURL), "only SHARE=identity verifies signatures locally; remove it, or set SHARE=identity")
+	default:
+		if msg := checkOIDCURL(p.JWKSURL); msg != "" {
+			ps.check(v(sfxJWKSURL), msg)
+		}
+	}
+}
+
+// checkNotWorkload reports the workload-oidc settings on a profile of
+// another source.
+func checkNotWorkload(ps *problems, en string, p Profile) {
+	for _, sv := range []struct {
+		suffix string
+		set    bool
+	}{{sfxIssuers, len(p.Issuers) > 0}, {sfxAudience, p.Audience != ""}, {sfxShare, p.Share != ""}, {sfxJWKSURL, p.JWKSURL != ""}} {
+		if sv.set {
+			ps.check(profileVar(en, sv.suffix), fmt.Sprintf("only source workload-oidc uses it (this profile's is %s); remove it", show(p.Source)))
+		}
+	}
+}
+
+// checkOIDCURL returns what is wrong with an issuer or key set URL, or
+// "": https, or http to a loopback host, with a host and no user info,
+// query or fragment.
+func checkOIDCURL(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "":
+		return "is not an absolute URL; write e.g. https://oidc.example.com/cluster"
+	case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return "must not hold user info, a query or a fragment"
+	case u.Scheme == "https":
+		return ""
+	case u.Scheme == "http" && isLoopbackHost(u.Hostname()):
+		return ""
+	}
+	return "must be https (http only with a loopback host such as 127.0.0.1)"
 }

@@ -65,6 +65,12 @@ type Config struct {
 	// at start and on SIGHUP, or "" (CWCREDS_ENV_FILE). Load does not read
 	// it: the caller applies ReadEnvFile's variables before calling Load.
 	EnvFile string
+	// MaxWorkloadIdentities bounds the workload identities cached across
+	// all workload-oidc profiles (CWCREDS_MAX_WORKLOAD_IDENTITIES).
+	MaxWorkloadIdentities int
+	// UpstreamQPS is the daemon's upstream mint budget, in mints per
+	// second (CWCREDS_UPSTREAM_QPS).
+	UpstreamQPS float64
 	// Profiles are the configured profiles, in CWCREDS_PROFILES order.
 	Profiles []Profile
 }
@@ -78,11 +84,14 @@ type Profile struct {
 	// EnvName is Name upper-cased with '-' as '_': the infix of the
 	// profile's variable names.
 	EnvName string
-	// Source is "access-key", "api-token", "oidc" or "saml".
+	// Source is "access-key", "api-token", "oidc", "saml" or
+	// "workload-oidc".
 	Source string
-	// TokenFile is the absolute path of the upstream credential.
+	// TokenFile is the absolute path of the upstream credential; "" for
+	// workload-oidc, whose clients present their own.
 	TokenFile string
-	// OrgID is the organization ID; set for oidc and saml only.
+	// OrgID is the organization ID; set for oidc, saml and workload-oidc
+	// only.
 	OrgID string
 	// ConfigID is the SAML configuration ID; set for saml only.
 	ConfigID string
@@ -90,7 +99,7 @@ type Profile struct {
 	// It is 0 for api-token, whose keys always live 15 minutes.
 	Duration time.Duration
 	// ClientTokenFile is the absolute path of the token local clients
-	// present for this profile.
+	// present for this profile; "" for workload-oidc.
 	ClientTokenFile string
 	// IMDS makes the daemon also serve this profile's keys as the EC2
 	// instance role (IMDSv2 emulation). At most one profile sets it.
@@ -101,7 +110,20 @@ type Profile struct {
 	// by Load. Both empty: any local user with the client token.
 	AllowedUIDs []uint32
 	AllowedGIDs []uint32
+
+	// Issuers, Audience, Share and JWKSURL configure a workload-oidc
+	// profile (and are empty for every other source): the token issuers
+	// accepted, the audience required, ShareToken or ShareIdentity, and
+	// for identity sharing the key set URL ("" for OIDC discovery).
+	Issuers  []string
+	Audience string
+	Share    string
+	JWKSURL  string
 }
+
+// Workload reports whether clients present their own OIDC token
+// (source workload-oidc) rather than a client token.
+func (p Profile) Workload() bool { return p.Source == sourceWorkload }
 
 // Restricted reports whether the profile is limited to some local users.
 func (p Profile) Restricted() bool { return len(p.AllowedUIDs) > 0 || len(p.AllowedGIDs) > 0 }
@@ -114,8 +136,12 @@ func (p Profile) Restricted() bool { return len(p.AllowedUIDs) > 0 || len(p.Allo
 // (they decide who gets the key, not which). It holds paths and IDs only,
 // never a secret, so it may be logged; compare it, do not parse it.
 func (p Profile) Fingerprint() string {
-	return fmt.Sprintf("source=%q token_file=%q org_id=%q config_id=%q duration=%ds",
+	f := fmt.Sprintf("source=%q token_file=%q org_id=%q config_id=%q duration=%ds",
 		p.Source, p.TokenFile, p.OrgID, p.ConfigID, int64(p.Duration/time.Second))
+	if p.Workload() {
+		f += fmt.Sprintf(" issuers=%q audience=%q share=%q jwks_url=%q", p.Issuers, p.Audience, p.Share, p.JWKSURL)
+	}
+	return f
 }
 
 // IMDSProfile returns the name of the profile served as the EC2 instance
@@ -191,6 +217,15 @@ func (c *Config) validate(ps *problems) {
 		ps.check(varEnvFile, checkAbs(c.EnvFile))
 	}
 	ps.check(varRuntimeDir, checkAbs(c.RuntimeDir))
+	// Zero (a Config built in code) means the default.
+	if c.MaxWorkloadIdentities < 0 || c.MaxWorkloadIdentities > maxMaxIdentities || ps.isSet(varMaxIdentities) && c.MaxWorkloadIdentities == 0 {
+		ps.check(varMaxIdentities, fmt.Sprintf("%s is out of range; use a whole number from 1 to %d",
+			ps.shown(varMaxIdentities, fmt.Sprint(c.MaxWorkloadIdentities)), maxMaxIdentities))
+	}
+	if c.UpstreamQPS != 0 && !(c.UpstreamQPS >= 0.1 && c.UpstreamQPS <= maxUpstreamQPS) || ps.isSet(varUpstreamQPS) && c.UpstreamQPS == 0 {
+		ps.check(varUpstreamQPS, fmt.Sprintf("%s is out of range; use a number of mints per second from 0.1 to %g",
+			ps.shown(varUpstreamQPS, fmt.Sprint(c.UpstreamQPS)), maxUpstreamQPS))
+	}
 	if len(c.Profiles) == 0 {
 		ps.check(varProfiles, msgNoProfiles)
 	}
@@ -198,10 +233,16 @@ func (c *Config) validate(ps *problems) {
 		en := envName(p.Name)
 		v := func(suffix string) string { return profileVar(en, suffix) }
 		srcOK := checkSource(ps, v(sfxSource), p.Source)
-		if p.TokenFile == "" {
+		switch {
+		case srcOK && p.Workload():
+			checkWorkload(ps, en, p)
+		case p.TokenFile == "":
 			ps.check(v(sfxTokenFile), msgTokenFileRequired)
-		} else {
+		default:
 			ps.check(v(sfxTokenFile), checkAbs(p.TokenFile))
+		}
+		if !p.Workload() {
+			checkNotWorkload(ps, en, p)
 		}
 		if srcOK {
 			checkIDs(ps, en, p.Source, p.OrgID != "", p.ConfigID != "")
@@ -215,7 +256,9 @@ func (c *Config) validate(ps *problems) {
 		default:
 			ps.check(dv, checkDuration(p.Duration, ps.shown(dv, p.Duration.String())))
 		}
-		ps.check(v(sfxClientTokenFile), checkAbs(p.ClientTokenFile))
+		if !p.Workload() {
+			ps.check(v(sfxClientTokenFile), checkAbs(p.ClientTokenFile))
+		}
 		checkIDList(ps, v(sfxAllowedUIDs), p.AllowedUIDs)
 		checkIDList(ps, v(sfxAllowedGIDs), p.AllowedGIDs)
 	}

@@ -61,6 +61,18 @@ func with(base map[string]string, extra map[string]string) map[string]string {
 	return out
 }
 
+// workload is a minimal workload-oidc configuration with extra set on top
+// (an empty value is set empty, which means unset).
+func workload(extra map[string]string) map[string]string {
+	return with(map[string]string{
+		"CWCREDS_PROFILES":             "pods",
+		"CWCREDS_PROFILE_PODS_SOURCE":  "workload-oidc",
+		"CWCREDS_PROFILE_PODS_ORG_ID":  "cw1",
+		"CWCREDS_PROFILE_PODS_ISSUERS": "https://oidc.example.com/c1",
+		"CWCREDS_RUNTIME_DIR":          "/run/cwcreds",
+	}, extra)
+}
+
 // minimal is the smallest valid configuration.
 var minimal = map[string]string{
 	"CWCREDS_PROFILES":                 "train",
@@ -111,6 +123,9 @@ func TestLoadDefaults(t *testing.T) {
 		RuntimeDir: "/run/cwcreds",
 		NodeName:   hostname(t),
 		KeyWarmup:  5 * time.Second,
+
+		MaxWorkloadIdentities: 10000,
+		UpstreamQPS:           10,
 		Profiles: []Profile{{
 			Name:            "train",
 			EnvName:         "TRAIN",
@@ -137,7 +152,16 @@ func TestLoadEveryVariable(t *testing.T) {
 		"CWCREDS_ALLOW_INSECURE_FILE_MODES":         "true",
 		"CWCREDS_KEY_WARMUP":                        "1500ms",
 		"CWCREDS_ENV_FILE":                          "/etc/cwcreds/cwcreds.env",
-		"CWCREDS_PROFILES":                          " train , fast-eval,,wif,sso ",
+		"CWCREDS_PROFILES":                          " train , fast-eval,,wif,sso,pods ",
+		"CWCREDS_MAX_WORKLOAD_IDENTITIES":           "500",
+		"CWCREDS_UPSTREAM_QPS":                      "2.5",
+		"CWCREDS_PROFILE_PODS_SOURCE":               "workload-oidc",
+		"CWCREDS_PROFILE_PODS_ORG_ID":               "cw123",
+		"CWCREDS_PROFILE_PODS_ISSUERS":              "https://oidc.example.com/c1, http://127.0.0.1:8080/oidc",
+		"CWCREDS_PROFILE_PODS_AUDIENCE":             "sts.example",
+		"CWCREDS_PROFILE_PODS_SHARE":                "identity",
+		"CWCREDS_PROFILE_PODS_JWKS_URL":             "https://oidc.example.com/keys",
+		"CWCREDS_PROFILE_PODS_DURATION":             "2h",
 		"CWCREDS_PROFILE_TRAIN_SOURCE":              "access-key",
 		"CWCREDS_PROFILE_TRAIN_TOKEN_FILE":          "/etc/cwcreds/../cwcreds/train",
 		"CWCREDS_PROFILE_TRAIN_DURATION":            "12h",
@@ -191,7 +215,12 @@ func TestLoadEveryVariable(t *testing.T) {
 				Duration: time.Minute, ClientTokenFile: "/var/run/cwcreds/wif.token"},
 			{Name: "sso", EnvName: "SSO", Source: "saml", TokenFile: "/etc/cwcreds/saml", OrgID: "cw123",
 				ConfigID: "samlcfg", Duration: 90 * time.Minute, ClientTokenFile: "/var/run/cwcreds/sso.token", IMDS: true},
+			{Name: "pods", EnvName: "PODS", Source: "workload-oidc", OrgID: "cw123", Duration: 2 * time.Hour,
+				Issuers: []string{"https://oidc.example.com/c1", "http://127.0.0.1:8080/oidc"}, Audience: "sts.example",
+				Share: "identity", JWKSURL: "https://oidc.example.com/keys"},
 		},
+		MaxWorkloadIdentities: 500,
+		UpstreamQPS:           2.5,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("Load =\n%+v\nwant\n%+v", cfg, want)
@@ -288,7 +317,7 @@ func TestLoadProblems(t *testing.T) {
 				{"CWCREDS_PROFILE_TRAIN_CONFIG_ID", `required for source "saml": set the ID of the organization's SAML configuration`},
 			}},
 		{"org id not read by access-key", with(minimal, map[string]string{"CWCREDS_PROFILE_TRAIN_ORG_ID": "cw123"}),
-			[]wantProblem{{"CWCREDS_PROFILE_TRAIN_ORG_ID", `source "access-key" does not use an organization ID (only oidc and saml do); remove it`}}},
+			[]wantProblem{{"CWCREDS_PROFILE_TRAIN_ORG_ID", `source "access-key" does not use an organization ID (only oidc, saml and workload-oidc do); remove it`}}},
 		{"org id not read by api-token", with(minimal, map[string]string{
 			"CWCREDS_PROFILE_TRAIN_SOURCE": "api-token", "CWCREDS_PROFILE_TRAIN_ORG_ID": "cw123",
 		}), []wantProblem{{"CWCREDS_PROFILE_TRAIN_ORG_ID", `source "api-token" does not use an organization ID`}}},
@@ -423,6 +452,44 @@ func TestLoadProblems(t *testing.T) {
 		{"key warmup not a duration", with(minimal, map[string]string{"CWCREDS_KEY_WARMUP": "5"}),
 			[]wantProblem{{"CWCREDS_KEY_WARMUP", `"5" is not a duration; use Go syntax such as 5s or 500ms (0 disables warm-up)`}}},
 
+		// workload-oidc and its limits
+		{"workload minimal", workload(nil), nil},
+		{"workload identity with jwks", workload(map[string]string{"CWCREDS_PROFILE_PODS_SHARE": "identity",
+			"CWCREDS_PROFILE_PODS_JWKS_URL": "http://127.0.0.1:9/keys"}), nil},
+		{"workload with a token file", workload(map[string]string{"CWCREDS_PROFILE_PODS_TOKEN_FILE": "/etc/cwcreds/t"}),
+			[]wantProblem{{"CWCREDS_PROFILE_PODS_TOKEN_FILE", "holds no upstream credential; remove it"}}},
+		{"workload with a relative token file", workload(map[string]string{"CWCREDS_PROFILE_PODS_TOKEN_FILE": "t"}),
+			[]wantProblem{{"CWCREDS_PROFILE_PODS_TOKEN_FILE", "holds no upstream credential; remove it"}}},
+		{"workload with a client token file", workload(map[string]string{"CWCREDS_PROFILE_PODS_CLIENT_TOKEN_FILE": "/run/x"}),
+			[]wantProblem{{"CWCREDS_PROFILE_PODS_CLIENT_TOKEN_FILE", "has no client token"}}},
+		{"workload as the imds role", workload(map[string]string{"CWCREDS_PROFILE_PODS_IMDS": "true"}),
+			[]wantProblem{{"CWCREDS_PROFILE_PODS_IMDS", "cannot be served there"}}},
+		{"workload without issuers", workload(map[string]string{"CWCREDS_PROFILE_PODS_ISSUERS": " , "}),
+			[]wantProblem{{"CWCREDS_PROFILE_PODS_ISSUERS", "required for source workload-oidc"}}},
+		{"workload plain http issuer", workload(map[string]string{"CWCREDS_PROFILE_PODS_ISSUERS": "http://oidc.example.com"}),
+			[]wantProblem{{"CWCREDS_PROFILE_PODS_ISSUERS", `issuer "http://oidc.example.com" must be https`}}},
+		{"workload issuer not a url", workload(map[string]string{"CWCREDS_PROFILE_PODS_ISSUERS": "cluster-1"}),
+			[]wantProblem{{"CWCREDS_PROFILE_PODS_ISSUERS", `issuer "cluster-1" is not an absolute URL`}}},
+		{"workload without org", workload(map[string]string{"CWCREDS_PROFILE_PODS_ORG_ID": ""}),
+			[]wantProblem{{"CWCREDS_PROFILE_PODS_ORG_ID", `required for source "workload-oidc"`}}},
+		{"workload bad share", workload(map[string]string{"CWCREDS_PROFILE_PODS_SHARE": "pod"}),
+			[]wantProblem{{"CWCREDS_PROFILE_PODS_SHARE", `"pod" is not a share mode`}}},
+		{"workload jwks without identity", workload(map[string]string{"CWCREDS_PROFILE_PODS_JWKS_URL": "https://k/keys"}),
+			[]wantProblem{{"CWCREDS_PROFILE_PODS_JWKS_URL", "only SHARE=identity verifies signatures locally"}}},
+		{"workload settings on access-key", with(minimal, map[string]string{"CWCREDS_PROFILE_TRAIN_ISSUERS": "https://x",
+			"CWCREDS_PROFILE_TRAIN_SHARE": "token"}),
+			[]wantProblem{{"CWCREDS_PROFILE_TRAIN_ISSUERS", `only source workload-oidc uses it (this profile's is "access-key")`},
+				{"CWCREDS_PROFILE_TRAIN_SHARE", "only source workload-oidc uses it"}}},
+		{"max identities zero", with(minimal, map[string]string{"CWCREDS_MAX_WORKLOAD_IDENTITIES": "0"}),
+			[]wantProblem{{"CWCREDS_MAX_WORKLOAD_IDENTITIES", `"0" is out of range; use a whole number from 1 to 1000000`}}},
+		{"max identities not a number", with(minimal, map[string]string{"CWCREDS_MAX_WORKLOAD_IDENTITIES": "10k"}),
+			[]wantProblem{{"CWCREDS_MAX_WORKLOAD_IDENTITIES", `"10k" is not a whole number`}}},
+		{"upstream qps too small", with(minimal, map[string]string{"CWCREDS_UPSTREAM_QPS": "0"}),
+			[]wantProblem{{"CWCREDS_UPSTREAM_QPS", `"0" is out of range`}}},
+		{"upstream qps not a number", with(minimal, map[string]string{"CWCREDS_UPSTREAM_QPS": "fast"}),
+			[]wantProblem{{"CWCREDS_UPSTREAM_QPS", `"fast" is not a number`}}},
+		{"upstream qps fraction", with(minimal, map[string]string{"CWCREDS_UPSTREAM_QPS": "0.5"}), nil},
+
 		// ENV_FILE
 		{"env file relative", with(minimal, map[string]string{"CWCREDS_ENV_FILE": "cwcreds.env"}),
 			[]wantProblem{{"CWCREDS_ENV_FILE", "is not an absolute path; use a path starting with /"}}},
@@ -437,7 +504,7 @@ func TestLoadProblems(t *testing.T) {
 		{"typo profile setting", with(minimal, map[string]string{"CWCREDS_PROFILE_TRAIN_TOKENFILE": "/x"}),
 			[]wantProblem{{"CWCREDS_PROFILE_TRAIN_TOKENFILE", `not a setting of profile "train"; did you mean CWCREDS_PROFILE_TRAIN_TOKEN_FILE?`}}},
 		{"unknown profile setting", with(minimal, map[string]string{"CWCREDS_PROFILE_TRAIN_REGION": "x"}),
-			[]wantProblem{{"CWCREDS_PROFILE_TRAIN_REGION", `not a setting of profile "train"; a profile's settings are SOURCE, TOKEN_FILE, ORG_ID, CONFIG_ID, DURATION, CLIENT_TOKEN_FILE, IMDS, ALLOWED_UIDS and ALLOWED_GIDS`}}},
+			[]wantProblem{{"CWCREDS_PROFILE_TRAIN_REGION", `not a setting of profile "train"; a profile's settings are SOURCE, TOKEN_FILE, ORG_ID, CONFIG_ID, DURATION, CLIENT_TOKEN_FILE, IMDS, ALLOWED_UIDS, ALLOWED_GIDS, `}}},
 		// IMDS
 		{"imds not a boolean", with(minimal, map[string]string{"CWCREDS_PROFILE_TRAIN_IMDS": "yes"}),
 			[]wantProblem{{"CWCREDS_PROFILE_TRAIN_IMDS", `"yes" is not a boolean; use true or false`}}},

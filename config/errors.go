@@ -91,6 +91,12 @@ func (ps *problems) markBad(v string) {
 
 func (ps *problems) isBad(v string) bool { return ps.bad[v] }
 
+// isSet reports whether decoding recorded a value written for v.
+func (ps *problems) isSet(v string) bool {
+	_, ok := ps.written[v]
+	return ok
+}
+
 // err sorts the problems into report order and returns them as an *Error,
 // or nil when there are none. envNames are the per-profile infixes in
 // CWCREDS_PROFILES order.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -30,6 +31,8 @@ type globalEnv struct {
 	AllowInsecureFileModes string `split_words:"true"`
 	KeyWarmup              string `split_words:"true"`
 	EnvFile                string `split_words:"true"`
+	MaxWorkloadIdentities  string `split_words:"true"`
+	UpstreamQps            string `split_words:"true"` // not UpstreamQPS, which split_words spells UPSTREAM_Q_PS
 }
 
 // profileEnv receives one profile's variables, CWCREDS_PROFILE_<NAME>_<FIELD>.
@@ -43,6 +46,10 @@ type profileEnv struct {
 	IMDS            string `split_words:"true"`
 	AllowedUids     string `split_words:"true"` // not AllowedUIDs, which split_words spells ALLOWED_U_IDS
 	AllowedGids     string `split_words:"true"`
+	Issuers         string `split_words:"true"`
+	Audience        string `split_words:"true"`
+	Share           string `split_words:"true"`
+	JwksURL         string `split_words:"true"`
 }
 
 // Load reads the configuration from the CWCREDS_* environment variables and
@@ -97,6 +104,24 @@ func Load(environ []string) (*Config, error) {
 		c.KeyWarmup = d
 	}
 	c.EnvFile = g.EnvFile
+	c.MaxWorkloadIdentities = defaultMaxIdentities
+	if g.MaxWorkloadIdentities != "" {
+		ps.record(varMaxIdentities, g.MaxWorkloadIdentities)
+		n, err := strconv.Atoi(g.MaxWorkloadIdentities)
+		if err != nil {
+			ps.add(varMaxIdentities, "%s is not a whole number; use e.g. %d", show(g.MaxWorkloadIdentities), defaultMaxIdentities)
+		}
+		c.MaxWorkloadIdentities = n
+	}
+	c.UpstreamQPS = defaultUpstreamQPS
+	if g.UpstreamQps != "" {
+		ps.record(varUpstreamQPS, g.UpstreamQps)
+		q, err := strconv.ParseFloat(g.UpstreamQps, 64)
+		if err != nil {
+			ps.add(varUpstreamQPS, "%s is not a number; use mints per second, e.g. 10 or 0.5", show(g.UpstreamQps))
+		}
+		c.UpstreamQPS = q
+	}
 	var runtimeDirOK bool
 	c.RuntimeDir, runtimeDirOK = runtimeDir(&ps, e, g.RuntimeDir)
 	c.NodeName = g.NodeName
@@ -149,9 +174,12 @@ func loadProfile(ps *problems, e env, name, credDir, runtimeDir string, runtimeD
 	v := func(suffix string) string { return profileVar(en, suffix) }
 	p := Profile{Name: name, EnvName: en, Source: pe.Source, OrgID: pe.OrgID, ConfigID: pe.ConfigID}
 
+	loadWorkload(p.Workload(), &p, pe)
 	switch tf := pe.TokenFile; {
 	case tf == "":
-		// validate reports it
+		// validate reports it, unless the source needs none
+	case p.Workload():
+		ps.add(v(sfxTokenFile), "%s", msgWorkloadTokenFile)
 	case filepath.IsAbs(tf):
 		p.TokenFile = filepath.Clean(tf)
 	case ps.isBad(envCredentialsDirectory):
@@ -182,6 +210,8 @@ func loadProfile(ps *problems, e env, name, credDir, runtimeDir string, runtimeD
 	}
 
 	switch ctf := pe.ClientTokenFile; {
+	case ctf == "" && p.Workload():
+		// no client token: the client presents its OIDC token
 	case ctf == "" && !runtimeDirOK:
 		ps.markBad(v(sfxClientTokenFile)) // the runtime directory is reported
 	case ctf == "":
@@ -260,4 +290,16 @@ func orDefault(v, def string) string {
 		return def
 	}
 	return v
+}
+
+// loadWorkload decodes the workload-oidc settings, with their defaults
+// when the profile is one (workload); another source's are kept as written
+// for checkNotWorkload to report.
+func loadWorkload(workload bool, p *Profile, pe profileEnv) {
+	p.Issuers = splitList(pe.Issuers)
+	p.Audience, p.Share, p.JWKSURL = pe.Audience, pe.Share, pe.JwksURL
+	if workload {
+		p.Audience = orDefault(p.Audience, defaultAudience)
+		p.Share = orDefault(p.Share, ShareToken)
+	}
 }

@@ -20,6 +20,8 @@ const (
 	varAllowInsecure    = "CWCREDS_ALLOW_INSECURE_FILE_MODES"
 	varKeyWarmup        = "CWCREDS_KEY_WARMUP"
 	varEnvFile          = "CWCREDS_ENV_FILE"
+	varMaxIdentities    = "CWCREDS_MAX_WORKLOAD_IDENTITIES"
+	varUpstreamQPS      = "CWCREDS_UPSTREAM_QPS"
 )
 
 // Per-profile variables are profileVarPrefix + EnvName + "_" + suffix.
@@ -34,6 +36,10 @@ const (
 	sfxIMDS            = "IMDS"
 	sfxAllowedUIDs     = "ALLOWED_UIDS"
 	sfxAllowedGIDs     = "ALLOWED_GIDS"
+	sfxIssuers         = "ISSUERS"
+	sfxAudience        = "AUDIENCE"
+	sfxShare           = "SHARE"
+	sfxJWKSURL         = "JWKS_URL"
 )
 
 // Variables set by systemd or the session that config also reads.
@@ -55,6 +61,12 @@ const (
 	maxDuration        = 12 * time.Hour
 	defaultKeyWarmup   = 5 * time.Second
 	maxKeyWarmup       = time.Minute
+
+	defaultMaxIdentities = 10000
+	maxMaxIdentities     = 1000000
+	defaultUpstreamQPS   = 10.0
+	maxUpstreamQPS       = 1000.0
+	defaultAudience      = "https://coreweave.com/iam"
 )
 
 // Profile sources.
@@ -63,10 +75,18 @@ const (
 	sourceAPIToken  = "api-token"
 	sourceOIDC      = "oidc"
 	sourceSAML      = "saml"
+	sourceWorkload  = "workload-oidc"
+)
+
+// How a workload-oidc profile shares keys (SHARE).
+const (
+	ShareToken    = "token"
+	ShareIdentity = "identity"
 )
 
 var (
-	sources    = []string{sourceAccessKey, sourceAPIToken, sourceOIDC, sourceSAML}
+	sources    = []string{sourceAccessKey, sourceAPIToken, sourceOIDC, sourceSAML, sourceWorkload}
+	shares     = []string{ShareToken, ShareIdentity}
 	logLevels  = []string{"trace", "debug", "info", "warn", "error"}
 	logFormats = []string{"json", "console"}
 )
@@ -178,23 +198,36 @@ var globalVars = []globalVar{
 			"not in the file. The file must be owned by the daemon's user or root and not writable by group or " +
 			"others. " + reloadEnvFile,
 		func(o, n *Config) bool { return o.EnvFile != n.EnvFile }},
+	{varMaxIdentities, "10000",
+		"Most workload identities (see source workload-oidc) the daemon caches a key for, across all profiles, " +
+			"from 1 to 1000000. Past it the least recently used identity is dropped: its key is forgotten (it stays " +
+			"valid upstream until it expires) and its next request mints again. Each costs a few kilobytes. " + reloadRestart,
+		func(o, n *Config) bool { return o.MaxWorkloadIdentities != n.MaxWorkloadIdentities }},
+	{varUpstreamQPS, "10",
+		"Most mints per second the daemon starts upstream, across all profiles (a token bucket with a burst of " +
+			"as many), from 0.1 to 1000. A mint a client is waiting for goes before background refreshes, and a " +
+			"429 reply pauses background mints for its Retry-After. " + reloadRestart,
+		func(o, n *Config) bool { return o.UpstreamQPS != n.UpstreamQPS }},
 }
 
 var profileVars = []profileSetting{
 	{sfxSource, "(required)",
 		"How the profile gets keys: access-key (an API access token buys keys that live DURATION), api-token " +
 			"(an API access token buys keys that live 15 minutes), oidc (an OIDC token such as a projected " +
-			"Kubernetes service account token) or saml (a SAML response).", reloadNewKey, nil},
-	{sfxTokenFile, "(required)",
+			"Kubernetes service account token), saml (a SAML response), or workload-oidc: each client presents " +
+			"its own OIDC token as the Authorization header (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE pointing at a " +
+			"projected service account token), and the daemon mints and caches a key per token or per identity " +
+			"(see SHARE); such a profile has no TOKEN_FILE and no client token.", reloadNewKey, nil},
+	{sfxTokenFile, "(required, except for workload-oidc)",
 		"Path of the file holding the profile's upstream credential: the API access token, OIDC token or SAML " +
 			"response. It is read again at every mint, so rotation takes effect at once. A relative path is resolved " +
 			"in $CREDENTIALS_DIRECTORY (systemd LoadCredential=), whose files are accepted as systemd made them; " +
 			"otherwise the path must be absolute, and the file (a symlink is followed) must be owned by the " +
 			"daemon's user or root and readable and writable by its owner only (chmod 600 or 400) unless " +
 			"CWCREDS_ALLOW_INSECURE_FILE_MODES=true.", reloadNewKey, nil},
-	{sfxOrgID, "(required for oidc and saml)",
-		"CoreWeave organization ID the OIDC or SAML identity belongs to. Only oidc and saml use it; setting it " +
-			"for another source is an error.", reloadNewKey, nil},
+	{sfxOrgID, "(required for oidc, saml and workload-oidc)",
+		"CoreWeave organization ID the OIDC or SAML identity belongs to. Only oidc, saml and workload-oidc use " +
+			"it; setting it for another source is an error.", reloadNewKey, nil},
 	{sfxConfigID, "(required for saml)",
 		"ID of the organization's SAML configuration. Only saml uses it; setting it for another source is an error.",
 		reloadNewKey, nil},
@@ -225,6 +258,24 @@ var profileVars = []profileSetting{
 			"a user whose primary or supplementary group, in the user database, is listed may use the profile. " +
 			"Groups the process gained or dropped after login do not count. Combined with ALLOWED_UIDS, either match allows.",
 		reloadKeepsKey, nil},
+	{sfxIssuers, "(required for workload-oidc)",
+		"Comma-separated OIDC issuers (the tokens' iss, exactly) a workload-oidc profile accepts, such as your " +
+			"cluster's service account issuer; each an https URL (http only with a loopback host). A token from " +
+			"another issuer is refused without an upstream call. Only workload-oidc uses it.", reloadNewKey, nil},
+	{sfxAudience, defaultAudience,
+		"Audience a workload-oidc token must carry in its aud: the audience of the projected token (the one " +
+			"CoreWeave's Workload Identity Federation expects). Only workload-oidc uses it.", reloadNewKey, nil},
+	{sfxShare, ShareToken,
+		"How a workload-oidc profile shares keys: token (one key per distinct token; the daemon checks the " +
+			"token's claims and upstream verifies its signature at the mint, so only a holder of that exact token " +
+			"reaches its key) or identity (one key per issuer and subject: the daemon verifies every token's " +
+			"signature against the issuer's keys, and every token of one service account, including rotated ones " +
+			"and other pods', shares the key; CoreWeave's principal is role/<iss>:<sub> either way). Only " +
+			"workload-oidc uses it.", reloadNewKey, nil},
+	{sfxJWKSURL, "OIDC discovery",
+		"URL of the issuers' JSON Web Key Set, for SHARE=identity; by default each issuer's is found by OIDC " +
+			"discovery at <iss>/.well-known/openid-configuration. https, or http only with a loopback host. Only " +
+			"SHARE=identity uses it.", reloadNewKey, nil},
 }
 
 // Vars documents every variable config reads, global ones first, in the

@@ -66,7 +66,7 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		"CWCREDS_API_URL (default: https://api.coreweave.com)",
 		"CWCREDS_PROFILES (required)",
 		"CWCREDS_PROFILE_<NAME>_DURATION (default: 1h)",
-		"CWCREDS_PROFILE_<NAME>_ORG_ID (required for oidc and saml)",
+		"CWCREDS_PROFILE_<NAME>_ORG_ID (required for oidc, saml and workload-oidc)",
 		"LoadCredential=",
 	} {
 		if !strings.Contains(u, want) {
