@@ -33,6 +33,9 @@ type CacheProfile struct {
 	// fingerprint are unchanged keeps its entry, key, Minter and Revoker. It
 	// must hold no secret.
 	Fingerprint string
+	// Workload, when set, makes this a workload profile: no Minter; each
+	// caller's own token buys the keys of its identity (see GetFor).
+	Workload *WorkloadSpec
 }
 
 // CacheOptions tunes a Cache. The zero value of each field means the
@@ -57,6 +60,15 @@ type CacheOptions struct {
 	// key are not counted and never wait for this cap. Zero or less means
 	// DefaultMaxConcurrentRefreshes.
 	MaxConcurrentRefreshes int
+	// MaxWorkloadIdentities bounds the workload identities cached across
+	// all workload profiles; the least recently used is dropped past it.
+	// Zero or less means DefaultMaxWorkloadIdentities.
+	MaxWorkloadIdentities int
+	// UpstreamQPS is the most mints per second started upstream, across
+	// all profiles (a token bucket with a burst of as many, at least 1).
+	// Zero or less means no limit (the library default; the daemon's is
+	// its configuration's, CWCREDS_UPSTREAM_QPS).
+	UpstreamQPS float64
 }
 
 // ErrCacheStopped: Update was called after Run's context ended. The cache
@@ -96,6 +108,8 @@ type Cache struct {
 	log          zerolog.Logger
 	obs          Observer
 	keyWarmup    time.Duration
+	idents       *identityTable
+	budget       *budget
 
 	// ctx is every entry's parent: stop cancels it with errShuttingDown
 	// when Run's context ends, which ends every refresh loop and mint.
@@ -132,6 +146,14 @@ type entry struct {
 	// flight is cancelled.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+
+	// workload is set on a workload profile's entry, which holds no key
+	// itself; ident on each of its identities' entries.
+	workload *WorkloadSpec
+	ident    *identity
+	// mints records the profile's recent mints (shared by its identities),
+	// for Status.
+	mints *mintLog
 }
 
 // NewCache returns a cache for profiles. Profile names must be unique.
@@ -149,6 +171,9 @@ func NewCache(profiles []CacheProfile, opts ...func(*CacheOptions)) (*Cache, err
 	if o.MaxConcurrentRefreshes <= 0 {
 		o.MaxConcurrentRefreshes = DefaultMaxConcurrentRefreshes
 	}
+	if o.MaxWorkloadIdentities <= 0 {
+		o.MaxWorkloadIdentities = DefaultMaxWorkloadIdentities
+	}
 	c := &Cache{
 		refreshSlots: make(chan struct{}, o.MaxConcurrentRefreshes),
 		now:          o.Now,
@@ -156,6 +181,7 @@ func NewCache(profiles []CacheProfile, opts ...func(*CacheOptions)) (*Cache, err
 		log:          o.Logger,
 		obs:          o.Observer,
 		keyWarmup:    max(o.KeyWarmup, 0),
+		idents:       newIdentityTable(o.MaxWorkloadIdentities),
 	}
 	c.ctx, c.stop = context.WithCancelCause(context.Background())
 	if o.Now == nil {
@@ -164,6 +190,7 @@ func NewCache(profiles []CacheProfile, opts ...func(*CacheOptions)) (*Cache, err
 	if o.Rand == nil {
 		c.rand = rand.Float64
 	}
+	c.budget = newBudget(o.UpstreamQPS, c.now)
 	live := make(map[string]*entry, len(profiles))
 	for _, p := range profiles {
 		live[p.Name] = c.newEntry(p)
@@ -175,8 +202,11 @@ func NewCache(profiles []CacheProfile, opts ...func(*CacheOptions)) (*Cache, err
 func validateProfiles(profiles []CacheProfile) error {
 	seen := make(map[string]bool, len(profiles))
 	for _, p := range profiles {
-		if p.Name == "" || p.Minter == nil {
-			return fmt.Errorf("cache profile %q: name and minter are required", p.Name)
+		if p.Name == "" || (p.Minter == nil) == (p.Workload == nil) {
+			return fmt.Errorf("cache profile %q: a name, and a minter or a workload spec (not both), are required", p.Name)
+		}
+		if w := p.Workload; w != nil && (w.Check == nil || w.Mint == nil) {
+			return fmt.Errorf("cache profile %q: a workload spec needs Check and Mint", p.Name)
 		}
 		if strings.ContainsRune(p.Name, 0) {
 			return fmt.Errorf("cache profile %q: name holds a NUL byte", p.Name)
@@ -191,7 +221,8 @@ func validateProfiles(profiles []CacheProfile) error {
 
 func (c *Cache) newEntry(p CacheProfile) *entry {
 	e := &entry{name: p.Name, source: p.Source, fingerprint: p.Fingerprint, minter: p.Minter,
-		revoker: p.Revoker, obs: c.obs.Profile(p.Name), changed: make(chan struct{}, 1)}
+		revoker: p.Revoker, obs: c.obs.Profile(p.Name), changed: make(chan struct{}, 1),
+		workload: p.Workload, mints: &mintLog{}}
 	e.ctx, e.cancel = context.WithCancelCause(c.ctx)
 	e.state.Store(&state{})
 	return e
@@ -231,6 +262,9 @@ func (c *Cache) Lookup(profile string) Entry {
 func (h Entry) Get(ctx context.Context) (*cwapi.Credentials, error) {
 	if h.e == nil {
 		return nil, ErrUnknownProfile
+	}
+	if h.e.workload != nil {
+		return nil, fmt.Errorf("profile %q: %w", h.e.name, ErrTokenRequired)
 	}
 	return h.c.get(ctx, h.e)
 }
@@ -286,7 +320,7 @@ func (c *Cache) Update(profiles []CacheProfile) (UpdateResult, error) {
 		}
 		e := c.newEntry(p)
 		next[p.Name] = e
-		if c.runCtx != nil {
+		if c.runCtx != nil && e.workload == nil {
 			c.loops.Go(func() { c.refreshLoop(c.runCtx, e) })
 		}
 	}
@@ -317,6 +351,9 @@ func (c *Cache) Get(ctx context.Context, profile string) (*cwapi.Credentials, er
 	e := c.lookup(profile)
 	if e == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, profile)
+	}
+	if e.workload != nil {
+		return nil, fmt.Errorf("profile %q: %w", profile, ErrTokenRequired)
 	}
 	return c.get(ctx, e)
 }
@@ -382,12 +419,18 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 	if start.Before(old.nextMint(start)) {
 		return old // a flight that just ended already did the work
 	}
+	if err := c.budget.wait(e.ctx, trigger == triggerRequest); err != nil {
+		// Cancelled while queued for the upstream budget: nothing was sent.
+		return c.failedMint(e, old, err, c.now(), trigger)
+	}
 	mctx, cancel := upstreamContext(ctx, e.ctx)
 	defer cancel()
 
-	e.obs.MintStarted()
+	e.obs.MintStarted(trigger)
+	e.mints.add(start)
 	key, err := e.minter.Mint(mctx)
 	now := c.now()
+	c.budget.pauseFor(err, now)
 	if err == nil {
 		var permanent bool
 		if key, permanent, err = usableKey(key, now); permanent {
@@ -396,44 +439,59 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 		}
 	}
 	e.obs.MintDone(err) // a key the cache refuses is a failed mint
-	var next state
 	if err != nil {
-		if cause := context.Cause(mctx); errors.Is(cause, errShuttingDown) || errors.Is(cause, errRemoved) {
+		if cause := context.Cause(mctx); errors.Is(cause, errShuttingDown) || errors.Is(cause, errRemoved) ||
+			errors.Is(cause, errEvicted) {
 			err = cause
 		}
-		var wait time.Duration
-		next, wait = old.failed(err, now, c.rand())
-		c.logFailure(e, &next, err, wait, now, trigger)
-	} else {
-		next = old.minted(key, start, now, c.rand(), c.keyWarmup, trigger == triggerRevoke)
-		ev := c.log.Info().Bool("audit", true).Str("event", "key_minted").
-			Str("profile", e.name).Str("source", string(e.source)).Str("trigger", trigger).
-			EmbedObject(key).Dur("latency_ms", next.mintLatency).Time("refresh_at", next.refreshAt).
-			Time("serve_from", next.takeover())
-		if old.key != nil {
-			ev = ev.Str("previous_access_key_id", old.key.AccessKeyID)
-		}
-		ev.Msg("key minted")
+		return c.failedMint(e, old, err, now, trigger)
 	}
-	e.state.Store(&next)
+	next := old.minted(key, start, now, c.rand(), c.keyWarmup, trigger == triggerRevoke)
+	ev := c.log.Info().Bool("audit", true).Str("event", "key_minted").
+		Str("profile", e.name).Str("source", string(e.source)).Str("trigger", trigger).
+		EmbedObject(key).Dur("latency_ms", next.mintLatency).Time("refresh_at", next.refreshAt).
+		Time("serve_from", next.takeover())
+	if e.ident != nil {
+		ev = ev.Object("identity", e.ident.newest.Load().id)
+	}
+	if old.key != nil {
+		ev = ev.Str("previous_access_key_id", old.key.AccessKeyID)
+	}
+	ev.Msg("key minted")
+	return c.store(e, &next)
+}
+
+// failedMint stores the outcome of a mint of e that failed at now with err.
+func (c *Cache) failedMint(e *entry, old *state, err error, now time.Time, trigger string) *state {
+	next, wait := old.failed(err, now, c.rand())
+	c.logFailure(e, &next, err, wait, now, trigger)
+	return c.store(e, &next)
+}
+
+// store makes next e's state and wakes e's loop.
+func (c *Cache) store(e *entry, next *state) *state {
+	e.state.Store(next)
 	select {
 	case e.changed <- struct{}{}:
 	default:
 	}
-	return &next
+	return next
 }
 
 func (c *Cache) logFailure(e *entry, s *state, err error, wait time.Duration, now time.Time, trigger string) {
 	ev := c.log.Warn()
 	var api *cwapi.APIError
 	switch {
-	case errors.Is(err, errRemoved):
+	case errors.Is(err, errRemoved), errors.Is(err, errEvicted):
 		ev = c.log.Info() // expected during a reload; nothing to fix
 	case errors.As(err, &api) && !api.Temporary():
 		ev = c.log.Error() // a revoked or wrong credential needs a person
 	}
 	if hint := rejectionHint(err); hint != "" {
 		ev = ev.Str("action_needed", hint)
+	}
+	if e.ident != nil {
+		ev = ev.Object("identity", e.ident.newest.Load().id)
 	}
 	ev.Bool("audit", true).Str("event", "mint_failed").
 		Str("profile", e.name).Str("source", string(e.source)).Str("trigger", trigger).Err(err).
@@ -454,8 +512,11 @@ func (c *Cache) Run(ctx context.Context) {
 	}
 	c.runCtx = ctx
 	for _, e := range *c.live.Load() {
-		c.loops.Go(func() { c.refreshLoop(ctx, e) })
+		if e.workload == nil {
+			c.loops.Go(func() { c.refreshLoop(ctx, e) })
+		}
 	}
+	c.startIdentityLoops()
 	c.mu.Unlock()
 
 	<-ctx.Done()
@@ -515,6 +576,11 @@ func (c *Cache) Status() []Status {
 	live := *c.live.Load()
 	out := make([]Status, 0, len(live))
 	for _, e := range live {
+		if e.workload != nil {
+			out = append(out, Status{Profile: e.name, Source: e.source, Healthy: true,
+				Workload: &WorkloadStatus{Identities: c.idents.count(e), MintsLastHour: e.mints.lastHour(now)}})
+			continue
+		}
 		s := e.state.Load()
 		served, _ := s.serve(now)
 		st := Status{Profile: e.name, Source: e.source, Healthy: served != nil, ConsecutiveFailures: s.failures,

@@ -19,10 +19,18 @@ type ProfileObserver interface {
 	// Miss: Get found no key it could serve; it waited for a mint, or
 	// refused at once while the profile backs off.
 	Miss()
-	// MintStarted is called when an upstream mint starts; MintDone when it
-	// ends, with nil on success.
-	MintStarted()
+	// MintStarted is called when an upstream mint starts, with what
+	// started it ("request", "refresh" or "revoke"); MintDone when it ends,
+	// with nil on success.
+	MintStarted(trigger string)
 	MintDone(err error)
+	// Workload profiles only. IdentityAdded: a new identity entered the
+	// cache; IdentityEvicted: one left it, why being EvictExpired,
+	// EvictLRU or EvictRemoved; TokenRefused: WorkloadSpec.Check refused a
+	// token with err (its reason is the Check's to classify).
+	IdentityAdded()
+	IdentityEvicted(why string)
+	TokenRefused(err error)
 }
 
 // nopObserver is the default: it observes nothing.
@@ -32,5 +40,8 @@ func (nopObserver) Profile(string) ProfileObserver { return nopObserver{} }
 func (nopObserver) Hit()                           {}
 func (nopObserver) StaleHit()                      {}
 func (nopObserver) Miss()                          {}
-func (nopObserver) MintStarted()                   {}
+func (nopObserver) MintStarted(string)             {}
 func (nopObserver) MintDone(error)                 {}
+func (nopObserver) IdentityAdded()                 {}
+func (nopObserver) IdentityEvicted(string)         {}
+func (nopObserver) TokenRefused(error)             {}

@@ -49,10 +49,13 @@ type countingProfile struct {
 	name string
 }
 
-func (p *countingProfile) Hit()         { p.o.add(p.name, "hit") }
-func (p *countingProfile) StaleHit()    { p.o.add(p.name, "stale") }
-func (p *countingProfile) Miss()        { p.o.add(p.name, "miss") }
-func (p *countingProfile) MintStarted() { p.o.add(p.name, "started") }
+func (p *countingProfile) Hit()                       { p.o.add(p.name, "hit") }
+func (p *countingProfile) StaleHit()                  { p.o.add(p.name, "stale") }
+func (p *countingProfile) Miss()                      { p.o.add(p.name, "miss") }
+func (p *countingProfile) MintStarted(string)         { p.o.add(p.name, "started") }
+func (p *countingProfile) IdentityAdded()             { p.o.add(p.name, "identity_added") }
+func (p *countingProfile) IdentityEvicted(why string) { p.o.add(p.name, "identity_"+why) }
+func (p *countingProfile) TokenRefused(error)         { p.o.add(p.name, "token_refused") }
 func (p *countingProfile) MintDone(err error) {
 	if err != nil {
 		p.o.add(p.name, "failed")

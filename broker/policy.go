@@ -69,6 +69,11 @@ const (
 	MaxRetryAfter = 15 * time.Minute
 	// RetryAfterJitter adds up to this fraction to a Retry-After delay.
 	RetryAfterJitter = 0.1
+
+	// DefaultMaxWorkloadIdentities bounds the workload identities cached
+	// (CacheOptions.MaxWorkloadIdentities): ten thousand is far more than
+	// the pods of one node, and a few tens of megabytes at most.
+	DefaultMaxWorkloadIdentities = 10000
 )
 
 // state is an immutable snapshot of one profile; a new one replaces it
@@ -185,6 +190,36 @@ func (s *state) minted(key *cwapi.Credentials, start, now time.Time, r float64, 
 		next.prev, next.prevUntil, next.warmUntil = prev, until, now.Add(warmup)
 	}
 	return next
+}
+
+// identityPlan is the background plan of a workload identity holding a
+// token that expires at tokenExpires: at at, mint (refresh) or, when mint
+// is false, drop the identity. The decisions:
+//
+//   - An identity is dropped when its newest token expires: a request is
+//     never answered for an expired token, and no request can reach the
+//     identity without one. Its key is forgotten; upstream it stays valid
+//     until its own expiry (a key may outlive the token that bought it,
+//     within DURATION, since CoreWeave sets its life at the mint and an
+//     OIDC-bought key cannot be revoked without an API token; but cwcreds
+//     never serves it past the last token).
+//   - It is refreshed like a profile's key (RefreshAfter, backoff), with
+//     the newest token, only while that token outlives the refresh time,
+//     and only once it has held a key: an identity whose first mint failed
+//     is retried by its next request (after the backoff), never in the
+//     background, so a rejected token costs at most one upstream call per
+//     backoff step, and only while its holder keeps asking.
+func (s *state) identityPlan(tokenExpires, now time.Time) (at time.Time, mint bool) {
+	if !now.Before(tokenExpires) {
+		return now, false
+	}
+	if s.key == nil {
+		return tokenExpires, false
+	}
+	if next := s.nextMint(now); next.Before(tokenExpires) {
+		return next, true
+	}
+	return tokenExpires, false
 }
 
 // failed is the state after a mint that failed at now with err, and how

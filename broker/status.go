@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"syscall"
 	"time"
 
@@ -54,6 +55,19 @@ type Status struct {
 	// LastError it is safe to show to every local user: it is built from
 	// fixed phrases, never from upstream text.
 	Reason string `json:"reason,omitempty"`
+	// Workload is set for a workload profile, which holds a key per
+	// identity rather than one: it is Healthy whenever configured, and its
+	// identities' keys are not listed (one line per pod would make a status
+	// page of thousands of lines, and name every workload to every reader).
+	Workload *WorkloadStatus `json:"workload,omitempty"`
+}
+
+// WorkloadStatus summarises a workload profile.
+type WorkloadStatus struct {
+	// Identities is how many identities hold an entry now.
+	Identities int `json:"identities"`
+	// MintsLastHour counts the mints started in the last 60 minutes.
+	MintsLastHour int `json:"mintsLastHour"`
 }
 
 // errShuttingDown is the failure of a mint Run's shutdown cancelled.
@@ -115,4 +129,39 @@ func publicReason(err error) (phrase string, httpStatus int, code string) {
 		return "could not reach the upstream API (network or proxy error); the daemon's log says why", 0, ""
 	}
 	return "minting a key failed; the daemon's log says why", 0, ""
+}
+
+// mintLog counts a profile's mints per minute over the last hour, for
+// Status (workload profiles report mints in the last hour).
+type mintLog struct {
+	mu      sync.Mutex
+	minutes [60]struct {
+		at int64 // the minute (unix seconds / 60) this slot counts
+		n  int
+	}
+}
+
+func (l *mintLog) add(now time.Time) {
+	m := now.Unix() / 60
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := &l.minutes[m%60]
+	if s.at != m {
+		s.at, s.n = m, 0
+	}
+	s.n++
+}
+
+// lastHour is how many mints started in the 60 minutes up to now.
+func (l *mintLog) lastHour(now time.Time) int {
+	m := now.Unix() / 60
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, s := range l.minutes {
+		if s.at > m-60 && s.at <= m {
+			n += s.n
+		}
+	}
+	return n
 }

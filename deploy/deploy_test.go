@@ -13,6 +13,7 @@ package deploy_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -52,10 +53,14 @@ var targetLabels = []string{"job", "instance"}
 // The test profile, and the values the dashboard variables get.
 const testProfile = "train"
 
+// testWorkloadProfile is a workload-oidc profile of the daemon the
+// dashboard is checked against, for its per-identity panels.
+const testWorkloadProfile = "pods"
+
 var grafanaVars = map[string]string{
 	"__rate_interval": "5m", "__interval": "1m", "__range": "6h",
 	"__interval_ms": "60000", "__range_ms": "21600000", "__range_s": "21600",
-	"instance": "node-a:7911", "profile": testProfile, "job": "cwcreds",
+	"instance": "node-a:7911", "profile": testProfile + "|" + testWorkloadProfile, "job": "cwcreds",
 }
 
 // series is one exported time series: its name and labels.
@@ -78,15 +83,20 @@ func exported(t *testing.T) (all []series, rejected, revokeRefused []series) {
 		t.Fatal(err)
 	}
 	expires := time.Now().Add(time.Hour)
-	if err := m.WatchProfiles(statusSource{{Profile: testProfile, Healthy: true, Expiration: &expires}}, nil); err != nil {
+	if err := m.WatchProfiles(statusSource{{Profile: testProfile, Healthy: true, Expiration: &expires},
+		{Profile: testWorkloadProfile, Healthy: true, Workload: &broker.WorkloadStatus{Identities: 3}}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	m.Requests(testProfile).Count(server.Outcome(0))
 	m.Requests("")
 	p := m.Profile(testProfile)
 	p.Hit()
-	p.MintStarted()
+	p.MintStarted("refresh")
 	p.MintDone(nil)
+	wp := m.Profile(testWorkloadProfile)
+	wp.MintStarted("request")
+	wp.IdentityEvicted(broker.EvictExpired)
+	wp.TokenRefused(errors.New("refused"))
 
 	// Before the rejections: what an ordinary call produces.
 	m.UpstreamCall(cwapi.PathAccessKey, "ok", 50*time.Millisecond)

@@ -50,6 +50,9 @@ type Metrics struct {
 	mintsInFlight   prometheus.Gauge
 	upstreamCalls   *prometheus.CounterVec
 	upstreamLatency *prometheus.HistogramVec
+	mintTriggers    *prometheus.CounterVec
+	evictions       *prometheus.CounterVec
+	tokensRefused   *prometheus.CounterVec
 	reg             prometheus.Registerer
 }
 
@@ -93,6 +96,22 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 			Help:    "Latency of calls to the CoreWeave API, by endpoint path, whatever the outcome.",
 			Buckets: upstreamBuckets,
 		}, []string{"endpoint"}),
+		mintTriggers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "mints_started_total",
+			Help: "Upstream mints started, by profile and trigger: request (a client found no key), refresh " +
+				"(the background loop: first key, refresh or retry) or revoke.",
+		}, []string{"profile", "trigger"}),
+		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "workload_identities_dropped_total",
+			Help: "Workload identities dropped from the cache, by profile and reason: expired (no unexpired " +
+				"token left), lru (the cache was full: CWCREDS_MAX_WORKLOAD_IDENTITIES) or removed (profile " +
+				"removed, replaced or shut down).",
+		}, []string{"profile", "reason"}),
+		tokensRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "workload_tokens_refused_total",
+			Help: "Workload tokens refused locally, with no upstream call, by profile and reason (malformed, " +
+				"issuer, audience, expired, not_yet_valid, algorithm, signature, keys_unavailable).",
+		}, []string{"profile", "reason"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "build_info",
@@ -101,7 +120,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 	})
 	buildInfo.Set(1)
 	for _, c := range []prometheus.Collector{m.requests, m.cacheRequests, m.mints, m.mintsInFlight,
-		m.upstreamCalls, m.upstreamLatency, buildInfo} {
+		m.upstreamCalls, m.upstreamLatency, m.mintTriggers, m.evictions, m.tokensRefused, buildInfo} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -118,6 +137,8 @@ func (m *Metrics) Profile(name string) broker.ProfileObserver {
 		mintOK:        m.mints.WithLabelValues(name, "ok"),
 		mintErr:       m.mints.WithLabelValues(name, "error"),
 		mintsInFlight: m.mintsInFlight,
+		m:             m,
+		name:          name,
 	}
 }
 
@@ -125,12 +146,28 @@ type profileObserver struct {
 	hit, stale, miss prometheus.Counter
 	mintOK, mintErr  prometheus.Counter
 	mintsInFlight    prometheus.Gauge
+	// For the rarer events, resolved when they happen.
+	m    *Metrics
+	name string
 }
 
-func (p *profileObserver) Hit()         { p.hit.Inc() }
-func (p *profileObserver) StaleHit()    { p.stale.Inc() }
-func (p *profileObserver) Miss()        { p.miss.Inc() }
-func (p *profileObserver) MintStarted() { p.mintsInFlight.Inc() }
+func (p *profileObserver) Hit()      { p.hit.Inc() }
+func (p *profileObserver) StaleHit() { p.stale.Inc() }
+func (p *profileObserver) Miss()     { p.miss.Inc() }
+func (p *profileObserver) MintStarted(trigger string) {
+	p.mintsInFlight.Inc()
+	p.m.mintTriggers.WithLabelValues(p.name, trigger).Inc()
+}
+
+func (p *profileObserver) IdentityAdded() {}
+
+func (p *profileObserver) IdentityEvicted(why string) {
+	p.m.evictions.WithLabelValues(p.name, why).Inc()
+}
+
+func (p *profileObserver) TokenRefused(err error) {
+	p.m.tokensRefused.WithLabelValues(p.name, tokenReason(err)).Inc()
+}
 
 func (p *profileObserver) MintDone(err error) {
 	p.mintsInFlight.Dec()
@@ -149,6 +186,9 @@ func (m *Metrics) DeleteProfile(name string) {
 	m.requests.DeletePartialMatch(l)
 	m.cacheRequests.DeletePartialMatch(l)
 	m.mints.DeletePartialMatch(l)
+	m.mintTriggers.DeletePartialMatch(l)
+	m.evictions.DeletePartialMatch(l)
+	m.tokensRefused.DeletePartialMatch(l)
 }
 
 // UpstreamCall implements cwapi.UpstreamObserver.
@@ -204,25 +244,35 @@ func (m *Metrics) WatchProfiles(src StatusSource, now func() time.Time) error {
 			"1 when the profile holds a key that may be served now, else 0.", []string{"profile"}, nil),
 		failures: prometheus.NewDesc(namespace+"_consecutive_mint_failures",
 			"Failed mints since the profile's last successful one.", []string{"profile"}, nil),
+		identities: prometheus.NewDesc(namespace+"_workload_identities",
+			"Workload identities (source workload-oidc) holding a cache entry, by profile.", []string{"profile"}, nil),
 	})
 }
 
 // profileCollector reads the cache state at scrape time.
 type profileCollector struct {
-	src                       StatusSource
-	now                       func() time.Time
-	expiry, healthy, failures *prometheus.Desc
+	src                                   StatusSource
+	now                                   func() time.Time
+	expiry, healthy, failures, identities *prometheus.Desc
 }
 
 func (c *profileCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.expiry
 	ch <- c.healthy
 	ch <- c.failures
+	ch <- c.identities
 }
 
 func (c *profileCollector) Collect(ch chan<- prometheus.Metric) {
 	now := c.now()
 	for _, st := range c.src.Status() {
+		if st.Workload != nil {
+			// A key per identity: no one expiry or failure count, and the
+			// key alerts must not fire for a profile that holds none.
+			ch <- prometheus.MustNewConstMetric(c.healthy, prometheus.GaugeValue, 1, st.Profile)
+			ch <- prometheus.MustNewConstMetric(c.identities, prometheus.GaugeValue, float64(st.Workload.Identities), st.Profile)
+			continue
+		}
 		left := 0.0
 		if st.Expiration != nil {
 			left = max(0, st.Expiration.Sub(now).Seconds())
@@ -235,4 +285,9 @@ func (c *profileCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.healthy, prometheus.GaugeValue, healthy, st.Profile)
 		ch <- prometheus.MustNewConstMetric(c.failures, prometheus.GaugeValue, float64(st.ConsecutiveFailures), st.Profile)
 	}
+}
+
+// tokenReason is the reason label of a refused workload token.
+func tokenReason(err error) string {
+	return "refused"
 }

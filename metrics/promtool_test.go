@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"bytes"
+	"errors"
 	"os/exec"
 	"testing"
 	"time"
@@ -37,7 +38,8 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	exp := time.Now().Add(time.Hour)
 	if err := m.WatchProfiles(statusFunc(func() []broker.Status {
-		return []broker.Status{{Profile: "train", Healthy: true, Expiration: &exp}, {Profile: "ingest"}}
+		return []broker.Status{{Profile: "train", Healthy: true, Expiration: &exp}, {Profile: "ingest"},
+			{Profile: "pods", Healthy: true, Workload: &broker.WorkloadStatus{Identities: 2}}}
 	}), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -45,8 +47,10 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	p.Hit()
 	p.StaleHit()
 	p.Miss()
-	p.MintStarted()
+	p.MintStarted("refresh")
 	p.MintDone(nil)
+	p.IdentityEvicted(broker.EvictLRU)
+	p.TokenRefused(errors.New("refused"))
 	m.UpstreamCall(cwapi.PathAccessKey, "ok", 120*time.Millisecond)
 	m.UpstreamCall(cwapi.PathOIDCCreds, "UNAUTHENTICATED", 30*time.Millisecond)
 	m.Requests("train").Count(0)

@@ -1,0 +1,425 @@
+package broker
+
+// Workload identities (source workload-oidc): a profile whose identity
+// comes from the caller. Each request carries the workload's own OIDC
+// token; the cache keeps one entry per identity (per exact token, or per
+// issuer and subject), each with its own key, singleflight and refresh
+// loop, in one table bounded across all profiles. The decisions (when an
+// identity refreshes, when it is dropped) are in policy.go.
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/rs/zerolog"
+
+	"github.com/cwcreds/cwcreds/broker/cwapi"
+)
+
+// Identity is what the cache knows of a workload token: its public
+// claims, never the token itself. It is safe to log and to show.
+type Identity struct {
+	Issuer, Subject string
+	// Kubernetes claims, "" when the token has none.
+	Namespace, ServiceAccount, Pod, Node string
+	// Expires is the token's expiry (its exp).
+	Expires time.Time
+}
+
+// String names the identity for people: issuer and subject, and the pod
+// when the token names one.
+func (id Identity) String() string {
+	s := fmt.Sprintf("%s:%s", id.Issuer, id.Subject)
+	if id.Pod != "" {
+		s += " (pod " + id.Namespace + "/" + id.Pod + ")"
+	}
+	return s
+}
+
+// MarshalZerologObject logs the identity's public claims.
+func (id Identity) MarshalZerologObject(e *zerolog.Event) {
+	e.Str("iss", id.Issuer).Str("sub", id.Subject)
+	if id.Namespace != "" {
+		e.Str("namespace", id.Namespace)
+	}
+	if id.ServiceAccount != "" {
+		e.Str("service_account", id.ServiceAccount)
+	}
+	if id.Pod != "" {
+		e.Str("pod", id.Pod)
+	}
+	if id.Node != "" {
+		e.Str("node", id.Node)
+	}
+}
+
+// WorkloadSpec makes a CacheProfile a workload profile: its keys are
+// bought with each caller's own token.
+type WorkloadSpec struct {
+	// Check validates a token the cache has not seen, locally and before
+	// any upstream call, and returns its identity. Its errors are returned
+	// to the caller unchanged (they say why the token is refused and must
+	// not hold it). It is called once per new token, not per request.
+	Check func(ctx context.Context, token string) (Identity, error)
+	// ShareIdentity keys entries by issuer and subject: every token of one
+	// identity shares its key. Check must then verify signatures, since a
+	// token it accepts reaches every key of its subject. Otherwise entries
+	// are keyed by the exact token, which only its holder can present.
+	ShareIdentity bool
+	// Mint buys a key upstream with token, the newest token held for id.
+	Mint func(ctx context.Context, token string, id Identity) (*cwapi.Credentials, error)
+}
+
+// ErrTokenRequired: Get was asked for a workload profile, whose keys are
+// only served to a caller presenting its own token (GetFor).
+var ErrTokenRequired = errors.New("this profile serves keys only to a caller presenting its own OIDC token")
+
+// errEvicted is the cancellation cause of a dropped identity.
+var errEvicted = errors.New("workload identity dropped from the cache")
+
+// Why an identity left the cache, for the observer.
+const (
+	EvictExpired = "expired" // no unexpired token remains
+	EvictLRU     = "lru"     // the table was full
+	EvictRemoved = "removed" // its profile was removed or replaced, or the cache stopped
+)
+
+// maxTokensPerIdentity bounds the token hashes remembered per identity
+// (identity sharing: rotated tokens and other pods' tokens of one service
+// account). A forgotten token is checked again on its next use.
+const maxTokensPerIdentity = 16
+
+// identity is the workload part of an identity entry.
+type identity struct {
+	profile *entry
+	key     string // table key within the profile: the token hash or iss NUL sub
+	// newest is the held token that expires last, with its identity; the
+	// refresh mints with it. In memory only.
+	newest   atomic.Pointer[heldToken]
+	lastUsed atomic.Int64 // unix nanoseconds of the last request, for LRU
+	// Guarded by identityTable.mu.
+	hashes  [][sha256.Size]byte
+	dropped bool
+	// looping: its loop was started; guarded by Cache.mu.
+	looping bool
+}
+
+// heldToken is one token the cache accepted for an identity.
+type heldToken struct {
+	raw string
+	id  Identity
+}
+
+// tokenRecord maps a token's hash to its identity entry.
+type tokenRecord struct {
+	ent     *entry
+	expires time.Time
+}
+
+type identityKey struct {
+	profile *entry
+	key     string
+}
+
+// identityTable holds every workload identity of a Cache. A request with
+// a known token takes the read lock once; new tokens and drops take the
+// write lock.
+type identityTable struct {
+	max    int
+	mu     sync.RWMutex
+	tokens map[[sha256.Size]byte]tokenRecord
+	byKey  map[identityKey]*entry
+}
+
+func newIdentityTable(max int) *identityTable {
+	return &identityTable{max: max, tokens: map[[sha256.Size]byte]tokenRecord{}, byKey: map[identityKey]*entry{}}
+}
+
+// tokenHash hashes the token without copying it: sha256 only reads its
+// input, and a per-request copy of a kilobyte token would be the hit
+// path's only allocation.
+func tokenHash(token string) [sha256.Size]byte {
+	return sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
+}
+
+// count is how many identities a profile entry holds.
+func (t *identityTable) count(profile *entry) int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	n := 0
+	for k := range t.byKey {
+		if k.profile == profile {
+			n++
+		}
+	}
+	return n
+}
+
+// GetFor returns a key for the caller presenting token, on a workload
+// profile: the cached key of the token's identity, else one minted with
+// it (concurrent callers of one identity share the mint). A token the
+// cache has not seen is first checked by WorkloadSpec.Check, whose refusal
+// is returned without an upstream call; so is an expired token. It also
+// returns the identity, for the audit trail. On another profile it
+// returns ErrTokenRequired's opposite: use Get.
+func (h Entry) GetFor(ctx context.Context, token string) (*cwapi.Credentials, Identity, error) {
+	if h.e == nil {
+		return nil, Identity{}, ErrUnknownProfile
+	}
+	if h.e.workload == nil {
+		return nil, Identity{}, fmt.Errorf("profile %q is not a workload profile: it takes a client token", h.e.name)
+	}
+	return h.c.getFor(ctx, h.e, token)
+}
+
+func (c *Cache) getFor(ctx context.Context, pe *entry, token string) (*cwapi.Credentials, Identity, error) {
+	now := c.now()
+	sum := tokenHash(token)
+	t := c.idents
+	t.mu.RLock()
+	rec, ok := t.tokens[sum]
+	t.mu.RUnlock()
+	if ok && rec.ent.ident.profile == pe && rec.ent.ctx.Err() == nil && now.Before(rec.expires) {
+		ie := rec.ent
+		ie.ident.lastUsed.Store(now.UnixNano())
+		id := ie.ident.newest.Load().id
+		s := ie.state.Load()
+		if k, _ := s.serve(now); k != nil {
+			if s.failures == 0 {
+				ie.obs.Hit()
+			} else {
+				ie.obs.StaleHit()
+			}
+			return k, id, nil
+		}
+		k, err := c.get(ctx, ie)
+		return k, id, err
+	}
+	// A token not seen (or whose record is stale): check it. An expired
+	// token is refused here too, by Check, with its reason.
+	id, err := pe.workload.Check(ctx, token)
+	if err != nil {
+		pe.obs.TokenRefused(err)
+		return nil, Identity{}, err
+	}
+	if !now.Before(id.Expires) {
+		return nil, Identity{}, fmt.Errorf("%w: the token expired at %s", errTokenExpired, id.Expires.UTC().Format(time.RFC3339))
+	}
+	ie, err := c.adopt(pe, sum, token, id, now)
+	if err != nil {
+		return nil, id, &UnavailableError{Profile: pe.name, Err: err}
+	}
+	k, err := c.get(ctx, ie)
+	return k, id, err
+}
+
+// errTokenExpired: Check accepted a token that has expired (a Check
+// without an expiry rule); it is never served.
+var errTokenExpired = errors.New("workload token expired")
+
+// adopt records token (hash sum, checked identity id) and returns the
+// entry of its identity, creating it, and evicting the least recently
+// used identity when the table is full.
+func (c *Cache) adopt(pe *entry, sum [sha256.Size]byte, token string, id Identity, now time.Time) (*entry, error) {
+	key := string(sum[:])
+	if pe.workload.ShareIdentity {
+		key = id.Issuer + "\x00" + id.Subject
+	}
+	t := c.idents
+	held := &heldToken{raw: token, id: id}
+	t.mu.Lock()
+	if err := context.Cause(pe.ctx); err != nil {
+		t.mu.Unlock()
+		return nil, err // the profile was removed meanwhile, or the cache stopped
+	}
+	ie := t.byKey[identityKey{pe, key}]
+	var evicted *entry
+	created := ie == nil
+	if created {
+		if len(t.byKey) >= t.max {
+			evicted = t.leastRecent()
+			t.removeLocked(evicted)
+		}
+		ie = c.newIdentityEntry(pe, key)
+		t.byKey[identityKey{pe, key}] = ie
+	}
+	ident := ie.ident
+	ident.lastUsed.Store(now.UnixNano())
+	if cur := ident.newest.Load(); cur == nil || id.Expires.After(cur.id.Expires) {
+		ident.newest.Store(held)
+	}
+	if _, known := t.tokens[sum]; !known {
+		ident.hashes = append(ident.hashes, sum)
+		if len(ident.hashes) > maxTokensPerIdentity {
+			delete(t.tokens, ident.hashes[0])
+			ident.hashes = ident.hashes[1:]
+		}
+	}
+	t.tokens[sum] = tokenRecord{ent: ie, expires: id.Expires}
+	t.mu.Unlock()
+
+	if evicted != nil {
+		c.dropIdentity(evicted, EvictLRU)
+	}
+	if created {
+		pe.obs.IdentityAdded()
+		c.startIdentityLoop(ie)
+	} else {
+		select { // a later expiry moves the loop's eviction
+		case ie.changed <- struct{}{}:
+		default:
+		}
+	}
+	return ie, nil
+}
+
+// newIdentityEntry builds the entry of one identity of the workload
+// profile pe: its mints use the newest token held.
+func (c *Cache) newIdentityEntry(pe *entry, key string) *entry {
+	ident := &identity{profile: pe, key: key}
+	spec := pe.workload
+	e := &entry{name: pe.name, source: pe.source, obs: pe.obs, mints: pe.mints, changed: make(chan struct{}, 1), ident: ident}
+	e.minter = cwapi.MinterFunc(func(ctx context.Context) (*cwapi.Credentials, error) {
+		h := ident.newest.Load()
+		return spec.Mint(ctx, h.raw, h.id)
+	})
+	e.ctx, e.cancel = context.WithCancelCause(pe.ctx)
+	e.state.Store(&state{})
+	return e
+}
+
+// leastRecent returns the identity used longest ago; under t.mu, with at
+// least one identity.
+func (t *identityTable) leastRecent() *entry {
+	var oldest *entry
+	var at int64
+	for _, e := range t.byKey {
+		if u := e.ident.lastUsed.Load(); oldest == nil || u < at {
+			oldest, at = e, u
+		}
+	}
+	return oldest
+}
+
+// removeLocked takes e and its tokens out of the table; under t.mu. It
+// reports whether e was still there.
+func (t *identityTable) removeLocked(e *entry) bool {
+	if e.ident.dropped {
+		return false
+	}
+	e.ident.dropped = true
+	delete(t.byKey, identityKey{e.ident.profile, e.ident.key})
+	for _, h := range e.ident.hashes {
+		if t.tokens[h].ent == e {
+			delete(t.tokens, h)
+		}
+	}
+	e.ident.hashes = nil
+	return true
+}
+
+// dropIdentity removes e from the cache (if still there) and stops its
+// loop and mint; its key is forgotten. Idempotent.
+func (c *Cache) dropIdentity(e *entry, why string) {
+	t := c.idents
+	t.mu.Lock()
+	removed := t.removeLocked(e)
+	t.mu.Unlock()
+	e.cancel(errEvicted)
+	if !removed && why != EvictLRU {
+		return
+	}
+	e.obs.IdentityEvicted(why)
+	ev := c.log.Info().Str("event", "workload_identity_dropped").Str("profile", e.name).Str("reason", why)
+	if h := e.ident.newest.Load(); h != nil {
+		ev = ev.Object("identity", h.id)
+	}
+	ev.Msg("workload identity dropped from the cache")
+}
+
+// startIdentityLoop starts e's background loop when Run runs (Run starts
+// those of the identities created before it); without Run, identities are
+// minted on demand and dropped by the LRU bound.
+func (c *Cache) startIdentityLoop(e *entry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.startIdentityLoopLocked(e)
+}
+
+// startIdentityLoopLocked is startIdentityLoop under c.mu.
+func (c *Cache) startIdentityLoopLocked(e *entry) {
+	if e.ident.looping || c.runCtx == nil || c.runCtx.Err() != nil || c.ctx.Err() != nil {
+		return
+	}
+	e.ident.looping = true
+	ctx := c.runCtx
+	c.loops.Go(func() { c.identityLoop(ctx, e) })
+}
+
+// startIdentityLoops starts the loops of the identities already cached;
+// Run calls it under c.mu.
+func (c *Cache) startIdentityLoops() {
+	t := c.idents
+	t.mu.RLock()
+	ents := make([]*entry, 0, len(t.byKey))
+	for _, e := range t.byKey {
+		ents = append(ents, e)
+	}
+	t.mu.RUnlock()
+	for _, e := range ents {
+		c.startIdentityLoopLocked(e)
+	}
+}
+
+// identityLoop refreshes e while a token for it is held and drops it when
+// none is (see identityPlan), or when its profile goes away.
+func (c *Cache) identityLoop(ctx context.Context, e *entry) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		if e.ctx.Err() != nil {
+			why := EvictRemoved
+			if errors.Is(context.Cause(e.ctx), errEvicted) {
+				return // dropIdentity already reported it
+			}
+			c.dropIdentity(e, why)
+			return
+		}
+		now := c.now()
+		at, mint := e.state.Load().identityPlan(e.ident.newest.Load().id.Expires, now)
+		if wait := at.Sub(now); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-e.ctx.Done():
+				continue
+			case <-e.changed:
+				continue
+			case <-timer.C:
+				continue
+			}
+		}
+		if !mint {
+			c.dropIdentity(e, EvictExpired)
+			return
+		}
+		select {
+		case c.refreshSlots <- struct{}{}:
+		case <-e.ctx.Done():
+			continue
+		case <-e.changed:
+			continue
+		}
+		<-e.sf.DoChan("", func() (any, error) { return c.mint(ctx, e, triggerRefresh), nil })
+		<-c.refreshSlots
+		select {
+		case <-e.changed:
+		default:
+		}
+	}
+}
