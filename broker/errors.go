@@ -28,6 +28,9 @@ type UnavailableError struct {
 	Err error
 	// RetryAt is when the broker will next try upstream; zero if unknown.
 	RetryAt time.Time
+	// Workload: the key is a workload identity's (GetFor), so Err, when
+	// upstream refused the request, refused the caller's own token.
+	Workload bool
 }
 
 func (e *UnavailableError) Error() string {

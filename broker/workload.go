@@ -116,10 +116,11 @@ type heldToken struct {
 	id  Identity
 }
 
-// tokenRecord maps a token's hash to its identity entry.
+// tokenRecord maps a token's hash to its identity entry, and to the
+// token's own claims (in identity sharing, another pod's than the newest).
 type tokenRecord struct {
-	ent     *entry
-	expires time.Time
+	ent  *entry
+	held *heldToken
 }
 
 type identityKey struct {
@@ -166,29 +167,34 @@ func (t *identityTable) count(profile *entry) int {
 // it (concurrent callers of one identity share the mint). A token the
 // cache has not seen is first checked by WorkloadSpec.Check, whose refusal
 // is returned without an upstream call; so is an expired token. It also
-// returns the identity, for the audit trail. On another profile it
-// returns ErrTokenRequired's opposite: use Get.
-func (h Entry) GetFor(ctx context.Context, token string) (*cwapi.Credentials, Identity, error) {
+// returns the caller's identity (its token's claims), for the audit trail:
+// immutable, and the same pointer for every request with one token. Only
+// workload profiles (Workload) answer; others take Get.
+func (h Entry) GetFor(ctx context.Context, token string) (*cwapi.Credentials, *Identity, error) {
 	if h.e == nil {
-		return nil, Identity{}, ErrUnknownProfile
+		return nil, nil, ErrUnknownProfile
 	}
 	if h.e.workload == nil {
-		return nil, Identity{}, fmt.Errorf("profile %q is not a workload profile: it takes a client token", h.e.name)
+		return nil, nil, fmt.Errorf("profile %q is not a workload profile: it takes a client token", h.e.name)
 	}
 	return h.c.getFor(ctx, h.e, token)
 }
 
-func (c *Cache) getFor(ctx context.Context, pe *entry, token string) (*cwapi.Credentials, Identity, error) {
+// Workload reports whether the entry is a workload profile's, whose keys
+// are served by GetFor.
+func (h Entry) Workload() bool { return h.e != nil && h.e.workload != nil }
+
+func (c *Cache) getFor(ctx context.Context, pe *entry, token string) (*cwapi.Credentials, *Identity, error) {
 	now := c.now()
 	sum := tokenHash(token)
 	t := c.idents
 	t.mu.RLock()
 	rec, ok := t.tokens[sum]
 	t.mu.RUnlock()
-	if ok && rec.ent.ident.profile == pe && rec.ent.ctx.Err() == nil && now.Before(rec.expires) {
+	if ok && rec.ent.ident.profile == pe && rec.ent.ctx.Err() == nil && now.Before(rec.held.id.Expires) {
 		ie := rec.ent
 		ie.ident.lastUsed.Store(now.UnixNano())
-		id := ie.ident.newest.Load().id
+		id := &rec.held.id
 		s := ie.state.Load()
 		if k, _ := s.serve(now); k != nil {
 			if s.failures == 0 {
@@ -199,40 +205,51 @@ func (c *Cache) getFor(ctx context.Context, pe *entry, token string) (*cwapi.Cre
 			return k, id, nil
 		}
 		k, err := c.get(ctx, ie)
-		return k, id, err
+		return k, id, workloadErr(err)
 	}
 	// A token not seen (or whose record is stale): check it. An expired
 	// token is refused here too, by Check, with its reason.
 	id, err := pe.workload.Check(ctx, token)
 	if err != nil {
 		pe.obs.TokenRefused(err)
-		return nil, Identity{}, err
+		return nil, nil, err
 	}
 	if !now.Before(id.Expires) {
-		return nil, Identity{}, fmt.Errorf("%w: the token expired at %s", errTokenExpired, id.Expires.UTC().Format(time.RFC3339))
+		return nil, nil, fmt.Errorf("%w: the token expired at %s", errTokenExpired, id.Expires.UTC().Format(time.RFC3339))
 	}
-	ie, err := c.adopt(pe, sum, token, id, now)
+	held := &heldToken{raw: token, id: id}
+	ie, err := c.adopt(pe, sum, held, now)
 	if err != nil {
-		return nil, id, &UnavailableError{Profile: pe.name, Err: err}
+		return nil, &held.id, &UnavailableError{Profile: pe.name, Err: err}
 	}
 	k, err := c.get(ctx, ie)
-	return k, id, err
+	return k, &held.id, workloadErr(err)
+}
+
+// workloadErr marks an *UnavailableError from an identity entry as a
+// workload's.
+func workloadErr(err error) error {
+	var ue *UnavailableError
+	if errors.As(err, &ue) {
+		ue.Workload = true
+	}
+	return err
 }
 
 // errTokenExpired: Check accepted a token that has expired (a Check
 // without an expiry rule); it is never served.
 var errTokenExpired = errors.New("workload token expired")
 
-// adopt records token (hash sum, checked identity id) and returns the
+// adopt records the checked token held (hash sum) and returns the
 // entry of its identity, creating it, and evicting the least recently
 // used identity when the table is full.
-func (c *Cache) adopt(pe *entry, sum [sha256.Size]byte, token string, id Identity, now time.Time) (*entry, error) {
+func (c *Cache) adopt(pe *entry, sum [sha256.Size]byte, held *heldToken, now time.Time) (*entry, error) {
+	id := held.id
 	key := string(sum[:])
 	if pe.workload.ShareIdentity {
 		key = id.Issuer + "\x00" + id.Subject
 	}
 	t := c.idents
-	held := &heldToken{raw: token, id: id}
 	t.mu.Lock()
 	if err := context.Cause(pe.ctx); err != nil {
 		t.mu.Unlock()
@@ -261,7 +278,7 @@ func (c *Cache) adopt(pe *entry, sum [sha256.Size]byte, token string, id Identit
 			ident.hashes = ident.hashes[1:]
 		}
 	}
-	t.tokens[sum] = tokenRecord{ent: ie, expires: id.Expires}
+	t.tokens[sum] = tokenRecord{ent: ie, held: held}
 	t.mu.Unlock()
 
 	if evicted != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/cwcreds/cwcreds/broker"
 	"github.com/cwcreds/cwcreds/broker/cwapi"
+	"github.com/cwcreds/cwcreds/broker/idtoken"
 	"github.com/cwcreds/cwcreds/server"
 )
 
@@ -287,7 +288,11 @@ func (c *profileCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// tokenReason is the reason label of a refused workload token.
+// tokenReason is the reason label of a refused workload token: one of
+// idtoken.Reasons, or "other".
 func tokenReason(err error) string {
-	return "refused"
+	if r := idtoken.ReasonOf(err); r != "" {
+		return string(r)
+	}
+	return "other"
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/cwcreds/cwcreds/broker"
 )
 
 // AuditInterval is how often Server.RunAudit writes the summary lines: a
@@ -46,6 +48,11 @@ type auditPair struct {
 	outcome Outcome
 	why     string // the refusal's reason; "" for grants
 	imds    bool   // served by the IMDS role's route
+	// identity is the workload identity a key was granted to (the claims
+	// of the token presented, which upstream verified when it minted the
+	// key); nil otherwise. The broker hands out one pointer per token, so
+	// each token's first grant is a line of its own.
+	identity *broker.Identity
 }
 
 // auditCount is one tracked pair's pending count.
@@ -97,10 +104,11 @@ func (k *auditPair) level() zerolog.Level {
 	}
 }
 
-// served records that the key keyID of profile was handed to r's peer.
-// It is the hot path: it allocates nothing once the pair is tracked.
-func (s *Server) auditServed(r *http.Request, profile, keyID string) {
-	s.record(r, auditPair{profile: profile, keyID: keyID, outcome: OutcomeOK}, false)
+// served records that the key keyID of profile was handed to r's peer
+// (and, on a workload profile, to the identity id, else nil). It is the
+// hot path: it allocates nothing once the pair is tracked.
+func (s *Server) auditServed(r *http.Request, profile, keyID string, id *broker.Identity) {
+	s.record(r, auditPair{profile: profile, keyID: keyID, outcome: OutcomeOK, identity: id}, false)
 }
 
 // auditRefused records that r was refused with o for why.
@@ -213,6 +221,9 @@ func (a *auditor) event(k auditPair, grant, refusal string) *zerolog.Event {
 	}
 	if k.imds {
 		ev = ev.Str("via", "imds")
+	}
+	if k.identity != nil {
+		ev = ev.Object("identity", *k.identity)
 	}
 	return ev
 }

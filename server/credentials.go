@@ -21,6 +21,7 @@ import (
 
 	"github.com/cwcreds/cwcreds/broker"
 	"github.com/cwcreds/cwcreds/broker/cwapi"
+	"github.com/cwcreds/cwcreds/broker/idtoken"
 )
 
 // credentialsPrefix is the credential route's path up to the profile name.
@@ -67,6 +68,10 @@ func (s *Server) serveCredentials(w http.ResponseWriter, r *http.Request, name s
 		s.refuse(w, r, p.requests, name, err, "credential request refused: user not allowed")
 		return
 	}
+	if p.entry.Workload() {
+		s.serveWorkload(w, r, p)
+		return
+	}
 	// Exactly one Authorization header; indexing the map directly skips
 	// Header.Get's key canonicalisation on the hot path.
 	if auth := r.Header["Authorization"]; len(auth) != 1 || !tokenMatches(auth[0], p.token) {
@@ -88,8 +93,43 @@ func (s *Server) serveCredentials(w http.ResponseWriter, r *http.Request, name s
 		return
 	}
 	p.requests.Count(OutcomeOK)
-	s.auditServed(r, name, creds.AccessKeyID)
+	s.auditServed(r, name, creds.AccessKeyID, nil)
 	writeBody(w, http.StatusOK, body)
+}
+
+// serveWorkload serves a workload profile (source workload-oidc): the
+// Authorization header is the caller's own OIDC token, exactly as
+// CoreWeave's container-credentials endpoint takes it, and the broker
+// answers with its identity's key. The body is rendered per request: a
+// workload profile holds a key per identity, not one to keep rendered.
+func (s *Server) serveWorkload(w http.ResponseWriter, r *http.Request, p *profile) {
+	auth := r.Header["Authorization"]
+	if len(auth) != 1 || auth[0] == "" {
+		s.refuse(w, r, p.requests, p.name, errNoWorkloadToken, "credential request refused: no workload token")
+		return
+	}
+	creds, id, err := p.entry.GetFor(r.Context(), auth[0])
+	if err != nil {
+		s.refuse(w, r, p.requests, p.name, fmt.Errorf("get key for profile %q: %w", p.name, err), workloadRefusal(err))
+		return
+	}
+	body, err := renderBody(creds)
+	if err != nil {
+		s.refuse(w, r, p.requests, p.name, fmt.Errorf("render key for profile %q: %w", p.name, err), "credential request not served")
+		return
+	}
+	p.requests.Count(OutcomeOK)
+	s.auditServed(r, p.name, creds.AccessKeyID, id)
+	writeBody(w, http.StatusOK, body)
+}
+
+// workloadRefusal is the audit trail's reason for a workload request that
+// got no key: the token's refusal reason, or the broker's failure.
+func workloadRefusal(err error) string {
+	if r := idtoken.ReasonOf(err); r != "" {
+		return "token refused: " + string(r)
+	}
+	return "credential request not served"
 }
 
 // refuse answers a credential request (of this route or IMDS's) that gets
@@ -177,11 +217,16 @@ func (k *renderedKey) render(onRender func()) {
 	if onRender != nil {
 		onRender()
 	}
-	k.body, k.err = json.Marshal(credentialsBody{
-		AccessKeyID:     k.creds.AccessKeyID,
-		SecretAccessKey: k.creds.SecretAccessKey,
+	k.body, k.err = renderBody(k.creds)
+}
+
+// renderBody encodes creds as the container-credentials response.
+func renderBody(creds *cwapi.Credentials) ([]byte, error) {
+	return json.Marshal(credentialsBody{
+		AccessKeyID:     creds.AccessKeyID,
+		SecretAccessKey: creds.SecretAccessKey,
 		Token:           "",
-		Expiration:      formatExpiration(k.creds.Expires),
+		Expiration:      formatExpiration(creds.Expires),
 	})
 }
 

@@ -301,7 +301,7 @@ func (s *Server) imdsGetRole(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.requests.Count(OutcomeOK)
-	s.auditServed(r, name, creds.AccessKeyID)
+	s.auditServed(r, name, creds.AccessKeyID, nil)
 	s.writeJSON(w, http.StatusOK, imdsDocument(creds, s.now()))
 }
 

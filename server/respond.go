@@ -10,6 +10,7 @@ import (
 
 	"github.com/cwcreds/cwcreds/broker"
 	"github.com/cwcreds/cwcreds/broker/cwapi"
+	"github.com/cwcreds/cwcreds/broker/idtoken"
 )
 
 // Error codes sent in error bodies. They are part of the wire contract.
@@ -30,6 +31,10 @@ const (
 	codeRevokeTokenRequired = "RevokeTokenRequired"
 	codeUpstream            = "UpstreamError"
 	codeBadUpstreamToken    = "BadUpstreamToken"
+	// Codes of workload profiles (source workload-oidc).
+	codeInvalidToken  = "InvalidToken"  // refused locally: malformed, wrong issuer or audience, expired, bad signature
+	codeTokenRejected = "TokenRejected" // CoreWeave refused the token at the mint
+	codeIssuerKeys    = "IssuerKeysUnavailable"
 )
 
 // requestError is a refusal decided by the server itself. Its message is
@@ -52,6 +57,9 @@ var (
 		"requests relayed by a proxy (X-Forwarded-For, Forwarded or Via) are refused; connect directly (NO_PROXY=127.0.0.1)"}
 	errForbiddenBrowser = &requestError{http.StatusForbidden, codeForbidden,
 		"requests from a web browser (Origin or Sec-Fetch-* headers) are refused; use an AWS SDK, curl or cwcreds"}
+	errNoWorkloadToken = &requestError{http.StatusUnauthorized, codeUnauthorized,
+		"this profile takes the workload's own OIDC token as the Authorization header " +
+			"(AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE pointing at a projected service account token)"}
 	errNotFound         = &requestError{http.StatusNotFound, codeNotFound, "no such endpoint"}
 	errMethodNotAllowed = &requestError{http.StatusMethodNotAllowed, codeMethodNotAllowed, "method not allowed"}
 	// errPanic stands for a recovered panic, whose value is never shown.
@@ -69,9 +77,18 @@ const (
 func errorStatus(err error) (status int, code, msg string) {
 	var re *requestError
 	var ue *broker.UnavailableError
+	var te *idtoken.Error
 	switch {
 	case errors.As(err, &re):
 		return re.status, re.code, re.msg
+	case errors.As(err, &te) && te.Reason == idtoken.ReasonKeys:
+		// Not the caller's fault: the issuer's keys could not be fetched.
+		return http.StatusServiceUnavailable, codeIssuerKeys, te.Error()
+	case errors.As(err, &te):
+		// Its text names the reason and public claims, never the token.
+		return http.StatusUnauthorized, codeInvalidToken, te.Error()
+	case errors.As(err, &ue) && rejectedToken(ue):
+		return http.StatusForbidden, codeTokenRejected, ue.Error()
 	case errors.Is(err, broker.ErrUnknownProfile):
 		// The text is the sentinel plus the quoted profile name.
 		return http.StatusNotFound, codeUnknownProfile, err.Error()
@@ -98,6 +115,14 @@ func errorStatus(err error) (status int, code, msg string) {
 	default:
 		return http.StatusInternalServerError, codeInternal, msgInternal
 	}
+}
+
+// rejectedToken reports whether ue is a workload identity that CoreWeave
+// refused (a 4xx other than 429 at the mint): its caller's token will keep
+// failing, so it is told so (403) rather than asked to retry (503).
+func rejectedToken(ue *broker.UnavailableError) bool {
+	var api *cwapi.APIError
+	return ue.Workload && errors.As(ue.Err, &api) && !api.Temporary()
 }
 
 // errorBody is the JSON error shape: lower-case members for the Go SDKs and

@@ -92,6 +92,11 @@ func (c *Client) Minter(p MintSpec) (Minter, error) {
 const (
 	AttrNode    = "cwcreds-node"
 	AttrProfile = "cwcreds-profile"
+	// The Kubernetes identity of a workload key (source workload-oidc),
+	// from its token's claims.
+	AttrNamespace      = "k8s-namespace"
+	AttrServiceAccount = "k8s-service-account"
+	AttrPod            = "k8s-pod"
 )
 
 // AuditAttributes returns the attributes for keys minted by profile on node,
@@ -102,6 +107,22 @@ func AuditAttributes(node, profile string) map[string]string {
 	attrs := map[string]string{AttrProfile: labelValue(profile)}
 	if v := labelValue(node); v != "" {
 		attrs[AttrNode] = v
+	}
+	return attrs
+}
+
+// WorkloadAttributes returns base (AuditAttributes) plus a workload's
+// Kubernetes namespace, service account and pod, each within the same
+// limits; empty ones are left out. base is not modified.
+func WorkloadAttributes(base map[string]string, namespace, serviceAccount, pod string) map[string]string {
+	attrs := make(map[string]string, len(base)+3)
+	for k, v := range base {
+		attrs[k] = v
+	}
+	for k, v := range map[string]string{AttrNamespace: namespace, AttrServiceAccount: serviceAccount, AttrPod: pod} {
+		if v = labelValue(v); v != "" {
+			attrs[k] = v
+		}
 	}
 	return attrs
 }

@@ -186,6 +186,8 @@ func newNode(cfg *config.Config, log zerolog.Logger, o nodeOptions) (*node, map[
 		co.Logger = log
 		co.Observer = m
 		co.KeyWarmup = cfg.KeyWarmup
+		co.MaxWorkloadIdentities = cfg.MaxWorkloadIdentities
+		co.UpstreamQPS = cfg.UpstreamQPS
 		co.Rand = o.rand
 	})
 	if err != nil {
@@ -259,6 +261,16 @@ func (d *node) profiles(cfg *config.Config) ([]broker.CacheProfile, map[string]s
 	profiles := make([]broker.CacheProfile, 0, len(cfg.Profiles))
 	tokens := make(map[string]string, len(cfg.Profiles))
 	for _, p := range cfg.Profiles {
+		if p.Workload() {
+			spec, err := workloadSpec(cfg, p, d.client)
+			if err != nil {
+				return nil, nil, &usageError{err}
+			}
+			tokens[p.Name] = "" // no client token: each caller presents its own OIDC token
+			profiles = append(profiles, broker.CacheProfile{Name: p.Name, Source: cwapi.SourceWorkloadOIDC,
+				Workload: spec, Fingerprint: p.Fingerprint()})
+			continue
+		}
 		bp := brokerProfile(cfg, p)
 		minter, err := d.client.Minter(bp)
 		if err != nil {
@@ -300,6 +312,9 @@ func tokenFileRules(cfg *config.Config) cwapi.TokenFileRules {
 // used now (missing, empty, unsafe mode): its mints will fail until fixed.
 func (d *node) checkTokenFiles(cfg *config.Config) {
 	for _, p := range cfg.Profiles {
+		if p.Workload() {
+			continue // no token file: callers present theirs
+		}
 		if _, err := cwapi.ReadTokenFileWith(p.TokenFile, tokenFileRules(cfg)); err != nil {
 			d.log.Warn().Str("profile", p.Name).Err(err).Msg("upstream token file not usable; mints will fail until it is")
 		}
