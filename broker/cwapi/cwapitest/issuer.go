@@ -344,18 +344,6 @@ func (i *Issuer) Retire(kid string) error {
 	return fmt.Errorf("no published key %q", kid)
 }
 
-// key returns the published key kid, for the emulator's verification.
-func (i *Issuer) key(kid string) (jose.JSONWebKey, bool) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	for _, k := range i.keys {
-		if k.kid == kid {
-			return k.public(), true
-		}
-	}
-	return jose.JSONWebKey{}, false
-}
-
 // Claims returns the claims Token would sign for spec (with a fresh jti),
 // for tests that want to see or adjust them.
 func (i *Issuer) Claims(spec TokenSpec) map[string]any {
