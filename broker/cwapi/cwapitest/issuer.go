@@ -70,7 +70,8 @@ type TokenSpec struct {
 	NotBefore time.Time
 	// Expiry is exp; if zero it is IssuedAt + TTL.
 	Expiry time.Time
-	// TTL is the lifetime when Expiry is zero. Default one hour.
+	// TTL is the lifetime when Expiry is zero. Default one hour; a
+	// negative TTL makes a token that expired before it was issued.
 	TTL time.Duration
 	// Alg is RS256 (the default) or ES256; Token panics on anything else.
 	Alg string
