@@ -16,7 +16,6 @@ import (
 const (
 	apiToken = "CW-SECRET-emulated"
 	orgID    = "cw123"
-	issuer   = "https://oidc.example.test/id/c1"
 	audience = "https://coreweave.com/iam"
 )
 
@@ -26,10 +25,13 @@ func newEmulated(t *testing.T) (*cwapi.Client, *cwapitest.Emulator) {
 	emu := cwapitest.New(cwapitest.Options{})
 	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u1", OrgID: orgID})
 	emu.AddAPIToken("CW-SECRET-denied", cwapitest.Identity{Principal: "coreweave/u2", OrgID: orgID, Denied: true})
-	emu.AddOIDCIssuer(issuer, cwapitest.OIDCIssuer{OrgID: orgID, Audience: audience})
 	emu.AddSAMLConfig("cfg1", cwapitest.SAMLConfig{OrgID: orgID})
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
+	// The emulator's own issuer signs the OIDC tokens and is trusted.
+	if _, err := emu.StartIssuer(srv.URL, cwapitest.OIDCIssuer{OrgID: orgID, Audience: audience}); err != nil {
+		t.Fatal(err)
+	}
 	c, err := cwapi.NewClient(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +91,7 @@ func TestCacheRevokeAgainstEmulator(t *testing.T) {
 	profiles := []cwapi.MintSpec{
 		{Name: "ak", Source: cwapi.SourceAccessKey, TokenFile: write("api", apiToken+"\n"), Duration: time.Hour},
 		{Name: "wif", Source: cwapi.SourceOIDC, OrgID: orgID, Duration: time.Hour,
-			TokenFile: write("jwt", cwapitest.MakeJWT(issuer, "system:serviceaccount:ml:trainer", audience, time.Now().Add(time.Hour)))},
+			TokenFile: write("jwt", emu.Issuer().Token(cwapitest.TokenSpec{Namespace: "ml", ServiceAccount: "trainer"}))},
 	}
 	var cps []broker.CacheProfile
 	for _, p := range profiles {

@@ -14,7 +14,6 @@ import (
 const (
 	apiToken = "CW-SECRET-emulated"
 	orgID    = "cw123"
-	issuer   = "https://oidc.example.test/id/c1"
 	audience = "https://coreweave.com/iam"
 )
 
@@ -24,10 +23,13 @@ func newEmulated(t *testing.T) (*cwapi.Client, *cwapitest.Emulator) {
 	emu := cwapitest.New(cwapitest.Options{})
 	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u1", OrgID: orgID})
 	emu.AddAPIToken("CW-SECRET-denied", cwapitest.Identity{Principal: "coreweave/u2", OrgID: orgID, Denied: true})
-	emu.AddOIDCIssuer(issuer, cwapitest.OIDCIssuer{OrgID: orgID, Audience: audience})
 	emu.AddSAMLConfig("cfg1", cwapitest.SAMLConfig{OrgID: orgID})
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
+	// The emulator's own issuer signs the OIDC tokens and is trusted.
+	if _, err := emu.StartIssuer(srv.URL, cwapitest.OIDCIssuer{OrgID: orgID, Audience: audience}); err != nil {
+		t.Fatal(err)
+	}
 	c, err := cwapi.NewClient(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +40,7 @@ func newEmulated(t *testing.T) (*cwapi.Client, *cwapitest.Emulator) {
 func TestClientAgainstEmulatorEveryEndpoint(t *testing.T) {
 	c, emu := newEmulated(t)
 	ctx := t.Context()
-	jwt := cwapitest.MakeJWT(issuer, "system:serviceaccount:ml:trainer", audience, time.Now().Add(time.Hour))
+	jwt := emu.Issuer().Token(cwapitest.TokenSpec{Namespace: "ml", ServiceAccount: "trainer"})
 	saml := cwapitest.MakeSAMLResponse("researchers", "alice@example.com")
 	attrs := cwapi.AuditAttributes("gpu-node-1.example", "train")
 	tests := []struct {
@@ -55,7 +57,7 @@ func TestClientAgainstEmulatorEveryEndpoint(t *testing.T) {
 		{"oidc", func() (*cwapi.Credentials, error) {
 			return c.CreateAccessKeyFromOIDC(ctx, orgID, jwt, 30*time.Minute, attrs)
 		},
-			cwapitest.EndpointOIDC, "role/" + issuer + ":system:serviceaccount:ml:trainer", 30 * time.Minute},
+			cwapitest.EndpointOIDC, "role/" + emu.Issuer().URL() + ":system:serviceaccount:ml:trainer", 30 * time.Minute},
 		{"saml", func() (*cwapi.Credentials, error) {
 			return c.CreateAccessKeyFromSAML(ctx, orgID, "cfg1", saml, 12*time.Hour, attrs)
 		}, cwapitest.EndpointSAML, "saml/researchers", 12 * time.Hour},
@@ -105,8 +107,8 @@ func TestClientAgainstEmulatorEveryEndpoint(t *testing.T) {
 func TestClientAgainstEmulatorErrors(t *testing.T) {
 	c, emu := newEmulated(t)
 	ctx := t.Context()
-	expired := cwapitest.MakeJWT(issuer, "sa", audience, time.Now().Add(-time.Minute))
-	wrongAud := cwapitest.MakeJWT(issuer, "sa", "someone-else", time.Now().Add(time.Hour))
+	expired := emu.Issuer().Token(cwapitest.TokenSpec{Subject: "sa", TTL: -time.Minute})
+	wrongAud := emu.Issuer().Token(cwapitest.TokenSpec{Subject: "sa", Audience: []string{"someone-else"}})
 	tests := []struct {
 		name       string
 		call       func() error

@@ -176,8 +176,14 @@ func newRig(t *testing.T, setup func(*rig), profiles ...rigProfile) *rig {
 	}
 	r.up = &fakeUpstream{handler: r.emu}
 	r.emu.AddAPIToken(r.apiToken, cwapitest.Identity{Principal: "coreweave/u-train", OrgID: rigOrg})
-	r.emu.AddOIDCIssuer(rigIssuer, cwapitest.OIDCIssuer{OrgID: rigOrg, Audience: rigAudience})
-	r.jwt = cwapitest.MakeJWT(rigIssuer, "system:serviceaccount:ml:trainer", rigAudience, time.Now().Add(48*time.Hour))
+	// The upstream is never dialled, so the issuer is not served either:
+	// the emulator reads its keys directly.
+	iss, err := cwapitest.NewIssuer(rigIssuer, cwapitest.IssuerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.emu.AddOIDCIssuer(rigIssuer, cwapitest.OIDCIssuer{OrgID: rigOrg, Audience: rigAudience, Issuer: iss})
+	r.jwt = iss.Token(cwapitest.TokenSpec{Namespace: "ml", ServiceAccount: "trainer", Audience: []string{rigAudience}, TTL: 48 * time.Hour})
 	r.secrets["upstream API token"] = r.apiToken
 	r.secrets["OIDC token"] = r.jwt
 	if setup != nil {

@@ -58,8 +58,12 @@ func startDaemon(t *testing.T, setup ...func(*cwapitest.Emulator)) *daemon {
 	}
 	apiToken := "CW-SECRET-" + randomHex(16)
 	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u-train", OrgID: "cw123"})
-	const iss, aud = "https://oidc.example.test/id/cluster", "https://coreweave.com/iam"
-	emu.AddOIDCIssuer(iss, cwapitest.OIDCIssuer{OrgID: "cw123", Audience: aud})
+	// The emulator's own issuer, served at emuSrv.URL+"/oidc", signs the
+	// workload's token; the emulator verifies it against that issuer's keys.
+	iss, err := emu.StartIssuer(emuSrv.URL, cwapitest.OIDCIssuer{OrgID: "cw123", Audience: cwapitest.DefaultAudience})
+	if err != nil {
+		t.Fatal(err)
+	}
 	emu.AddSAMLConfig("samlcfg", cwapitest.SAMLConfig{OrgID: "cw123"})
 
 	credDir := filepath.Join(dir, "credentials")
@@ -89,7 +93,7 @@ func startDaemon(t *testing.T, setup ...func(*cwapitest.Emulator)) *daemon {
 		"CWCREDS_PROFILE_FAST_EXCHANGE_SOURCE":     "api-token",
 		"CWCREDS_PROFILE_FAST_EXCHANGE_TOKEN_FILE": filepath.Join(credDir, "api-token"),
 		"CWCREDS_PROFILE_WIF_SOURCE":               "oidc",
-		"CWCREDS_PROFILE_WIF_TOKEN_FILE":           write("jwt", cwapitest.MakeJWT(iss, "system:serviceaccount:ml:trainer", aud, time.Now().Add(time.Hour))),
+		"CWCREDS_PROFILE_WIF_TOKEN_FILE":           write("jwt", iss.Token(cwapitest.TokenSpec{Namespace: "ml", ServiceAccount: "trainer"})),
 		"CWCREDS_PROFILE_WIF_ORG_ID":               "cw123",
 		"CWCREDS_PROFILE_SSO_SOURCE":               "saml",
 		"CWCREDS_PROFILE_SSO_TOKEN_FILE":           write("saml", cwapitest.MakeSAMLResponse("researchers", "alice@example.com")),
@@ -269,7 +273,7 @@ func TestEverySourceServesThroughDaemon(t *testing.T) {
 	}{
 		{"train", "coreweave/u-train", 2 * time.Hour},
 		{"fast-exchange", "coreweave/u-train", 15 * time.Minute},
-		{"wif", "role/https://oidc.example.test/id/cluster:system:serviceaccount:ml:trainer", time.Hour},
+		{"wif", "role/" + d.emu.Issuer().URL() + ":system:serviceaccount:ml:trainer", time.Hour},
 		{"sso", "saml/researchers", 30 * time.Minute},
 	}
 	for _, tc := range tests {

@@ -8,8 +8,16 @@
 // grace period, expired) keys are deleted from it, so the keys minted
 // "upstream" are exactly the keys the S3 server accepts.
 //
-// It prints its base URL on stdout once it listens, logs on stderr, and
-// exits on SIGINT or SIGTERM; status 2 means bad flags.
+// Unless --serve-oidc-issuer=false it is also an OIDC issuer: it serves a
+// discovery document and JWKS at <base URL>/oidc (the issuer URL, the iss of
+// its tokens) and trusts that issuer for --oidc-org-id and --oidc-audience.
+// Scripts get signed tokens from POST /_emulator/oidc-tokens, rotate keys
+// with POST /_emulator/oidc-rotate and read the issuer, its keys and fetch
+// counts at GET /_emulator/oidc-issuer (see package cwapitest).
+//
+// It prints its base URL on stdout once it listens (the issuer URL is that
+// and /oidc; --oidc-issuer-file also writes it), logs on stderr, and exits
+// on SIGINT or SIGTERM; status 2 means bad flags.
 package main
 
 import (
@@ -63,8 +71,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	apiTokenFile := fs.String("api-token-file", "", "register the CoreWeave API access token held in this file")
 	principal := fs.String("principal", "coreweave/e2e-user", "principal of the API token's identity")
 	orgID := fs.String("org-id", "cw-e2e", "organization of the API token, OIDC issuer and SAML configuration")
-	oidcIssuer := fs.String("oidc-issuer", "", "register this OIDC issuer (tokens: cwapitest.MakeJWT; signatures are not checked)")
-	oidcAudience := fs.String("oidc-audience", "", "audience the OIDC issuer's tokens must carry (empty: any)")
+	serveIssuer := fs.Bool("serve-oidc-issuer", true, "serve an OIDC issuer at <base URL>"+cwapitest.IssuerPath+" and trust its tokens")
+	issuerFile := fs.String("oidc-issuer-file", "", "also write the served OIDC issuer's URL to this file once it listens")
+	oidcOrg := fs.String("oidc-org-id", "", "organization that trusts the OIDC issuers (default: --org-id)")
+	oidcIssuer := fs.String("oidc-issuer", "", "also trust this external OIDC issuer; its keys come from --oidc-jwks-url or OIDC discovery")
+	oidcJWKS := fs.String("oidc-jwks-url", "", "JWKS URL of --oidc-issuer (default: from its discovery document)")
+	oidcAudience := fs.String("oidc-audience", cwapitest.DefaultAudience, "audience the OIDC issuers' tokens must carry (empty: any)")
 	samlConfig := fs.String("saml-config-id", "", "register a SAML configuration with this ID")
 	adminURL := fs.String("s3-admin-url", "", "versitygw admin API base URL; when set, every minted key becomes a versitygw user")
 	adminAccess := fs.String("s3-admin-access", "", "versitygw root access key id")
@@ -81,6 +93,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		fs.Usage()
 		return &usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	if *oidcOrg == "" {
+		*oidcOrg = *orgID
+	}
+	if *oidcJWKS != "" && *oidcIssuer == "" {
+		return &usageError{errors.New("--oidc-jwks-url needs --oidc-issuer")}
+	}
+	if *issuerFile != "" && !*serveIssuer {
+		return &usageError{errors.New("--oidc-issuer-file needs --serve-oidc-issuer")}
 	}
 	if *adminURL != "" && (*adminAccess == "" || *adminSecret == "") {
 		return &usageError{errors.New("--s3-admin-url needs --s3-admin-access and --s3-admin-secret")}
@@ -138,7 +159,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		emu.AddAPIToken(tok, cwapitest.Identity{Principal: *principal, OrgID: *orgID})
 	}
 	if *oidcIssuer != "" {
-		emu.AddOIDCIssuer(*oidcIssuer, cwapitest.OIDCIssuer{OrgID: *orgID, Audience: *oidcAudience})
+		emu.AddOIDCIssuer(*oidcIssuer, cwapitest.OIDCIssuer{OrgID: *oidcOrg, Audience: *oidcAudience, JWKSURL: *oidcJWKS})
 	}
 	if *samlConfig != "" {
 		emu.AddSAMLConfig(*samlConfig, cwapitest.SAMLConfig{OrgID: *orgID})
@@ -149,17 +170,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
 	base := "http://" + ln.Addr().String()
+	var issuer *cwapitest.Issuer
+	if *serveIssuer {
+		if issuer, err = emu.StartIssuer(base, cwapitest.OIDCIssuer{OrgID: *oidcOrg, Audience: *oidcAudience}); err != nil {
+			ln.Close()
+			return fmt.Errorf("OIDC issuer: %w", err)
+		}
+	}
 	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	if *urlFile != "" {
-		if err := os.WriteFile(*urlFile, []byte(base), 0o644); err != nil {
+	for _, f := range []struct{ flag, path, content string }{
+		{"--url-file", *urlFile, base},
+		{"--oidc-issuer-file", *issuerFile, base + cwapitest.IssuerPath},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if err := os.WriteFile(f.path, []byte(f.content), 0o644); err != nil {
 			srv.Close()
-			return fmt.Errorf("--url-file: %w", err)
+			return fmt.Errorf("%s: %w", f.flag, err)
 		}
 	}
 	fmt.Fprintln(stdout, base)
 	logf("CoreWeave API emulator listening at %s", base)
+	if issuer != nil {
+		logf("OIDC issuer %s (discovery %s, JWKS %s) trusted by organization %s for audience %q",
+			issuer.URL(), issuer.URL()+cwapitest.DiscoveryPath, issuer.JWKSURL(), *oidcOrg, *oidcAudience)
+	}
 
 	if s3 != nil && *grace > 0 {
 		go s3.deleteExpired(ctx, *grace, logf)

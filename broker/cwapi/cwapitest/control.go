@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-jose/go-jose/v4"
 )
 
 const controlPrefix = "/_emulator"
@@ -154,9 +155,11 @@ func (e *Emulator) controlRoutes(r chi.Router) {
 	})
 	r.Post(controlPrefix+"/oidc-issuers", func(w http.ResponseWriter, r *http.Request) {
 		var in struct {
-			Issuer   string `json:"issuer"`
-			OrgID    string `json:"orgId"`
-			Audience string `json:"audience"`
+			Issuer   string          `json:"issuer"`
+			OrgID    string          `json:"orgId"`
+			Audience string          `json:"audience"`
+			JWKSURL  string          `json:"jwksUrl"`
+			Keys     json.RawMessage `json:"keys"`
 		}
 		if aerr := decodeControl(w, r, &in); aerr != nil {
 			writeError(w, aerr)
@@ -166,9 +169,22 @@ func (e *Emulator) controlRoutes(r chi.Router) {
 			writeError(w, invalid("issuer and orgId required"))
 			return
 		}
-		e.AddOIDCIssuer(in.Issuer, OIDCIssuer{OrgID: in.OrgID, Audience: in.Audience})
+		cfg := OIDCIssuer{OrgID: in.OrgID, Audience: in.Audience, JWKSURL: in.JWKSURL}
+		if len(in.Keys) > 0 {
+			var set jose.JSONWebKeySet
+			if err := json.Unmarshal(in.Keys, &set); err != nil {
+				writeError(w, invalid("keys: want a JWKS, {\"keys\":[...]}: %v", err))
+				return
+			}
+			cfg.Keys = &set
+		}
+		if own := e.Issuer(); own != nil && in.Issuer == own.URL() && cfg.Keys == nil && cfg.JWKSURL == "" {
+			cfg.Issuer = own
+		}
+		e.AddOIDCIssuer(in.Issuer, cfg)
 		ok(w)
 	})
+	e.issuerControls(r)
 	r.Post(controlPrefix+"/saml-configs", func(w http.ResponseWriter, r *http.Request) {
 		var in struct {
 			ConfigID string `json:"configId"`
@@ -242,5 +258,138 @@ func latencyControl(r chi.Router, path string, get func() time.Duration, set fun
 		}
 		set(time.Duration(*in.Latency))
 		reply(w)
+	})
+}
+
+// forgeries names the Forgery values in control JSON.
+var forgeries = map[string]Forgery{
+	"alg-none":        ForgeAlgNone,
+	"hmac-public-key": ForgeHMACPublicKey,
+	"foreign-key":     ForgeForeignKey,
+	"unknown-kid":     ForgeUnknownKID,
+	"tampered":        ForgeTampered,
+}
+
+// issuerControls adds the controls of the emulator's own issuer (see
+// StartIssuer). Without one they answer 404/code 5.
+func (e *Emulator) issuerControls(r chi.Router) {
+	own := func(w http.ResponseWriter) *Issuer {
+		iss := e.Issuer()
+		if iss == nil {
+			writeError(w, errorf(CodeNotFound, "the emulator serves no OIDC issuer"))
+		}
+		return iss
+	}
+	type keyInfo struct {
+		KeyID   string `json:"kid"`
+		Alg     string `json:"alg"`
+		Current bool   `json:"current"`
+	}
+	r.Get(controlPrefix+"/oidc-issuer", func(w http.ResponseWriter, _ *http.Request) {
+		iss := own(w)
+		if iss == nil {
+			return
+		}
+		keys := []keyInfo{}
+		for _, k := range iss.KeySet().Keys {
+			keys = append(keys, keyInfo{KeyID: k.KeyID, Alg: k.Algorithm, Current: iss.CurrentKeyID(k.Algorithm) == k.KeyID})
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"issuer": iss.URL(), "discoveryUrl": iss.URL() + DiscoveryPath, "jwksUri": iss.JWKSURL(),
+			"keys": keys, "stats": iss.Stats(),
+		})
+	})
+	r.Post(controlPrefix+"/oidc-tokens", func(w http.ResponseWriter, r *http.Request) {
+		var in struct {
+			Subject        string          `json:"subject"`
+			Audience       json.RawMessage `json:"audience"`
+			Namespace      string          `json:"namespace"`
+			ServiceAccount string          `json:"serviceAccount"`
+			Pod            string          `json:"pod"`
+			PodUID         string          `json:"podUid"`
+			Node           string          `json:"node"`
+			TTLSeconds     int64           `json:"ttlSeconds"`
+			Alg            string          `json:"alg"`
+			Claims         map[string]any  `json:"claims"`
+			Forge          string          `json:"forge"`
+		}
+		if aerr := decodeControl(w, r, &in); aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		spec := TokenSpec{
+			Subject: in.Subject, Namespace: in.Namespace, ServiceAccount: in.ServiceAccount,
+			Pod: in.Pod, PodUID: in.PodUID, Node: in.Node, Alg: in.Alg, Claims: in.Claims,
+		}
+		if len(in.Audience) > 0 {
+			var one string
+			if err := json.Unmarshal(in.Audience, &one); err == nil {
+				spec.Audience = []string{one}
+			} else if err := json.Unmarshal(in.Audience, &spec.Audience); err != nil {
+				writeError(w, invalid("audience: want a string or an array of strings"))
+				return
+			}
+		}
+		const maxTTL = 10 * 365 * 24 * 3600
+		switch {
+		case in.TTLSeconds < -maxTTL || in.TTLSeconds > maxTTL:
+			writeError(w, invalid("ttlSeconds out of range"))
+			return
+		case in.Alg != "" && in.Alg != RS256 && in.Alg != ES256:
+			writeError(w, invalid("alg must be RS256 or ES256"))
+			return
+		}
+		// Zero means the default hour; a negative TTL makes a token that
+		// expired that long after it was issued.
+		spec.TTL = time.Duration(in.TTLSeconds) * time.Second
+		forge, forged := forgeries[in.Forge]
+		if in.Forge != "" && !forged {
+			writeError(w, invalid("forge must be one of alg-none, hmac-public-key, foreign-key, unknown-kid, tampered"))
+			return
+		}
+		iss := own(w)
+		if iss == nil {
+			return
+		}
+		tok := ""
+		if forged {
+			tok = iss.Forge(spec, forge)
+		} else {
+			tok = iss.Token(spec)
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"token": tok})
+	})
+	r.Post(controlPrefix+"/oidc-rotate", func(w http.ResponseWriter, _ *http.Request) {
+		iss := own(w)
+		if iss == nil {
+			return
+		}
+		prev, err := iss.Rotate()
+		if err != nil {
+			writeError(w, errorf(CodeInternal, "rotate: %v", err))
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string][]string{
+			"current":  {iss.CurrentKeyID(RS256), iss.CurrentKeyID(ES256)},
+			"previous": prev,
+		})
+	})
+	r.Post(controlPrefix+"/oidc-retire", func(w http.ResponseWriter, r *http.Request) {
+		var in struct {
+			KeyID string `json:"kid"`
+		}
+		if aerr := decodeControl(w, r, &in); aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		iss := own(w)
+		if iss == nil {
+			return
+		}
+		if err := iss.Retire(in.KeyID); err != nil {
+			writeError(w, invalid("%v", err))
+			return
+		}
+		writeJSON(w, http.StatusOK, struct{}{})
 	})
 }

@@ -445,14 +445,19 @@ func TestControlEndpoints(t *testing.T) {
 	// Identities.
 	wantFields(t, ctl("POST", "/api-tokens", `{"token":"CW-SECRET-ctl","principal":"coreweave/ctl","orgId":"cwctl"}`))
 	ctl("POST", "/api-tokens", `{"token":"CW-SECRET-ctl-denied","principal":"coreweave/d","orgId":"cwctl","denied":true}`)
-	ctl("POST", "/oidc-issuers", `{"issuer":"https://ctl.example","orgId":"cwctl","audience":"ctl-aud"}`)
+	ctlIss, err := NewIssuer("https://ctl.example", IssuerOptions{Now: e.clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, _ := json.Marshal(ctlIss.KeySet())
+	ctl("POST", "/oidc-issuers", `{"issuer":"https://ctl.example","orgId":"cwctl","audience":"ctl-aud","keys":`+string(jwks)+`}`)
 	ctl("POST", "/saml-configs", `{"configId":"ctlcfg","orgId":"cwctl"}`)
 	key := e.mustOK("POST", pathAccessKey, bearer("CW-SECRET-ctl"), `{"durationSeconds":60}`)
 	if key["principalName"] != "coreweave/ctl" {
 		t.Errorf("principalName = %v", key["principalName"])
 	}
 	wantError(t, e.do("GET", pathAPIToken, bearer("CW-SECRET-ctl-denied"), ""), 403, 7, "permission denied")
-	jwt := MakeJWT("https://ctl.example", "s", "ctl-aud", e.clk.Now().Add(time.Hour))
+	jwt := ctlIss.Token(TokenSpec{Subject: "s", Audience: []string{"ctl-aud"}})
 	e.mustOK("POST", pathOIDC, "", oidcBody("cwctl", jwt, 60))
 	e.mustOK("POST", pathSAML, "", samlBody("cwctl", "ctlcfg", MakeSAMLResponse("r", "p"), 60))
 
@@ -538,6 +543,7 @@ func TestControlEndpoints(t *testing.T) {
 		{"POST", "/api-tokens", `{"token":"t","principal":"p","orgId":"o"} {}`},
 		{"POST", "/api-tokens", ``},
 		{"POST", "/oidc-issuers", `{"issuer":"https://x"}`},
+		{"POST", "/oidc-issuers", `{"issuer":"https://x","orgId":"o","keys":{"keys":[{"kty":"nope"}]}}`},
 		{"POST", "/saml-configs", `{"orgId":"o"}`},
 		{"PUT", "/latency", `{}`},
 		{"PUT", "/latency", `{"latency":"fast"}`},

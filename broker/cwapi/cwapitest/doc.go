@@ -2,8 +2,10 @@
 // Storage credential API (the REST/JSON surface under /v1/cwobject/): the
 // test double of package cwapi's Client, as net/http/httptest is for
 // net/http. It is used by cwcreds' tests, by `cwcreds demo`, and (through
-// test/emulator) by end-to-end and benchmark scripts. It is a test tool: it holds secrets in memory, serves them back
-// on /_emulator/keys, and does not verify token signatures.
+// test/emulator) by end-to-end and benchmark scripts. It is a test tool: it
+// holds secrets in memory and serves them back on /_emulator/keys. It is
+// also an OIDC issuer (Issuer), whose signed tokens it verifies as CoreWeave
+// verifies workload identity tokens.
 //
 // # Served API
 //
@@ -20,6 +22,12 @@
 //	POST /v1/cwobject/revoke-access-key/access-key        TokenAuth, {"accessKey":id} -> {}
 //	POST /v1/cwobject/revoke-access-key/principal         TokenAuth, {"principalName":p} -> {}
 //	PUT  /v1/cwobject/access-key-status                   TokenAuth, {"principalName":p,"status":s} -> {}
+//
+// and, once StartIssuer has started its own OIDC issuer (or for any issuer
+// given to ServeIssuer, at that issuer's path):
+//
+//	GET  /oidc/.well-known/openid-configuration           OIDC discovery document
+//	GET  /oidc/openid/v1/jwks                             JWKS: public keys with kid, alg, use "sig"
 //
 // TokenAuth is "Authorization: Bearer <API token>" with a token registered by
 // AddAPIToken. A camelCase key reply is
@@ -41,14 +49,31 @@
 //
 // # Token validation
 //
-// OIDC tokens (both OIDC flows) must be three base64url segments with a JSON
-// header naming an algorithm other than "none", and a JSON payload with
-// string iss and sub, aud as a string or array of strings, and a numeric exp
-// after Options.Now (nbf, when present, must not be after Now). iss must be
-// registered with AddOIDCIssuer, one of the audiences must equal its
-// Audience, and the request's orgId must equal its OrgID. The signature is
-// NOT verified: any non-empty base64url third segment is accepted. Any
-// failure is 400/code 3 "Invalid token".
+// OIDC tokens (both OIDC flows) must be compact JWS signed with RS256 or
+// ES256 (never "none", never HMAC) whose iss is registered with
+// AddOIDCIssuer for the request's orgId, and whose signature verifies with
+// a key that issuer publishes: the key of the header's kid (or, without a
+// kid, any of its keys of that alg), with a matching alg and use "sig" when
+// the key states them. The issuer's keys come from the OIDCIssuer: an
+// in-process Issuer (read directly), a fixed key set, a JWKS URL, or OIDC
+// discovery at <iss>/.well-known/openid-configuration; fetched sets are
+// cached and fetched again for an unknown kid. The verified payload must
+// have string iss and sub, aud as a string or array of strings of which
+// one equals the issuer's Audience, and a numeric exp after Options.Now
+// (nbf, when present, must not be after Now). The principal is
+// "role/<iss>:<sub>". Any failure is 400/code 3 "Invalid token".
+//
+// # OIDC issuer
+//
+// An *Issuer is an OIDC issuer test double shaped like a Kubernetes API
+// server's service-account issuer: an RS256 and an ES256 key, a discovery
+// document at <iss>/.well-known/openid-configuration and a JWKS at
+// <iss>/openid/v1/jwks, tokens with the claims of a projected service
+// account token (Issuer.Token and TokenSpec), forged tokens for negative
+// tests (Issuer.Forge), key rotation (Rotate, Retire) and counters of
+// document fetches (Issuer.Stats). NewIssuerServer serves one standalone;
+// Emulator.StartIssuer creates the emulator's own, served at
+// <emulator>/oidc, trusted, and driven by the oidc controls below.
 //
 // A SAML response must be standard base64 of well-formed XML whose root is a
 // Response or Assertion element carrying an Attribute named
@@ -79,13 +104,26 @@
 //	POST   /_emulator/faults              Fault, e.g. {"endpoint":"","status":503,"code":14,"count":3,"retryAfter":"2s","delay":"10s"}
 //	DELETE /_emulator/faults              {}
 //	POST   /_emulator/api-tokens          {"token":"CW-SECRET-…","principal":"coreweave/u1","orgId":"cw1","denied":false}
-//	POST   /_emulator/oidc-issuers        {"issuer":"https://…","orgId":"cw1","audience":"https://coreweave.com/iam"}
+//	POST   /_emulator/oidc-issuers        {"issuer":"https://…","orgId":"cw1","audience":"https://coreweave.com/iam","jwksUrl":"…","keys":{JWKS}}
+//	GET    /_emulator/oidc-issuer         {"issuer":…,"discoveryUrl":…,"jwksUri":…,"keys":[{"kid","alg","current"}…],"stats":{"discovery":n,"jwks":n}}
+//	POST   /_emulator/oidc-tokens         {"subject","audience","namespace","serviceAccount","pod","podUid","node","ttlSeconds","alg","claims","forge"} -> {"token":"…"}
+//	POST   /_emulator/oidc-rotate         (no body) -> {"current":[kid…],"previous":[kid…]}
+//	POST   /_emulator/oidc-retire         {"kid":"…"} -> {}
 //	POST   /_emulator/saml-configs        {"configId":"c1","orgId":"cw1"}
 //	GET    /_emulator/keys                {"keys":[Key...]} (with secrets)
 //	GET    /_emulator/keys/{accessKeyId}  Key (with secret)
 //
 // Durations in control bodies are Go duration strings ("2s") or numbers of
-// seconds. Never expose the control surface beyond a test host.
+// seconds. The oidc-issuers control trusts the emulator's own issuer
+// directly when it names it without keys; the other oidc controls drive the
+// emulator's own issuer (StartIssuer) and answer 404/code 5 without one. In
+// oidc-tokens every field is optional (TokenSpec's defaults: a one-hour
+// RS256 token for system:serviceaccount:default:default, audience
+// https://coreweave.com/iam); audience is a string or an array, a negative
+// ttlSeconds makes an expired token, claims override or (null) remove
+// claims, and forge is one of alg-none, hmac-public-key, foreign-key,
+// unknown-kid and tampered. reset-stats also zeroes the served issuers'
+// fetch counters. Never expose the control surface beyond a test host.
 //
 // # Concurrency
 //

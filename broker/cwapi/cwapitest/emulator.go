@@ -3,14 +3,18 @@ package cwapitest
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-jose/go-jose/v4"
 )
 
 // Endpoint names, used as Stats keys and in Fault.Endpoint. The first five
@@ -88,6 +92,10 @@ type Options struct {
 	// OnRevoke, if set, is called with the id of every key revoked by
 	// either revoke endpoint, after the revocation and before the reply.
 	OnRevoke func(accessKeyID string)
+	// HTTPClient fetches the discovery documents and key sets of issuers
+	// registered without an in-process Issuer or fixed Keys. Default: a
+	// client with a 10-second timeout.
+	HTTPClient *http.Client
 }
 
 // Identity is what an API access token stands for.
@@ -101,12 +109,28 @@ type Identity struct {
 	Denied bool
 }
 
-// OIDCIssuer is a workload-identity-federation OIDC configuration.
+// OIDCIssuer is a workload-identity-federation OIDC configuration: which
+// organization trusts the issuer, for which audience, and where the keys
+// that verify its tokens' signatures come from. The first set of Issuer,
+// Keys and JWKSURL is used; with none set the keys are found as CoreWeave
+// finds them, by OIDC discovery at <iss>/.well-known/openid-configuration.
 type OIDCIssuer struct {
 	// OrgID is the organization the issuer is configured in.
 	OrgID string
-	// Audience is the Client ID tokens must carry in aud.
+	// Audience is the Client ID tokens must carry in aud; empty accepts
+	// any audience.
 	Audience string
+	// Issuer, if set, is an in-process issuer whose published keys are read
+	// directly, without HTTP: its fetch counters count only other clients,
+	// and Rotate and Retire take effect at once.
+	Issuer *Issuer
+	// Keys, if set, is a fixed key set.
+	Keys *jose.JSONWebKeySet
+	// JWKSURL, if set, is fetched for the key set. A fetched set (from here
+	// or by discovery) is cached for five minutes of Options.Now and
+	// fetched again, at most one fetch at a time, when a token names a kid
+	// the cached set lacks.
+	JWKSURL string
 }
 
 // SAMLConfig is a workload-identity-federation SAML configuration.
@@ -197,12 +221,15 @@ type Emulator struct {
 	maxDuration      time.Duration
 	onMint           func(Key)
 	onRevoke         func(string)
+	httpClient       *http.Client
 	handler          http.Handler
 
 	mu          sync.Mutex
 	rand        io.Reader
 	tokens      map[[sha256.Size]byte]Identity // by SHA-256 of the token
-	issuers     map[string]OIDCIssuer
+	issuers     map[string]*issuerReg
+	served      []*Issuer // served by ServeHTTP at their paths
+	own         *Issuer   // started by StartIssuer; driven by the controls
 	samlConfigs map[string]SAMLConfig
 	latency     time.Duration
 	replyDelay  time.Duration
@@ -254,7 +281,8 @@ func New(opts Options) *Emulator {
 		onRevoke:         opts.OnRevoke,
 		rand:             opts.Rand,
 		tokens:           map[[sha256.Size]byte]Identity{},
-		issuers:          map[string]OIDCIssuer{},
+		httpClient:       opts.HTTPClient,
+		issuers:          map[string]*issuerReg{},
 		samlConfigs:      map[string]SAMLConfig{},
 		requests:         map[string]int{},
 		mints:            map[string]int{},
@@ -267,6 +295,9 @@ func New(opts Options) *Emulator {
 	if e.rand == nil {
 		e.rand = rand.Reader
 	}
+	if e.httpClient == nil {
+		e.httpClient = &http.Client{Timeout: 10 * time.Second}
+	}
 	if e.maxDuration <= 0 {
 		e.maxDuration = DefaultMaxDuration
 	}
@@ -278,9 +309,75 @@ func New(opts Options) *Emulator {
 	return e
 }
 
-// ServeHTTP serves the emulated API and the /_emulator/ controls.
+// ServeHTTP serves the emulated API, the /_emulator/ controls, and the
+// documents of the issuers given to ServeIssuer or StartIssuer.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if iss := e.servedIssuer(r.URL.EscapedPath()); iss != nil {
+		iss.ServeHTTP(w, r)
+		return
+	}
 	e.handler.ServeHTTP(w, r)
+}
+
+func (e *Emulator) servedIssuer(path string) *Issuer {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, iss := range e.served {
+		if path == iss.path+DiscoveryPath || path == iss.path+JWKSPath {
+			return iss
+		}
+	}
+	return nil
+}
+
+// IssuerPath is where StartIssuer serves the emulator's own issuer: its iss
+// is the emulator's base URL followed by IssuerPath.
+const IssuerPath = "/oidc"
+
+// StartIssuer creates the emulator's own OIDC issuer at baseURL+IssuerPath
+// (baseURL being where this emulator is served, e.g. an httptest server's
+// URL), with the emulator's clock; serves its discovery document and JWKS;
+// and trusts it per cfg, whose Issuer field it sets. The /_emulator/oidc-*
+// controls drive this issuer. It can be started once.
+func (e *Emulator) StartIssuer(baseURL string, cfg OIDCIssuer) (*Issuer, error) {
+	iss, err := NewIssuer(strings.TrimRight(baseURL, "/")+IssuerPath, IssuerOptions{Now: e.now})
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	if e.own != nil {
+		e.mu.Unlock()
+		return nil, errors.New("the emulator's issuer is already started")
+	}
+	e.own = iss
+	e.mu.Unlock()
+	if err := e.ServeIssuer(iss); err != nil {
+		return nil, err
+	}
+	cfg.Issuer = iss
+	e.AddOIDCIssuer(iss.URL(), cfg)
+	return iss, nil
+}
+
+// Issuer returns the issuer started by StartIssuer, or nil.
+func (e *Emulator) Issuer() *Issuer {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.own
+}
+
+// ServeIssuer serves iss's discovery document and JWKS from this emulator,
+// at iss's URL path, which must be neither empty nor under /v1/ or
+// /_emulator/. It does not make the emulator trust iss: see AddOIDCIssuer.
+func (e *Emulator) ServeIssuer(iss *Issuer) error {
+	p := iss.Path()
+	if p == "" || strings.HasPrefix(p+"/", "/v1/") || strings.HasPrefix(p+"/", controlPrefix+"/") {
+		return fmt.Errorf("cannot serve an issuer at path %q", p)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.served = append(e.served, iss)
+	return nil
 }
 
 func (e *Emulator) routes() http.Handler {
@@ -320,11 +417,11 @@ func (e *Emulator) AddAPIToken(token string, id Identity) {
 }
 
 // AddOIDCIssuer registers (or replaces) a trusted OIDC issuer. iss must
-// match tokens' iss claim exactly.
+// match tokens' iss claim exactly. Replacing drops the issuer's cached keys.
 func (e *Emulator) AddOIDCIssuer(iss string, cfg OIDCIssuer) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.issuers[iss] = cfg
+	e.issuers[iss] = &issuerReg{cfg: cfg, cache: &keyCache{}}
 }
 
 // AddSAMLConfig registers (or replaces) a SAML configuration by its id.
@@ -439,8 +536,9 @@ func (e *Emulator) Stats() Stats {
 	}
 }
 
-// ResetStats zeroes the request and mint counters and sets MaxInFlight to
-// the current InFlight. Requests in flight stay counted in InFlight.
+// ResetStats zeroes the request and mint counters, and the fetch counters
+// of the issuers it serves, and sets MaxInFlight to the current InFlight.
+// Requests in flight stay counted in InFlight.
 func (e *Emulator) ResetStats() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -448,6 +546,9 @@ func (e *Emulator) ResetStats() {
 	clear(e.mints)
 	clear(e.orphaned)
 	e.maxInFlight = e.inFlight
+	for _, iss := range e.served {
+		iss.ResetStats()
+	}
 }
 
 // Key returns a copy of the key with the given id, secret included, in any

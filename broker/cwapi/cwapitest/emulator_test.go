@@ -51,11 +51,14 @@ func (c *clock) Advance(d time.Duration) {
 }
 
 // env is an emulator with the test identities, behind an httptest server.
+// iss is the trusted OIDC issuer testIss: an in-process Issuer, not served
+// over HTTP, whose keys the emulator reads directly.
 type env struct {
 	t   *testing.T
 	emu *Emulator
 	clk *clock
 	ts  *httptest.Server
+	iss *Issuer
 }
 
 func newEnv(t *testing.T, opts ...func(*Options)) *env {
@@ -70,11 +73,15 @@ func newEnv(t *testing.T, opts ...func(*Options)) *env {
 	emu.AddAPIToken(testToken, Identity{Principal: "coreweave/u1", OrgID: testOrg})
 	emu.AddAPIToken(deniedToken, Identity{Principal: "coreweave/u2", OrgID: testOrg, Denied: true})
 	emu.AddAPIToken(otherOrgToken, Identity{Principal: "coreweave/u3", OrgID: "cw999"})
-	emu.AddOIDCIssuer(testIss, OIDCIssuer{OrgID: testOrg, Audience: testAud})
+	iss, err := NewIssuer(testIss, IssuerOptions{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	emu.AddOIDCIssuer(testIss, OIDCIssuer{OrgID: testOrg, Audience: testAud, Issuer: iss})
 	emu.AddSAMLConfig(testSAMLConfig, SAMLConfig{OrgID: testOrg})
 	ts := httptest.NewServer(emu)
 	t.Cleanup(ts.Close)
-	return &env{t: t, emu: emu, clk: clk, ts: ts}
+	return &env{t: t, emu: emu, clk: clk, ts: ts, iss: iss}
 }
 
 // reply is a response, with its body decoded if it is a JSON object.
@@ -140,8 +147,9 @@ func samlBody(org, config, resp string, secs int) string {
 	return fmt.Sprintf(`{"orgId":%q,"configId":%q,"samlResponse":%q,"durationSeconds":%d}`, org, config, resp, secs)
 }
 
+// validJWT is a token of testIss for testSub, valid for an hour.
 func validJWT(e *env) string {
-	return MakeJWT(testIss, testSub, testAud, e.clk.Now().Add(time.Hour))
+	return e.iss.Token(TokenSpec{Namespace: "ml", ServiceAccount: "trainer"})
 }
 
 // wantFields fails unless m has exactly the given keys.

@@ -337,7 +337,7 @@ func (e *Emulator) createFromOIDC(w http.ResponseWriter, r *http.Request) (mintR
 	if aerr != nil {
 		return mintRequest{}, aerr
 	}
-	principal, aerr := e.verifyOIDC(orgID, token)
+	principal, aerr := e.verifyOIDC(r.Context(), orgID, token)
 	if aerr != nil {
 		return mintRequest{}, aerr
 	}
@@ -356,7 +356,7 @@ func (e *Emulator) createFromContainer(_ http.ResponseWriter, r *http.Request) (
 		return mintRequest{}, errorf(CodeUnauthenticated, "Authorization must be the raw OIDC token, without a Bearer prefix")
 	}
 	orgID := chi.URLParam(r, "orgId")
-	principal, aerr := e.verifyOIDC(orgID, vals[0])
+	principal, aerr := e.verifyOIDC(r.Context(), orgID, vals[0])
 	if aerr != nil {
 		return mintRequest{}, aerr
 	}
@@ -404,19 +404,4 @@ func (e *Emulator) createFromSAML(w http.ResponseWriter, r *http.Request) (mintR
 		return mintRequest{}, invalid("invalid SAML response: %v", err)
 	}
 	return mintRequest{principal: "saml/" + role, orgID: orgID, attrs: attrs, ttl: ttl}, nil
-}
-
-// verifyOIDC validates an OIDC token for orgID and returns its principal.
-func (e *Emulator) verifyOIDC(orgID, token string) (string, *apiError) {
-	c, err := parseJWT(token, e.now())
-	if err != nil {
-		return "", invalid("Invalid token")
-	}
-	e.mu.Lock()
-	iss, ok := e.issuers[c.iss]
-	e.mu.Unlock()
-	if !ok || iss.OrgID != orgID || !c.hasAudience(iss.Audience) {
-		return "", invalid("Invalid token")
-	}
-	return "role/" + c.iss + ":" + c.sub, nil
 }

@@ -42,53 +42,35 @@ func (c jwtClaims) hasAudience(want string) bool {
 	return false
 }
 
-// parseJWT checks a JWT's shape and time claims at now. It does not verify
-// the signature. Errors are for tests only: replies say "Invalid token".
-func parseJWT(token string, now time.Time) (jwtClaims, error) {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return jwtClaims{}, errors.New("not three segments")
-	}
-	var seg [3][]byte
-	for i, p := range parts {
-		b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(p, "="))
-		if err != nil || len(b) == 0 {
-			return jwtClaims{}, errors.New("segment is not non-empty base64url")
-		}
-		seg[i] = b
-	}
-	var header struct {
-		Alg string `json:"alg"`
-	}
-	if err := json.Unmarshal(seg[0], &header); err != nil || header.Alg == "" || strings.EqualFold(header.Alg, "none") {
-		return jwtClaims{}, errors.New("header lacks a signing alg")
-	}
-	var payload struct {
+// parseClaims reads the claims of a verified token's payload and checks
+// them at now. Errors are for tests only: replies say "Invalid token".
+func parseClaims(payload []byte, now time.Time) (jwtClaims, error) {
+	var p struct {
 		Iss *string         `json:"iss"`
 		Sub *string         `json:"sub"`
 		Aud json.RawMessage `json:"aud"`
 		Exp json.RawMessage `json:"exp"`
 		Nbf json.RawMessage `json:"nbf"`
 	}
-	if err := json.Unmarshal(seg[1], &payload); err != nil {
+	if err := json.Unmarshal(payload, &p); err != nil {
 		return jwtClaims{}, errors.New("payload is not a JSON object of claims")
 	}
-	if payload.Iss == nil || *payload.Iss == "" || payload.Sub == nil || *payload.Sub == "" {
+	if p.Iss == nil || *p.Iss == "" || p.Sub == nil || *p.Sub == "" {
 		return jwtClaims{}, errors.New("missing iss or sub")
 	}
-	c := jwtClaims{iss: *payload.Iss, sub: *payload.Sub}
+	c := jwtClaims{iss: *p.Iss, sub: *p.Sub}
 	var one string
-	if err := json.Unmarshal(payload.Aud, &one); err == nil {
+	if err := json.Unmarshal(p.Aud, &one); err == nil {
 		c.aud = []string{one}
-	} else if err := json.Unmarshal(payload.Aud, &c.aud); err != nil || len(c.aud) == 0 {
+	} else if err := json.Unmarshal(p.Aud, &c.aud); err != nil || len(c.aud) == 0 {
 		return jwtClaims{}, errors.New("aud is not a string or array of strings")
 	}
 	nowSecs := float64(now.UnixNano()) / 1e9
-	if exp, ok := numericDate(payload.Exp); !ok || exp <= nowSecs {
+	if exp, ok := numericDate(p.Exp); !ok || exp <= nowSecs {
 		return jwtClaims{}, errors.New("exp missing or not in the future")
 	}
-	if payload.Nbf != nil {
-		if nbf, ok := numericDate(payload.Nbf); !ok || nbf > nowSecs {
+	if p.Nbf != nil {
+		if nbf, ok := numericDate(p.Nbf); !ok || nbf > nowSecs {
 			return jwtClaims{}, errors.New("nbf invalid or in the future")
 		}
 	}
@@ -187,19 +169,6 @@ func attr(e xml.StartElement, name string) string {
 		}
 	}
 	return ""
-}
-
-// MakeJWT returns an OIDC token the emulator accepts when iss is registered
-// with audience aud, for tests and the demo. Its header is
-// {"alg":"RS256","typ":"JWT"}, its claims iss, sub, aud, iat (exp minus an
-// hour) and exp, and its signature segment is a dummy: it is not signed.
-func MakeJWT(iss, sub, aud string, exp time.Time) string {
-	claims, _ := json.Marshal(map[string]any{ // cannot fail: strings and ints
-		"iss": iss, "sub": sub, "aud": aud,
-		"iat": exp.Add(-time.Hour).Unix(), "exp": exp.Unix(),
-	})
-	enc := base64.RawURLEncoding.EncodeToString
-	return enc([]byte(`{"alg":"RS256","typ":"JWT"}`)) + "." + enc(claims) + "." + enc([]byte("emulator-unsigned"))
 }
 
 // MakeSAMLResponse returns a base64 SAML Response, for tests and the demo,

@@ -4,61 +4,23 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
 )
 
-// rawJWT builds a token from literal header and payload JSON.
+// rawJWT builds an unsigned token from literal header and payload JSON.
 func rawJWT(header, payload string) string {
 	enc := base64.RawURLEncoding.EncodeToString
 	return enc([]byte(header)) + "." + enc([]byte(payload)) + "." + enc([]byte("sig"))
 }
 
-func TestJWTValidation(t *testing.T) {
-	e := newEnv(t)
-	now := e.clk.Now().Unix()
-	hdr := `{"alg":"RS256","typ":"JWT"}`
-	claims := func(extra string) string {
-		return fmt.Sprintf(`{"iss":%q,"sub":%q%s}`, testIss, testSub, extra)
-	}
-	valid := claims(fmt.Sprintf(`,"aud":%q,"exp":%d`, testAud, now+60))
-	tests := []struct {
-		name, token string
-		ok          bool
-	}{
-		{"valid", rawJWT(hdr, valid), true},
-		{"MakeJWT", MakeJWT(testIss, testSub, testAud, e.clk.Now().Add(time.Minute)), true},
-		{"aud array", rawJWT(hdr, claims(fmt.Sprintf(`,"aud":["other",%q],"exp":%d`, testAud, now+60))), true},
-		{"fractional exp", rawJWT(hdr, claims(fmt.Sprintf(`,"aud":%q,"exp":%d.9`, testAud, now))), true},
-		{"nbf in the past", rawJWT(hdr, claims(fmt.Sprintf(`,"aud":%q,"exp":%d,"nbf":%d`, testAud, now+60, now-60))), true},
-		{"padded segments", strings.Replace(rawJWT(hdr, valid), ".", "=.", 1), true},
-
-		{"empty", "", false},
-		{"two segments", strings.Join(strings.Split(rawJWT(hdr, valid), ".")[:2], "."), false},
-		{"four segments", rawJWT(hdr, valid) + ".x", false},
-		{"empty signature", strings.TrimSuffix(rawJWT(hdr, valid), base64.RawURLEncoding.EncodeToString([]byte("sig"))), false},
-		{"not base64url", "a+b.c/d.e", false},
-		{"header not JSON", rawJWT(`alg`, valid), false},
-		{"header without alg", rawJWT(`{"typ":"JWT"}`, valid), false},
-		{"alg none", rawJWT(`{"alg":"none"}`, valid), false},
-		{"payload not JSON", rawJWT(hdr, `{"iss":`), false},
-		{"payload an array", rawJWT(hdr, `[1,2]`), false},
-		{"missing iss", rawJWT(hdr, fmt.Sprintf(`{"sub":"s","aud":%q,"exp":%d}`, testAud, now+60)), false},
-		{"missing sub", rawJWT(hdr, fmt.Sprintf(`{"iss":%q,"aud":%q,"exp":%d}`, testIss, testAud, now+60)), false},
-		{"iss not a string", rawJWT(hdr, fmt.Sprintf(`{"iss":1,"sub":"s","aud":%q,"exp":%d}`, testAud, now+60)), false},
-		{"missing aud", rawJWT(hdr, claims(fmt.Sprintf(`,"exp":%d`, now+60))), false},
-		{"aud a number", rawJWT(hdr, claims(fmt.Sprintf(`,"aud":1,"exp":%d`, now+60))), false},
-		{"aud empty array", rawJWT(hdr, claims(fmt.Sprintf(`,"aud":[],"exp":%d`, now+60))), false},
-		{"wrong aud", rawJWT(hdr, claims(fmt.Sprintf(`,"aud":"other","exp":%d`, now+60))), false},
-		{"missing exp", rawJWT(hdr, claims(fmt.Sprintf(`,"aud":%q`, testAud))), false},
-		{"exp a string", rawJWT(hdr, claims(fmt.Sprintf(`,"aud":%q,"exp":"%d"`, testAud, now+60))), false},
-		{"expired", MakeJWT(testIss, testSub, testAud, e.clk.Now().Add(-time.Second)), false},
-		{"exp is now", rawJWT(hdr, claims(fmt.Sprintf(`,"aud":%q,"exp":%d.5`, testAud, now))), false},
-		{"nbf in the future", rawJWT(hdr, claims(fmt.Sprintf(`,"aud":%q,"exp":%d,"nbf":%d`, testAud, now+60, now+30))), false},
-		{"unknown issuer", MakeJWT("https://evil.example", testSub, testAud, e.clk.Now().Add(time.Minute)), false},
-		{"issuer with trailing slash", MakeJWT(testIss+"/", testSub, testAud, e.clk.Now().Add(time.Minute)), false},
-	}
+// wantTokens checks that both OIDC endpoints accept or refuse each token.
+func wantTokens(t *testing.T, e *env, tests []tokenCase) {
+	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			post := e.do("POST", pathOIDC, "", oidcBody(testOrg, tc.token, 60))
@@ -78,22 +40,159 @@ func TestJWTValidation(t *testing.T) {
 			}
 			wantError(t, post, 400, 3, "Invalid token")
 			wantError(t, get, 400, 3, "Invalid token")
+			if strings.Contains(post.raw+get.raw, tc.token) {
+				t.Errorf("an error reply quotes the token")
+			}
 		})
 	}
+}
+
+type tokenCase struct {
+	name, token string
+	ok          bool
+}
+
+func TestJWTValidation(t *testing.T) {
+	e := newEnv(t)
+	now := e.clk.Now().Unix()
+	// signed signs literal claims with the issuer's current key of alg.
+	signed := func(payload string) string { return e.iss.sign([]byte(payload), RS256) }
+	claims := func(extra string) string {
+		return fmt.Sprintf(`{"iss":%q,"sub":%q%s}`, testIss, testSub, extra)
+	}
+	valid := claims(fmt.Sprintf(`,"aud":%q,"exp":%d`, testAud, now+60))
+	noSig := signed(valid)
+	noSig = noSig[:strings.LastIndex(noSig, ".")+1]
+	wantTokens(t, e, []tokenCase{
+		{"valid", signed(valid), true},
+		{"Token RS256", e.iss.Token(TokenSpec{Subject: testSub}), true},
+		{"Token ES256", e.iss.Token(TokenSpec{Subject: testSub, Alg: ES256}), true},
+		{"ES256 literal", e.iss.sign([]byte(valid), ES256), true},
+		{"aud array", signed(claims(fmt.Sprintf(`,"aud":["other",%q],"exp":%d`, testAud, now+60))), true},
+		{"fractional exp", signed(claims(fmt.Sprintf(`,"aud":%q,"exp":%d.9`, testAud, now))), true},
+		{"nbf in the past", signed(claims(fmt.Sprintf(`,"aud":%q,"exp":%d,"nbf":%d`, testAud, now+60, now-60))), true},
+
+		{"empty", "", false},
+		{"unsigned", rawJWT(`{"alg":"RS256","kid":"rs256-1"}`, valid), false},
+		{"padded segments", strings.Replace(signed(valid), ".", "=.", 1), false},
+		{"two segments", strings.Join(strings.Split(signed(valid), ".")[:2], "."), false},
+		{"four segments", signed(valid) + ".x", false},
+		{"empty signature", noSig, false},
+		{"not base64url", "a+b.c/d.e", false},
+		{"header not JSON", rawJWT(`alg`, valid), false},
+		{"header without alg", rawJWT(`{"typ":"JWT"}`, valid), false},
+		{"payload not JSON", signed(`{"iss":`), false},
+		{"payload an array", signed(`[1,2]`), false},
+		{"missing iss", signed(fmt.Sprintf(`{"sub":"s","aud":%q,"exp":%d}`, testAud, now+60)), false},
+		{"missing sub", signed(fmt.Sprintf(`{"iss":%q,"aud":%q,"exp":%d}`, testIss, testAud, now+60)), false},
+		{"iss not a string", signed(fmt.Sprintf(`{"iss":1,"sub":"s","aud":%q,"exp":%d}`, testAud, now+60)), false},
+		{"missing aud", signed(claims(fmt.Sprintf(`,"exp":%d`, now+60))), false},
+		{"aud a number", signed(claims(fmt.Sprintf(`,"aud":1,"exp":%d`, now+60))), false},
+		{"aud empty array", signed(claims(fmt.Sprintf(`,"aud":[],"exp":%d`, now+60))), false},
+		{"wrong aud", e.iss.Token(TokenSpec{Audience: []string{"other"}}), false},
+		{"missing exp", e.iss.Token(TokenSpec{Claims: map[string]any{"exp": nil}}), false},
+		{"exp a string", signed(claims(fmt.Sprintf(`,"aud":%q,"exp":"%d"`, testAud, now+60))), false},
+		{"expired", e.iss.Token(TokenSpec{TTL: -time.Second}), false},
+		{"exp is now", signed(claims(fmt.Sprintf(`,"aud":%q,"exp":%d.5`, testAud, now))), false},
+		{"nbf in the future", e.iss.Token(TokenSpec{NotBefore: e.clk.Now().Add(30 * time.Second)}), false},
+		{"unknown issuer", e.iss.Token(TokenSpec{Claims: map[string]any{"iss": "https://evil.example"}}), false},
+		{"issuer with trailing slash", e.iss.Token(TokenSpec{Claims: map[string]any{"iss": testIss + "/"}}), false},
+	})
 
 	// A token valid now expires as the clock moves on.
-	tok := MakeJWT(testIss, testSub, testAud, e.clk.Now().Add(time.Minute))
+	tok := e.iss.Token(TokenSpec{Subject: testSub, TTL: time.Minute})
 	e.mustOK("GET", pathOIDC+"/"+testOrg, tok, "")
 	e.clk.Advance(time.Minute)
 	wantError(t, e.do("GET", pathOIDC+"/"+testOrg, tok, ""), 400, 3, "Invalid token")
 }
 
+// TestJWTForgeries: tokens that name the trusted issuer but that it did not
+// sign are refused by both endpoints, for both algorithms.
+func TestJWTForgeries(t *testing.T) {
+	e := newEnv(t)
+	var tests []tokenCase
+	for _, alg := range []string{RS256, ES256} {
+		spec := TokenSpec{Subject: testSub, Alg: alg}
+		tests = append(tests, tokenCase{alg + " genuine", e.iss.Token(spec), true})
+		for name, f := range map[string]Forgery{
+			"alg none": ForgeAlgNone, "HS256 keyed with the public key": ForgeHMACPublicKey,
+			"foreign key, real kid": ForgeForeignKey, "unknown kid": ForgeUnknownKID, "tampered payload": ForgeTampered,
+		} {
+			tests = append(tests, tokenCase{alg + " " + name, e.iss.Forge(spec, f), false})
+		}
+	}
+	// A key of another trusted issuer does not verify this issuer's tokens.
+	other, err := NewIssuer("https://other.example", IssuerOptions{Now: e.clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.emu.AddOIDCIssuer(other.URL(), OIDCIssuer{OrgID: testOrg, Issuer: other})
+	tests = append(tests,
+		tokenCase{"other issuer's own token", other.Token(TokenSpec{}), true},
+		tokenCase{"other issuer's key claiming this issuer", other.Token(TokenSpec{Claims: map[string]any{"iss": testIss}}), false},
+		tokenCase{"registered in another organization", other.Token(TokenSpec{}), true})
+	wantTokens(t, e, tests[:len(tests)-1])
+	e.emu.AddOIDCIssuer(other.URL(), OIDCIssuer{OrgID: "cw-other", Issuer: other})
+	tests[len(tests)-1].ok = false
+	wantTokens(t, e, tests[len(tests)-1:])
+}
+
+// TestJWTRotation: after Rotate new tokens use the new keys; tokens of the
+// old keys verify until Retire, and not after.
+func TestJWTRotation(t *testing.T) {
+	e := newEnv(t)
+	oldRS := e.iss.Token(TokenSpec{Subject: testSub})
+	oldES := e.iss.Token(TokenSpec{Subject: testSub, Alg: ES256})
+	oldKIDs := []string{e.iss.CurrentKeyID(RS256), e.iss.CurrentKeyID(ES256)}
+	prev, err := e.iss.Rotate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(prev, oldKIDs) {
+		t.Errorf("Rotate() = %v, want the old kids %v", prev, oldKIDs)
+	}
+	if got := len(e.iss.KeySet().Keys); got != 4 {
+		t.Errorf("JWKS after Rotate has %d keys, want 4", got)
+	}
+	newRS := e.iss.Token(TokenSpec{Subject: testSub})
+	if kidOf(t, newRS) == kidOf(t, oldRS) {
+		t.Errorf("a token after Rotate has the old kid %s", kidOf(t, newRS))
+	}
+	newES := e.iss.Token(TokenSpec{Subject: testSub, Alg: ES256})
+	wantTokens(t, e, []tokenCase{{"old RS256", oldRS, true}, {"old ES256", oldES, true}, {"new RS256", newRS, true}, {"new ES256", newES, true}})
+
+	if err := e.iss.Retire(e.iss.CurrentKeyID(RS256)); err == nil {
+		t.Errorf("Retire(current key) succeeded")
+	}
+	if err := e.iss.Retire("no-such-kid"); err == nil {
+		t.Errorf("Retire(unknown kid) succeeded")
+	}
+	for _, kid := range prev {
+		if err := e.iss.Retire(kid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantTokens(t, e, []tokenCase{{"old RS256", oldRS, false}, {"old ES256", oldES, false}, {"new RS256", newRS, true}, {"new ES256", newES, true}})
+}
+
+func kidOf(t *testing.T, tok string) string {
+	t.Helper()
+	jws, err := jose.ParseSignedCompact(tok, verifyAlgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jws.Signatures[0].Header.KeyID
+}
+
 func TestOIDCIssuerWithoutAudience(t *testing.T) {
 	e := newEnv(t)
-	const iss = "https://any-aud.example"
-	e.emu.AddOIDCIssuer(iss, OIDCIssuer{OrgID: testOrg})
-	body := e.mustOK("POST", pathOIDC, "", oidcBody(testOrg, MakeJWT(iss, "s", "whatever", e.clk.Now().Add(time.Hour)), 60))
-	if body["principalName"] != "role/"+iss+":s" {
+	iss, err := NewIssuer("https://any-aud.example", IssuerOptions{Now: e.clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.emu.AddOIDCIssuer(iss.URL(), OIDCIssuer{OrgID: testOrg, Issuer: iss})
+	body := e.mustOK("POST", pathOIDC, "", oidcBody(testOrg, iss.Token(TokenSpec{Subject: "s", Audience: []string{"whatever"}}), 60))
+	if body["principalName"] != "role/"+iss.URL()+":s" {
 		t.Errorf("principalName = %v", body["principalName"])
 	}
 }
@@ -222,20 +321,5 @@ func TestAttributeValidation(t *testing.T) {
 		pathSAML:      fmt.Sprintf(`{"orgId":%q,"configId":%q,"samlResponse":%q,%s}`, testOrg, testSAMLConfig, saml, bad),
 	} {
 		wantError(t, e.do("POST", path, bearer(testToken), body), 400, 3, `"cw-x"`)
-	}
-}
-
-func TestMakeJWT(t *testing.T) {
-	exp := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	tok := MakeJWT("https://iss", "sub\"quoted", "aud", exp)
-	c, err := parseJWT(tok, exp.Add(-time.Second))
-	if err != nil {
-		t.Fatalf("parseJWT(MakeJWT(...)) = %v", err)
-	}
-	if c.iss != "https://iss" || c.sub != "sub\"quoted" || len(c.aud) != 1 || c.aud[0] != "aud" {
-		t.Errorf("claims = %+v", c)
-	}
-	if _, err := parseJWT(tok, exp); err == nil {
-		t.Errorf("token accepted at its exp")
 	}
 }
