@@ -76,6 +76,12 @@ func printStatus(w io.Writer, profiles []broker.Status, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROFILE\tSOURCE\tSTATE\tPRINCIPAL\tKEY\tEXPIRES IN\tLAST REFRESH\tLAST ERROR")
 	for _, p := range profiles {
+		if w := p.Workload; w != nil {
+			// A key per caller identity: counts, not one key.
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Profile, p.Source, "ok", "(per caller)",
+				fmt.Sprintf("%d identities", w.Identities), "-", fmt.Sprintf("%d mints/h", w.MintsLastHour), "-")
+			continue
+		}
 		state := "ok"
 		if !p.Healthy {
 			state = "UNHEALTHY"
