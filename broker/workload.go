@@ -215,7 +215,10 @@ func (c *Cache) getFor(ctx context.Context, pe *entry, token string) (*cwapi.Cre
 		return nil, nil, err
 	}
 	if !now.Before(id.Expires) {
-		return nil, nil, fmt.Errorf("%w: the token expired at %s", errTokenExpired, id.Expires.UTC().Format(time.RFC3339))
+		// Check allowed for clock skew; the cache serves no expired token.
+		err := fmt.Errorf("%w at %s", ErrTokenExpired, id.Expires.UTC().Format(time.RFC3339))
+		pe.obs.TokenRefused(err)
+		return nil, nil, err
 	}
 	held := &heldToken{raw: token, id: id}
 	ie, err := c.adopt(pe, sum, held, now)
@@ -236,9 +239,9 @@ func workloadErr(err error) error {
 	return err
 }
 
-// errTokenExpired: Check accepted a token that has expired (a Check
-// without an expiry rule); it is never served.
-var errTokenExpired = errors.New("workload token expired")
+// ErrTokenExpired: the token Check accepted has expired (Check allows for
+// clock skew; the cache never serves an expired token).
+var ErrTokenExpired = errors.New("the workload token expired")
 
 // adopt records the checked token held (hash sum) and returns the
 // entry of its identity, creating it, and evicting the least recently

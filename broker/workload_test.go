@@ -536,3 +536,24 @@ func TestWorkloadStatusCountsMintsLastHour(t *testing.T) {
 		}
 	})
 }
+
+// A Check that allows for clock skew may accept a token that expired
+// seconds ago: the cache still refuses it, with no upstream call.
+func TestWorkloadNeverServesAnExpiredToken(t *testing.T) {
+	up := &fakeUpstream{lifetime: time.Hour}
+	obs := &countingObserver{}
+	c, err := NewCache([]CacheProfile{{Name: "pods", Source: cwapi.SourceWorkloadOIDC, Workload: &WorkloadSpec{
+		Check: func(context.Context, string) (Identity, error) {
+			return Identity{Issuer: "https://issuer", Subject: "sa", Expires: time.Now().Add(-10 * time.Second)}, nil
+		},
+		Mint: up.mint}}}, func(o *CacheOptions) { o.Observer = obs })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Lookup("pods").GetFor(t.Context(), "jwt"); !errors.Is(err, ErrTokenExpired) {
+		t.Errorf("err = %v, want ErrTokenExpired", err)
+	}
+	if up.count() != 0 || obs.get("pods")["token_refused"] != 1 {
+		t.Errorf("mints %d, refusals observed %d; want 0 and 1", up.count(), obs.get("pods")["token_refused"])
+	}
+}

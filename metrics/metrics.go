@@ -14,6 +14,7 @@
 package metrics
 
 import (
+	"errors"
 	"runtime"
 	"time"
 
@@ -293,6 +294,9 @@ func (c *profileCollector) Collect(ch chan<- prometheus.Metric) {
 func tokenReason(err error) string {
 	if r := idtoken.ReasonOf(err); r != "" {
 		return string(r)
+	}
+	if errors.Is(err, broker.ErrTokenExpired) {
+		return string(idtoken.ReasonExpired)
 	}
 	return "other"
 }

@@ -129,6 +129,9 @@ func workloadRefusal(err error) string {
 	if r := idtoken.ReasonOf(err); r != "" {
 		return "token refused: " + string(r)
 	}
+	if errors.Is(err, broker.ErrTokenExpired) {
+		return "token refused: " + string(idtoken.ReasonExpired)
+	}
 	return "credential request not served"
 }
 

@@ -87,6 +87,8 @@ func errorStatus(err error) (status int, code, msg string) {
 	case errors.As(err, &te):
 		// Its text names the reason and public claims, never the token.
 		return http.StatusUnauthorized, codeInvalidToken, te.Error()
+	case errors.Is(err, broker.ErrTokenExpired):
+		return http.StatusUnauthorized, codeInvalidToken, broker.ErrTokenExpired.Error()
 	case errors.As(err, &ue) && rejectedToken(ue):
 		return http.StatusForbidden, codeTokenRejected, ue.Error()
 	case errors.Is(err, broker.ErrUnknownProfile):
