@@ -15,6 +15,7 @@ import (
 var systemVars = []string{
 	envRuntimeDirectory, envXDGRuntimeDir, envCredentialsDirectory,
 	"PROFILES", "SOURCE", "TOKEN_FILE", "ORG_ID", "CONFIG_ID", "DURATION", "CLIENT_TOKEN_FILE", "IMDS", "ALLOWED_UIDS", "ALLOWED_GIDS",
+	"ALLOW_PODS",
 	"LISTEN_ADDR", "API_URL", "LOG_LEVEL", "LOG_FORMAT", "RUNTIME_DIR", "NODE_NAME", "ALLOW_NON_LOOPBACK",
 	"ALLOW_INSECURE_FILE_MODES", "KEY_WARMUP", "ENV_FILE",
 }
@@ -437,7 +438,7 @@ func TestLoadProblems(t *testing.T) {
 		{"typo profile setting", with(minimal, map[string]string{"CWCREDS_PROFILE_TRAIN_TOKENFILE": "/x"}),
 			[]wantProblem{{"CWCREDS_PROFILE_TRAIN_TOKENFILE", `not a setting of profile "train"; did you mean CWCREDS_PROFILE_TRAIN_TOKEN_FILE?`}}},
 		{"unknown profile setting", with(minimal, map[string]string{"CWCREDS_PROFILE_TRAIN_REGION": "x"}),
-			[]wantProblem{{"CWCREDS_PROFILE_TRAIN_REGION", `not a setting of profile "train"; a profile's settings are SOURCE, TOKEN_FILE, ORG_ID, CONFIG_ID, DURATION, CLIENT_TOKEN_FILE, IMDS, ALLOWED_UIDS and ALLOWED_GIDS`}}},
+			[]wantProblem{{"CWCREDS_PROFILE_TRAIN_REGION", `not a setting of profile "train"; a profile's settings are SOURCE, TOKEN_FILE, ORG_ID, CONFIG_ID, DURATION, CLIENT_TOKEN_FILE, IMDS, ALLOWED_UIDS, ALLOWED_GIDS and ALLOW_PODS`}}},
 		// IMDS
 		{"imds not a boolean", with(minimal, map[string]string{"CWCREDS_PROFILE_TRAIN_IMDS": "yes"}),
 			[]wantProblem{{"CWCREDS_PROFILE_TRAIN_IMDS", `"yes" is not a boolean; use true or false`}}},

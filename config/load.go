@@ -43,6 +43,7 @@ type profileEnv struct {
 	IMDS            string `split_words:"true"`
 	AllowedUids     string `split_words:"true"` // not AllowedUIDs, which split_words spells ALLOWED_U_IDS
 	AllowedGids     string `split_words:"true"`
+	AllowPods       string `split_words:"true"`
 }
 
 // Load reads the configuration from the CWCREDS_* environment variables and
@@ -200,6 +201,7 @@ func loadProfile(ps *problems, e env, name, credDir, runtimeDir string, runtimeD
 	}
 	p.AllowedUIDs = parseIDs(ps, v(sfxAllowedUIDs), pe.AllowedUids, lookupUser)
 	p.AllowedGIDs = parseIDs(ps, v(sfxAllowedGIDs), pe.AllowedGids, lookupGroup)
+	p.AllowPods = loadAllowPods(ps, v(sfxAllowPods), p, pe.AllowPods)
 	return p, nil
 }
 

@@ -85,11 +85,13 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	if inherited == nil {
 		inherited = systemdFiles()
 	}
-	ln, err := listen(cfg.ListenAddr, inherited)
+	lns, err := listen(cfg.ListenAddr, inherited)
 	if err != nil {
 		return err
 	}
+	ln := mergeListeners(lns)
 	d.addr = ln.Addr()
+	activated := lns[0].activated // all or none: listen maps every address
 	httpSrv := server.NewHTTPServer(cfg.ListenAddr, d.srv, log)
 	if d.identifyPeers {
 		httpSrv.ConnContext = peer.ConnContext
@@ -113,8 +115,8 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	// ConnContext is set, which it wraps.
 	limited := server.LimitConnections(httpSrv, ln, server.DefaultConnLimits, log)
 	go func() { serveErr <- httpSrv.Serve(limited) }()
-	log.Info().Str("version", buildVersion()).Str("listen", ln.Addr().String()).
-		Bool("socket_activated", ln.activated).Str("api_url", cfg.APIURL).Int("profiles", len(cfg.Profiles)).
+	log.Info().Str("version", buildVersion()).Str("listen", listenAddrs(lns)).
+		Bool("socket_activated", activated).Str("api_url", cfg.APIURL).Int("profiles", len(cfg.Profiles)).
 		Bool("reloadable", h.load != nil).Msg("cwcreds serving")
 	if h.ready != nil {
 		h.ready(ln.Addr(), tokens)
@@ -137,7 +139,7 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	}
 	// Shutdown closes our descriptor only: a socket systemd passed stays
 	// open in systemd, which queues new connections for the next daemon.
-	log.Info().Bool("socket_kept_by_systemd", ln.activated).Msg("shutting down: draining requests")
+	log.Info().Bool("socket_kept_by_systemd", activated).Msg("shutting down: draining requests")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := httpSrv.Shutdown(sctx); err != nil {
