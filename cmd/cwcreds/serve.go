@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -208,7 +209,7 @@ func newNode(cfg *config.Config, log zerolog.Logger, o nodeOptions) (*node, map[
 	// and no reload that could add one, nothing is wired at all. The audit
 	// line's uid is wired with them: peer.Identity never looks one up, so it
 	// costs nothing until a reload adds the first restricted profile.
-	if d.identifyPeers = len(access) > 0 || o.reloadable; d.identifyPeers {
+	if d.identifyPeers = anyRestricted(cfg) || o.reloadable; d.identifyPeers {
 		opts.Peers = peer.Requests{}
 		opts.PeerIdentity = peer.Identity
 	}
@@ -223,22 +224,34 @@ func (d *node) readiness() string {
 	return readinessStatus(d.addr.String(), d.cache.Status())
 }
 
-// accessOf returns the restrictions of the profiles with ALLOWED_UIDS or
-// ALLOWED_GIDS, or nil when there are none.
+// accessOf returns who may use each profile that is not open to every
+// local client and to no pod: the profiles with ALLOWED_UIDS or
+// ALLOWED_GIDS, and those served to pods (workload-oidc, ALLOW_PODS); nil
+// when there are none.
 func accessOf(cfg *config.Config, log zerolog.Logger) map[string]server.Access {
 	var access map[string]server.Access
 	for _, p := range cfg.Profiles {
-		if !p.Restricted() {
+		if !p.Restricted() && !p.AllowPods {
 			continue
 		}
 		if access == nil {
 			access = make(map[string]server.Access)
 		}
-		access[p.Name] = server.Access{UIDs: p.AllowedUIDs, GIDs: p.AllowedGIDs}
-		log.Info().Str("profile", p.Name).Uints32("allowed_uids", p.AllowedUIDs).Uints32("allowed_gids", p.AllowedGIDs).
-			Msg("profile restricted to some local users")
+		access[p.Name] = server.Access{UIDs: p.AllowedUIDs, GIDs: p.AllowedGIDs, Pods: p.AllowPods}
+		if p.Restricted() {
+			log.Info().Str("profile", p.Name).Uints32("allowed_uids", p.AllowedUIDs).Uints32("allowed_gids", p.AllowedGIDs).
+				Msg("profile restricted to some local users")
+		} else {
+			log.Info().Str("profile", p.Name).Str("source", p.Source).Msg("profile served to pods (clients beyond loopback)")
+		}
 	}
 	return access
+}
+
+// anyRestricted reports whether some profile of cfg is restricted to some
+// local users, so peers must be identified.
+func anyRestricted(cfg *config.Config) bool {
+	return slices.ContainsFunc(cfg.Profiles, config.Profile.Restricted)
 }
 
 // newClient builds the upstream client every profile mints through;
