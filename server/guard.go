@@ -5,8 +5,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"slices"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
