@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -140,6 +141,11 @@ var (
 // loopbackPeer reports whether r comes from a loopback address. A remote
 // address that does not parse counts as beyond loopback.
 func loopbackPeer(r *http.Request) bool {
+	// net formats a connection's address canonically: the common cases
+	// need no parsing.
+	if strings.HasPrefix(r.RemoteAddr, "127.") || strings.HasPrefix(r.RemoteAddr, "[::1]:") {
+		return true
+	}
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	return err == nil && ap.Addr().Unmap().IsLoopback()
 }

@@ -211,3 +211,16 @@ func TestHostGuardPerListener(t *testing.T) {
 		})
 	}
 }
+
+func TestLoopbackPeer(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:40000": true, "127.9.8.7:1": true, "[::1]:2": true, "[::ffff:127.0.0.1]:3": true,
+		"10.244.3.17:51234": false, "169.254.170.23:1": false, "[fd00:ec2::23]:1": false, "": false, "pipe": false,
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = addr
+		if got := loopbackPeer(r); got != want {
+			t.Errorf("loopbackPeer(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
