@@ -64,6 +64,94 @@ func checkName(name string) string {
 	return ""
 }
 
+// checkListenAddrs returns what is wrong with CWCREDS_LISTEN_ADDR, a
+// comma-separated list of listen addresses, or "".
+func checkListenAddrs(list string, allowNonLoopback bool) string {
+	addrs := splitList(list)
+	if len(addrs) == 0 {
+		return fmt.Sprintf("lists no address; use e.g. %s, or unset it", defaultListenAddr)
+	}
+	var msgs []string
+	type bound struct {
+		host, port string
+	}
+	var seen []bound
+	for _, a := range addrs {
+		if msg := checkListenAddr(a, allowNonLoopback); msg != "" {
+			msgs = append(msgs, msg)
+			continue
+		}
+		host, port, _ := net.SplitHostPort(a)
+		ip, _ := netip.ParseAddr(host)
+		for _, b := range seen {
+			bip, _ := netip.ParseAddr(b.host)
+			switch {
+			case port != b.port || port == "0":
+			case ip.Unmap() == bip.Unmap() && host != "" && b.host != "":
+				msgs = append(msgs, fmt.Sprintf("%s is listed twice; list each address once", show(a)))
+			case host == "" || b.host == "" || ip.IsUnspecified() || bip.IsUnspecified():
+				msgs = append(msgs, fmt.Sprintf("%s and an every-interface address share port %s, so the daemon cannot bind both; "+
+					"list specific addresses, or the every-interface one alone", show(a), port))
+			}
+		}
+		seen = append(seen, bound{host, port})
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// isPodIdentityAddr reports whether ip is one of the pod identity
+// addresses (podIdentityAddrs).
+func isPodIdentityAddr(ip netip.Addr) bool {
+	return slices.Contains(podIdentityAddrs, ip.Unmap())
+}
+
+// localAddr returns the address of the comma-separated list commands on
+// this node dial: its first loopback one, else its first, else "".
+func localAddr(list string) string {
+	addrs := splitList(list)
+	for _, a := range addrs {
+		if host, _, err := net.SplitHostPort(a); err == nil && isLoopbackHost(host) {
+			return a
+		}
+	}
+	if len(addrs) == 0 {
+		return ""
+	}
+	return addrs[0]
+}
+
+// loadAllowPods parses the ALLOW_PODS variable v of profile p (its source
+// and restriction decoded): unset is false, except for an unrestricted
+// workload-oidc profile, which is always served to pods.
+func loadAllowPods(ps *problems, v string, p Profile, val string) bool {
+	if val == "" {
+		return p.Source == sourceWorkload && !p.Restricted()
+	}
+	b, ok := parseBool(val)
+	switch {
+	case !ok:
+		ps.add(v, "%s is not a boolean; use true or false (or 1 or 0)", show(val))
+	case b && p.Restricted():
+		ps.add(v, "%s", msgPodsRestricted)
+		return false
+	case !b && p.Source == sourceWorkload:
+		ps.add(v, "a workload-oidc profile is always served to pods (each caller's own token is its identity); remove it")
+	}
+	return b
+}
+
+// msgPodsRestricted: a pod's connection has no local user to check.
+const msgPodsRestricted = "a profile restricted by ALLOWED_UIDS or ALLOWED_GIDS is never served to pods (a pod's connection " +
+	"has no local user the daemon can check); remove ALLOW_PODS, or the restriction"
+
+// checkAllowPods reports, for a Config built in code, a profile served to
+// pods that is also restricted to some local users.
+func checkAllowPods(ps *problems, v string, p Profile) {
+	if p.AllowPods && p.Restricted() {
+		ps.check(v, msgPodsRestricted)
+	}
+}
+
 // checkListenAddr returns what is wrong with a listen address, or "".
 func checkListenAddr(addr string, allowNonLoopback bool) string {
 	host, port, err := net.SplitHostPort(addr)
@@ -73,7 +161,7 @@ func checkListenAddr(addr string, allowNonLoopback bool) string {
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return fmt.Sprintf("port %s is not a number from 0 to 65535; use e.g. %s", show(port), defaultListenAddr)
 	}
-	loopback := false
+	nodeLocal := false // loopback, or a pod identity address
 	switch host {
 	case "": // every interface
 	case "localhost":
@@ -89,9 +177,9 @@ func checkListenAddr(addr string, allowNonLoopback bool) string {
 			return fmt.Sprintf("host %s is not an IP address (the daemon does not resolve names); use e.g. %s",
 				show(host), defaultListenAddr)
 		}
-		loopback = ip.Unmap().IsLoopback()
+		nodeLocal = ip.Unmap().IsLoopback() || isPodIdentityAddr(ip)
 	}
-	if !loopback && !allowNonLoopback {
+	if !nodeLocal && !allowNonLoopback {
 		return fmt.Sprintf("%s listens beyond loopback, where other hosts can reach the daemon; "+
 			"use a loopback address such as 127.0.0.1:%s, or set %s=true if that is intended",
 			show(addr), port, varAllowNonLoopback)

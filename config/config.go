@@ -30,8 +30,8 @@ import (
 
 // Config is the daemon's validated configuration.
 type Config struct {
-	// ListenAddr is the host:port the daemon listens on
-	// (CWCREDS_LISTEN_ADDR).
+	// ListenAddr is the comma-separated list of host:port addresses the
+	// daemon listens on (CWCREDS_LISTEN_ADDR); ListenAddrs splits it.
 	ListenAddr string
 	// APIURL is the base URL of the CoreWeave API (CWCREDS_API_URL).
 	APIURL string
@@ -119,6 +119,11 @@ type Profile struct {
 	Audience string
 	Share    string
 	JWKSURL  string
+	// AllowPods serves the profile to peers beyond loopback, such as pods
+	// calling a pod identity address (CWCREDS_PROFILE_<NAME>_ALLOW_PODS).
+	// Load sets it for every workload-oidc profile, and never for a
+	// Restricted one.
+	AllowPods bool
 }
 
 // Workload reports whether clients present their own OIDC token
@@ -143,6 +148,13 @@ func (p Profile) Fingerprint() string {
 	}
 	return f
 }
+
+// ListenAddrs returns the addresses of ListenAddr, in order.
+func (c *Config) ListenAddrs() []string { return splitList(c.ListenAddr) }
+
+// LocalAddr returns the address commands on this node use to reach the
+// daemon: the first loopback address of ListenAddr, else its first.
+func (c *Config) LocalAddr() string { return localAddr(c.ListenAddr) }
 
 // IMDSProfile returns the name of the profile served as the EC2 instance
 // role, or "" when IMDS emulation is off.
@@ -208,7 +220,7 @@ func checkNames(ps *problems, names []string) []bool {
 // refused (ps.isBad) is not reported again; a message quotes the value as
 // it was written when decoding saw it (ps.shown).
 func (c *Config) validate(ps *problems) {
-	ps.check(varListenAddr, checkListenAddr(c.ListenAddr, c.AllowNonLoopback))
+	ps.check(varListenAddr, checkListenAddrs(c.ListenAddr, c.AllowNonLoopback))
 	ps.check(varAPIURL, checkAPIURL(c.APIURL))
 	ps.check(varLogLevel, checkEnum(c.LogLevel, logLevels, "log level"))
 	ps.check(varLogFormat, checkEnum(c.LogFormat, logFormats, "log format"))
@@ -261,6 +273,7 @@ func (c *Config) validate(ps *problems) {
 		}
 		checkIDList(ps, v(sfxAllowedUIDs), p.AllowedUIDs)
 		checkIDList(ps, v(sfxAllowedGIDs), p.AllowedGIDs)
+		checkAllowPods(ps, v(sfxAllowPods), p)
 	}
 	checkAcrossProfiles(ps, c.Profiles)
 }

@@ -15,6 +15,7 @@ import (
 var systemVars = []string{
 	envRuntimeDirectory, envXDGRuntimeDir, envCredentialsDirectory,
 	"PROFILES", "SOURCE", "TOKEN_FILE", "ORG_ID", "CONFIG_ID", "DURATION", "CLIENT_TOKEN_FILE", "IMDS", "ALLOWED_UIDS", "ALLOWED_GIDS",
+	"ALLOW_PODS",
 	"LISTEN_ADDR", "API_URL", "LOG_LEVEL", "LOG_FORMAT", "RUNTIME_DIR", "NODE_NAME", "ALLOW_NON_LOOPBACK",
 	"ALLOW_INSECURE_FILE_MODES", "KEY_WARMUP", "ENV_FILE",
 }
@@ -217,7 +218,7 @@ func TestLoadEveryVariable(t *testing.T) {
 				ConfigID: "samlcfg", Duration: 90 * time.Minute, ClientTokenFile: "/var/run/cwcreds/sso.token", IMDS: true},
 			{Name: "pods", EnvName: "PODS", Source: "workload-oidc", OrgID: "cw123", Duration: 2 * time.Hour,
 				Issuers: []string{"https://oidc.example.com/c1", "http://127.0.0.1:8080/oidc"}, Audience: "sts.example",
-				Share: "identity", JWKSURL: "https://oidc.example.com/keys"},
+				Share: "identity", JWKSURL: "https://oidc.example.com/keys", AllowPods: true},
 		},
 		MaxWorkloadIdentities: 500,
 		UpstreamQPS:           2.5,

@@ -50,6 +50,7 @@ type profileEnv struct {
 	Audience        string `split_words:"true"`
 	Share           string `split_words:"true"`
 	JwksURL         string `split_words:"true"`
+	AllowPods       string `split_words:"true"`
 }
 
 // Load reads the configuration from the CWCREDS_* environment variables and
@@ -230,6 +231,7 @@ func loadProfile(ps *problems, e env, name, credDir, runtimeDir string, runtimeD
 	}
 	p.AllowedUIDs = parseIDs(ps, v(sfxAllowedUIDs), pe.AllowedUids, lookupUser)
 	p.AllowedGIDs = parseIDs(ps, v(sfxAllowedGIDs), pe.AllowedGids, lookupGroup)
+	p.AllowPods = loadAllowPods(ps, v(sfxAllowPods), p, pe.AllowPods)
 	return p, nil
 }
 

@@ -7,8 +7,9 @@ import (
 // Local is the part of the configuration that commands talking to the
 // daemon running on this node (cwcreds status, cwcreds revoke) need.
 type Local struct {
-	// ListenAddr is the daemon's CWCREDS_LISTEN_ADDR (default
-	// 127.0.0.1:791).
+	// ListenAddr is the address of CWCREDS_LISTEN_ADDR (default
+	// 127.0.0.1:791) commands reach the daemon at: its first loopback
+	// address, else its first (see Config.LocalAddr).
 	ListenAddr string
 	// RuntimeDir is the daemon's runtime directory, resolved as Load does.
 	RuntimeDir string
@@ -31,7 +32,7 @@ func LoadLocal(environ []string) (*Local, error) {
 		return nil, fmt.Errorf("config: decode environment: %w", err)
 	}
 	var ps problems
-	l := &Local{ListenAddr: orDefault(g.ListenAddr, defaultListenAddr), APIURL: orDefault(g.ApiURL, defaultAPIURL)}
+	l := &Local{ListenAddr: localAddr(orDefault(g.ListenAddr, defaultListenAddr)), APIURL: orDefault(g.ApiURL, defaultAPIURL)}
 	if msg := checkAPIURL(l.APIURL); msg != "" {
 		ps.add(varAPIURL, "%s", msg)
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -40,6 +41,7 @@ const (
 	sfxAudience        = "AUDIENCE"
 	sfxShare           = "SHARE"
 	sfxJWKSURL         = "JWKS_URL"
+	sfxAllowPods       = "ALLOW_PODS"
 )
 
 // Variables set by systemd or the session that config also reads.
@@ -83,6 +85,16 @@ const (
 	ShareToken    = "token"
 	ShareIdentity = "identity"
 )
+
+// podIdentityAddrs are the link-local addresses pods reach a node agent at
+// and AWS SDKs accept over plain http: EKS Pod Identity's IPv4 and IPv6
+// addresses, and ECS's 169.254.170.2, the only one botocore < 1.32 accepts.
+// CWCREDS_LISTEN_ADDR takes them without CWCREDS_ALLOW_NON_LOOPBACK.
+var podIdentityAddrs = []netip.Addr{
+	netip.MustParseAddr("169.254.170.23"),
+	netip.MustParseAddr("fd00:ec2::23"),
+	netip.MustParseAddr("169.254.170.2"),
+}
 
 var (
 	sources    = []string{sourceAccessKey, sourceAPIToken, sourceOIDC, sourceSAML, sourceWorkload}
@@ -145,12 +157,17 @@ var globalVars = []globalVar{
 			"profile name upper-cased with '-' as '_': profile fast-train is configured by CWCREDS_PROFILE_FAST_TRAIN_*. " +
 			reloadProfiles, nil},
 	{varListenAddr, defaultListenAddr,
-		"host:port the daemon listens on. The host is an IP address; localhost is refused (it names both " +
+		"Comma-separated host:port addresses the daemon listens on, such as 127.0.0.1:7911,169.254.170.23:7911. " +
+			"Each host is an IP address; localhost is refused (it names both " +
 			"127.0.0.1 and ::1, and a daemon listening on one leaves the other to any local user): write 127.0.0.1 or [::1]. " +
 			"The default port, 791, is below 1024, so no unprivileged user can bind it: under systemd the socket unit " +
-			"cwcreds.socket holds it and the daemon needs no capability (a mismatch between the two is refused); run by hand, " +
+			"cwcreds.socket holds it and the daemon needs no capability (its sockets must match the list exactly); run by hand, " +
 			"the daemon needs CAP_NET_BIND_SERVICE, or set an unprivileged port such as 127.0.0.1:7911 (the old default) and " +
-			"accept that a local user can take it while the daemon is down. An address beyond loopback " +
+			"accept that a local user can take it while the daemon is down. The pod identity addresses 169.254.170.23, " +
+			"[fd00:ec2::23] and 169.254.170.2, which AWS SDKs accept over plain http and which are never routed off a node, " +
+			"are allowed as they are: Kubernetes pods reach the node's daemon there (see README, Pods on Kubernetes), the " +
+			"address must be assigned to an interface of the node, and a request from a pod is served only profiles " +
+			"that allow pods (ALLOW_PODS). Any other address beyond loopback " +
 			"(including an empty host, 0.0.0.0 or ::) is refused unless CWCREDS_ALLOW_NON_LOOPBACK=true. " + reloadRestart,
 		func(o, n *Config) bool { return o.ListenAddr != n.ListenAddr }},
 	{varAPIURL, defaultAPIURL,
@@ -276,6 +293,15 @@ var profileVars = []profileSetting{
 		"URL of the issuers' JSON Web Key Set, for SHARE=identity; by default each issuer's is found by OIDC " +
 			"discovery at <iss>/.well-known/openid-configuration. https, or http only with a loopback host. Only " +
 			"SHARE=identity uses it.", reloadNewKey, nil},
+	// Pods (issue 15).
+	{sfxAllowPods, "false (true for workload-oidc)",
+		"Set to true to serve this profile to clients beyond loopback, such as Kubernetes pods calling the node's " +
+			"pod identity address (see CWCREDS_LISTEN_ADDR): any pod that holds the profile's client token then gets its " +
+			"keys, so hand that token only to pods meant to share them. A workload-oidc profile is always served to pods " +
+			"(each caller's own token is its identity), and false is refused for it. A profile restricted by " +
+			"ALLOWED_UIDS or ALLOWED_GIDS is never served to pods (a pod's connection has no local user to check), so " +
+			"the two cannot be combined. The IMDS role and the admin routes stay loopback-only whatever it says. " +
+			"Takes true, false, 1 or 0.", reloadKeepsKey, nil},
 }
 
 // Vars documents every variable config reads, global ones first, in the

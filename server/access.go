@@ -2,18 +2,26 @@ package server
 
 import (
 	"net/http"
+	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// Access limits a profile to some local users: a request is served only
-// when the peer's uid is in UIDs or one of its groups is in GIDs. The zero
-// Access (both empty) limits nothing.
+// Access says who may use a profile. A request from a loopback peer is
+// served when UIDs and GIDs are both empty, or the peer's uid is in UIDs
+// or one of its groups in GIDs. A request from a peer beyond loopback (a
+// pod calling a pod identity address) is served only when Pods is set and
+// UIDs and GIDs are empty: such a connection has no local user to check.
+// The zero Access serves loopback peers only.
 type Access struct {
 	UIDs []uint32
 	GIDs []uint32
+	// Pods serves the profile to peers beyond loopback: set for
+	// workload-oidc profiles and for CWCREDS_PROFILE_<NAME>_ALLOW_PODS.
+	Pods bool
 }
 
 func (a Access) restricted() bool { return len(a.UIDs) > 0 || len(a.GIDs) > 0 }
@@ -21,13 +29,13 @@ func (a Access) restricted() bool { return len(a.UIDs) > 0 || len(a.GIDs) > 0 }
 // equal reports whether a and b list the same ids in the same order (a
 // reload keeps a profile only when its Access is equal).
 func (a Access) equal(b Access) bool {
-	return slices.Equal(a.UIDs, b.UIDs) && slices.Equal(a.GIDs, b.GIDs)
+	return slices.Equal(a.UIDs, b.UIDs) && slices.Equal(a.GIDs, b.GIDs) && a.Pods == b.Pods
 }
 
 // clone returns a copy of a sharing no memory with it, so a caller
 // modifying its slices later cannot change a served profile.
 func (a Access) clone() Access {
-	return Access{UIDs: slices.Clone(a.UIDs), GIDs: slices.Clone(a.GIDs)}
+	return Access{UIDs: slices.Clone(a.UIDs), GIDs: slices.Clone(a.GIDs), Pods: a.Pods}
 }
 
 // Peers identifies the local user behind a request, for Options.Access.
@@ -118,11 +126,65 @@ var (
 		"this profile is restricted to some local users, and this connection's user could not be identified"}
 )
 
-// checkAccess returns nil when p may be served to r's peer: always for a
-// profile without Access, else only for an identified, allowed peer. It
-// logs at warn the failures to identify the peer; the refusal itself is
-// recorded by the audit trail (see refuse).
+// The refusals to peers beyond loopback (pods). They name the setting
+// that allows a profile, never a secret.
+var (
+	errPodNotAllowed = &requestError{http.StatusForbidden, codeForbidden,
+		"this profile is not served to clients beyond loopback such as pods; " +
+			"the node's operator can allow it with CWCREDS_PROFILE_<NAME>_ALLOW_PODS=true"}
+	errPodRestricted = &requestError{http.StatusForbidden, codeForbidden,
+		"this profile is restricted to some local users, and a connection from beyond loopback has no local user to check"}
+	errLoopbackOnly = &requestError{http.StatusForbidden, codeForbidden,
+		"this endpoint answers only on loopback, to processes of the node itself, not to pods"}
+)
+
+// loopbackPeer reports whether r comes from a loopback address. A remote
+// address that does not parse counts as beyond loopback.
+func loopbackPeer(r *http.Request) bool {
+	// net formats a connection's address canonically: the common cases
+	// need no parsing.
+	if strings.HasPrefix(r.RemoteAddr, "127.") || strings.HasPrefix(r.RemoteAddr, "[::1]:") {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
+}
+
+// loopbackOnly refuses requests from peers beyond loopback: the IMDS role,
+// the admin routes and the status page are for the node itself.
+func (s *Server) loopbackOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !loopbackPeer(r) {
+			s.auditRefused(r, "", OutcomeForbidden, whyLoopbackOnly)
+			s.writeError(w, r, errLoopbackOnly)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Reasons the audit trail records for refusals to peers beyond loopback.
+const (
+	whyNotForPods   = "credential request refused: profile not served to pods"
+	whyLoopbackOnly = "request refused: endpoint answers loopback only"
+)
+
+// checkAccess returns nil when p may be served to r's peer. A peer beyond
+// loopback gets only a profile with Access.Pods and no local-user
+// restriction. A loopback peer gets a profile without restriction, else
+// only when identified and allowed. It logs at warn the failures to
+// identify the peer; the refusal itself is recorded by the audit trail
+// (see refuse).
 func (s *Server) checkAccess(r *http.Request, p *profile) *requestError {
+	if !loopbackPeer(r) {
+		switch {
+		case !p.access.Pods:
+			return errPodNotAllowed
+		case p.access.restricted():
+			return errPodRestricted
+		}
+		return nil
+	}
 	if !p.access.restricted() {
 		return nil
 	}

@@ -146,8 +146,11 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, requests Request
 	status, code, msg := errorStatus(err)
 	o := outcomeOf(code)
 	requests.Count(o)
-	if err == errUnknownPeer {
+	switch err {
+	case errUnknownPeer:
 		why = "credential request refused: user not identified"
+	case errPodNotAllowed, errPodRestricted:
+		why = whyNotForPods
 	}
 	s.auditRefused(r, profile, o, why)
 	if o == OutcomeError || (o != OutcomeForbidden && s.debugEnabled()) {

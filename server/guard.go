@@ -2,9 +2,11 @@ package server
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,7 +27,7 @@ import (
 // canonicalisation and no allocation on the hot path.
 func (s *Server) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !hostAllowed(r.Host, s.anyIP) {
+		if !hostAllowedOn(r.Host, localAddr(r), s.anyIP) {
 			s.writeError(w, r, errForbiddenHost)
 			return
 		}
@@ -87,6 +89,53 @@ func hostAllowed(host string, anyIP bool) bool {
 		return false // "[127.0.0.1]" is not a valid Host
 	}
 	return anyIP || addr.Unmap().IsLoopback()
+}
+
+// podIdentityAddrs are the link-local addresses pods reach a node agent
+// at, as config accepts them in CWCREDS_LISTEN_ADDR: EKS Pod Identity's
+// IPv4 and IPv6 addresses and ECS's 169.254.170.2.
+var podIdentityAddrs = [...]netip.Addr{
+	netip.AddrFrom4([4]byte{169, 254, 170, 23}),
+	netip.MustParseAddr("fd00:ec2::23"),
+	netip.AddrFrom4([4]byte{169, 254, 170, 2}),
+}
+
+// localAddr is the address r's connection was made to (which listener it
+// came through), or the zero Addr when net/http did not record it (a
+// request built in a test).
+func localAddr(r *http.Request) netip.Addr {
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// hostAllowedOn is the Host guard of a connection made to local: on a
+// loopback address, as hostAllowed without anyIP (localhost or a loopback
+// IP literal); on a pod identity address, exactly that address as an IP
+// literal, since that is what a pod's SDK sends and a DNS-rebinding page
+// cannot; on any other address (CWCREDS_ALLOW_NON_LOOPBACK), that address,
+// or with anyIP any IP literal. An unknown local address falls back to
+// hostAllowed.
+func hostAllowedOn(host string, local netip.Addr, anyIP bool) bool {
+	switch {
+	case !local.IsValid():
+		return hostAllowed(host, anyIP)
+	case local.IsLoopback():
+		return hostAllowed(host, false)
+	}
+	if !hostAllowed(host, true) {
+		return false // not an IP literal, or malformed
+	}
+	name, _ := splitHostPort(host)
+	addr, err := netip.ParseAddr(name)
+	if err != nil {
+		return false // localhost
+	}
+	if addr.Unmap() == local {
+		return true
+	}
+	return anyIP && !slices.Contains(podIdentityAddrs[:], local)
 }
 
 // splitHostPort splits "name", "name:port", "[v6]" or "[v6]:port". The port

@@ -203,6 +203,9 @@ func (m *imds) valid(tok string) bool {
 
 // imdsRoutes mounts the emulation on r.
 func (s *Server) imdsRoutes(r chi.Router) {
+	// Loopback only: a pod reaching the daemon must not get the node's
+	// instance role, which needs no token at all.
+	r = r.With(s.loopbackOnly)
 	r.Put(imdsTokenPath, s.imdsPutToken)
 	r.With(s.imdsAuth).Get(imdsCredsPath, s.imdsListRoles)
 	r.With(s.imdsAuth).Get(imdsCredsPath+"/", s.imdsListRoles)

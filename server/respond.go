@@ -52,7 +52,8 @@ var (
 	errUnauthorized = &requestError{http.StatusUnauthorized, codeUnauthorized,
 		"missing or invalid Authorization header for this profile"}
 	errForbiddenHost = &requestError{http.StatusForbidden, codeForbidden,
-		"Host must be a loopback address or localhost"}
+		"Host must name the address the connection was made to: on loopback a loopback address or localhost, " +
+			"on a pod identity address that address"}
 	errForbiddenProxy = &requestError{http.StatusForbidden, codeForbidden,
 		"requests relayed by a proxy (X-Forwarded-For, Forwarded or Via) are refused; connect directly (NO_PROXY=127.0.0.1)"}
 	errForbiddenBrowser = &requestError{http.StatusForbidden, codeForbidden,

@@ -24,10 +24,10 @@ func (s *Server) routes() *chi.Mux {
 	r.MethodNotAllowed(s.methodNotAllowed)
 
 	r.Get(credentialsPrefix+"{profile}", s.getCredentials)
-	r.Get("/v1/profiles", s.getProfiles)
+	r.With(s.loopbackOnly).Get("/v1/profiles", s.getProfiles)
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
-	r.Post("/v1/profiles/{profile}/revoke", s.revokeKey)
+	r.With(s.loopbackOnly).Post("/v1/profiles/{profile}/revoke", s.revokeKey)
 	if s.metrics != nil {
 		r.Method(http.MethodGet, "/metrics", s.metrics)
 	}

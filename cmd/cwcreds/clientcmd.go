@@ -81,7 +81,7 @@ func (c *clientFlags) resolve(cmd string, environ []string) (daemonTarget, error
 			return daemonTarget{}, &usageError{fmt.Errorf("%s: no profile %q in CWCREDS_PROFILES (%s)", cmd, c.profile, strings.Join(names, ", "))}
 		}
 		if t.addr == "" {
-			t.addr = cfg.ListenAddr
+			t.addr = cfg.LocalAddr()
 		}
 		if t.tokenFile == "" {
 			t.tokenFile = p.ClientTokenFile

@@ -6,11 +6,16 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/activation"
 	"golang.org/x/sys/unix"
+
+	"github.com/cwcreds/cwcreds/config"
 )
 
 // listener is where the daemon accepts connections, and whether systemd
@@ -28,61 +33,121 @@ type listener struct {
 // and unsets those variables so no child inherits them.
 func systemdFiles() []*os.File { return activation.Files(true) }
 
-// listen returns the daemon's listener for addr (CWCREDS_LISTEN_ADDR).
+// listen returns the daemon's listeners, one for each address of list
+// (CWCREDS_LISTEN_ADDR, comma-separated, validated), in its order.
 //
 // With socket activation (inherited non-empty) the socket unit is where the
-// socket comes from, and it must be exactly one listening TCP socket bound
-// to addr: any mismatch is a configuration error naming both, because
-// clients find the daemon through CWCREDS_LISTEN_ADDR and a daemon that
-// quietly bound addr itself would give up what socket activation is for
-// (the port held across restarts, no capability). Without it the daemon
-// binds addr itself.
-func listen(addr string, inherited []*os.File) (*listener, error) {
+// sockets come from: each must be a listening TCP socket bound to one of
+// the addresses, and every address must have one. Any mismatch is a
+// configuration error naming both sides, because clients find the daemon
+// through CWCREDS_LISTEN_ADDR and a daemon that quietly bound an address
+// itself would give up what socket activation is for (the port held across
+// restarts, no capability). Without it the daemon binds every address
+// itself; a failure names the address and why (see bindHint), and closes
+// what was bound.
+func listen(list string, inherited []*os.File) ([]*listener, error) {
+	addrs := (&config.Config{ListenAddr: list}).ListenAddrs()
+	if len(addrs) == 0 {
+		return nil, &usageError{errors.New("CWCREDS_LISTEN_ADDR lists no address; set e.g. 127.0.0.1:791")}
+	}
 	if len(inherited) == 0 {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			hint := ""
-			if errors.Is(err, syscall.EACCES) {
-				hint = "; ports below 1024 need CAP_NET_BIND_SERVICE: run it under systemd with cwcreds.socket " +
-					"(the socket unit binds the port and passes it on), grant the capability, " +
-					"or set an unprivileged port (e.g. 127.0.0.1:7911, which another local user can take while the daemon is down)"
+		lns := make([]*listener, 0, len(addrs))
+		for _, addr := range addrs {
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				closeAll(lns)
+				return nil, fmt.Errorf("listen on %s (CWCREDS_LISTEN_ADDR): %w%s", addr, err, bindHint(addr, err))
 			}
-			return nil, fmt.Errorf("listen on %s (CWCREDS_LISTEN_ADDR): %w%s", addr, err, hint)
+			lns = append(lns, &listener{Listener: ln})
 		}
-		return &listener{Listener: ln}, nil
+		return lns, nil
 	}
 	defer func() {
 		for _, f := range inherited {
 			f.Close() // net.FileListener dups what it keeps
 		}
 	}()
-	if len(inherited) != 1 {
-		return nil, &usageError{fmt.Errorf("systemd passed %d sockets (LISTEN_FDS); cwcreds takes exactly one: "+
-			"give cwcreds.socket a single ListenStream=%s", len(inherited), addr)}
+	lns := make([]*listener, len(addrs))
+	fail := func(err error) ([]*listener, error) {
+		closeAll(lns)
+		return nil, &usageError{err}
 	}
-	f := inherited[0]
+	for _, f := range inherited {
+		ln, err := activatedListener(f, list)
+		if err != nil {
+			return fail(err)
+		}
+		got := ln.Addr().(*net.TCPAddr).AddrPort()
+		i := slices.IndexFunc(addrs, func(a string) bool { return sameAddr(a, got) })
+		switch {
+		case i < 0:
+			ln.Close()
+			return fail(fmt.Errorf("the socket systemd passed listens on %s (cwcreds.socket ListenStream=) but CWCREDS_LISTEN_ADDR is %s; "+
+				"make them the same: change CWCREDS_LISTEN_ADDR, or the socket with `systemctl edit cwcreds.socket` "+
+				"([Socket], an empty ListenStream= line, then one ListenStream= line for each of %s) and `systemctl restart cwcreds.socket cwcreds`",
+				got, list, list))
+		case lns[i] != nil:
+			ln.Close()
+			return fail(fmt.Errorf("systemd passed two sockets on %s (LISTEN_FDS); give cwcreds.socket one ListenStream= line per address", got))
+		}
+		lns[i] = &listener{Listener: ln, activated: true}
+	}
+	for i, ln := range lns {
+		if ln == nil {
+			return fail(fmt.Errorf("systemd passed no socket for %s, which CWCREDS_LISTEN_ADDR lists (%s): add ListenStream=%s to "+
+				"cwcreds.socket with `systemctl edit cwcreds.socket` (and FreeBind=yes if the address is assigned after boot), "+
+				"or remove it from CWCREDS_LISTEN_ADDR",
+				addrs[i], list, addrs[i]))
+		}
+	}
+	return lns, nil
+}
+
+// activatedListener returns the listener of a socket systemd passed, which
+// must be a listening TCP socket; list is CWCREDS_LISTEN_ADDR, for errors.
+func activatedListener(f *os.File, list string) (net.Listener, error) {
 	if v, err := unix.GetsockoptInt(int(f.Fd()), unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || v != 1 {
-		return nil, &usageError{fmt.Errorf("the descriptor systemd passed (%s) is not a listening socket: "+
-			"cwcreds.socket needs ListenStream=%s and Accept=no", f.Name(), addr)}
+		return nil, fmt.Errorf("the descriptor systemd passed (%s) is not a listening socket: "+
+			"cwcreds.socket needs ListenStream= lines for %s and Accept=no", f.Name(), list)
 	}
 	ln, err := net.FileListener(f)
 	if err != nil {
-		return nil, &usageError{fmt.Errorf("the socket systemd passed (%s): %w", f.Name(), err)}
+		return nil, fmt.Errorf("the socket systemd passed (%s): %w", f.Name(), err)
 	}
-	got, ok := ln.Addr().(*net.TCPAddr)
-	if !ok {
+	if _, ok := ln.Addr().(*net.TCPAddr); !ok {
 		ln.Close()
-		return nil, &usageError{fmt.Errorf("the socket systemd passed listens on %s %s, not TCP: cwcreds.socket needs ListenStream=%s",
-			ln.Addr().Network(), ln.Addr(), addr)}
+		return nil, fmt.Errorf("the socket systemd passed listens on %s %s, not TCP: cwcreds.socket needs ListenStream= lines for %s",
+			ln.Addr().Network(), ln.Addr(), list)
 	}
-	if !sameAddr(addr, got.AddrPort()) {
-		ln.Close()
-		return nil, &usageError{fmt.Errorf("the socket systemd passed listens on %s (cwcreds.socket ListenStream=) but CWCREDS_LISTEN_ADDR is %s; "+
-			"make them the same: change CWCREDS_LISTEN_ADDR, or the socket with `systemctl edit cwcreds.socket` "+
-			"([Socket], an empty ListenStream= line, then ListenStream=%s) and `systemctl restart cwcreds.socket cwcreds`",
-			got, addr, addr)}
+	return ln, nil
+}
+
+// bindHint says, after a failure to bind addr with err, why and what to do;
+// "" when there is nothing to add.
+func bindHint(addr string, err error) string {
+	switch {
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return "; the address is not assigned to any interface on this node: assign it first " +
+			"(for a pod identity address such as 169.254.170.23: `ip link add cwcreds0 type dummy; ip addr add 169.254.170.23/32 dev cwcreds0`, " +
+			"which the Helm chart's init container does; see README, Pods on Kubernetes), or remove it from CWCREDS_LISTEN_ADDR"
+	case errors.Is(err, syscall.EADDRINUSE):
+		return "; another process listens there (a previous cwcreds still draining, or another agent such as the EKS Pod Identity Agent): " +
+			"stop it, or choose another port"
+	case errors.Is(err, syscall.EACCES):
+		return "; ports below 1024 need CAP_NET_BIND_SERVICE: run it under systemd with cwcreds.socket " +
+			"(the socket unit binds the port and passes it on), grant the capability, " +
+			"or set an unprivileged port (e.g. 127.0.0.1:7911, which another local user can take while the daemon is down)"
 	}
-	return &listener{Listener: ln, activated: true}, nil
+	return ""
+}
+
+// closeAll closes the non-nil listeners of lns.
+func closeAll(lns []*listener) {
+	for _, ln := range lns {
+		if ln != nil {
+			ln.Close()
+		}
+	}
 }
 
 // sameAddr reports whether a socket bound to got is what the listen address
@@ -101,4 +166,86 @@ func sameAddr(want string, got netip.AddrPort) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.Unmap() == got.Addr().Unmap()
+}
+
+// merged accepts the connections of several listeners as one, so one
+// http.Server and one connection limiter (server.LimitConnections) serve
+// every address: the limits count connections across all of them. A
+// connection keeps its own LocalAddr, which is how the server tells the
+// listeners apart (the Host guard, who may use what).
+type merged struct {
+	lns    []*listener
+	conns  chan acceptResult
+	done   chan struct{}
+	closed sync.Once
+}
+
+type acceptResult struct {
+	c   net.Conn
+	err error
+}
+
+// mergeListeners starts accepting on every listener of lns.
+func mergeListeners(lns []*listener) *merged {
+	m := &merged{lns: lns, conns: make(chan acceptResult), done: make(chan struct{})}
+	for _, ln := range lns {
+		go m.acceptLoop(ln)
+	}
+	return m
+}
+
+// acceptLoop hands ln's connections and errors to Accept, one at a time:
+// after an error it waits for the next Accept call, which http.Server
+// makes only after its back-off, so a failing listener cannot spin. It
+// ends when ln is closed.
+func (m *merged) acceptLoop(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		select {
+		case m.conns <- acceptResult{c, err}:
+		case <-m.done:
+			if c != nil {
+				c.Close()
+			}
+			return
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+	}
+}
+
+// Accept returns the next connection of any listener.
+func (m *merged) Accept() (net.Conn, error) {
+	select {
+	case r := <-m.conns:
+		return r.c, r.err
+	case <-m.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close closes every listener (a socket systemd passed stays open in
+// systemd, see listener).
+func (m *merged) Close() error {
+	var errs []error
+	m.closed.Do(func() {
+		close(m.done)
+		for _, ln := range m.lns {
+			errs = append(errs, ln.Close())
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Addr is the first listener's address.
+func (m *merged) Addr() net.Addr { return m.lns[0].Addr() }
+
+// listenAddrs lists the bound addresses of lns, comma-separated.
+func listenAddrs(lns []*listener) string {
+	s := make([]string, len(lns))
+	for i, ln := range lns {
+		s[i] = ln.Addr().String()
+	}
+	return strings.Join(s, ",")
 }

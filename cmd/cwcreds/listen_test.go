@@ -91,6 +91,9 @@ func TestSocketActivationHoldsPortAcrossRestart(t *testing.T) {
 func TestSocketActivationMismatch(t *testing.T) {
 	sock := newSystemdSocket(t)
 	_, err := listen("127.0.0.1:7911", sock.pass(t))
+	if err != nil && !strings.Contains(err.Error(), "127.0.0.1:7911") {
+		t.Errorf("error %q does not name the configured address", err)
+	}
 	var ue *usageError
 	if !errors.As(err, &ue) {
 		t.Fatalf("listen with a mismatched passed socket = %v, want a configuration error", err)
@@ -140,4 +143,113 @@ func netipMust(t *testing.T, s string) netip.AddrPort {
 		t.Fatal(err)
 	}
 	return ap
+}
+
+// TestListenSeveral: every address of the list gets a listener, in order,
+// and the merged listener accepts on all of them, each connection keeping
+// the address it was made to.
+func TestListenSeveral(t *testing.T) {
+	lns, err := listen("127.0.0.1:0, [::1]:0", nil)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRNOTAVAIL) {
+			t.Skipf("no IPv6 loopback here: %v", err)
+		}
+		t.Fatal(err)
+	}
+	if len(lns) != 2 || !strings.HasPrefix(lns[0].Addr().String(), "127.0.0.1:") || !strings.HasPrefix(lns[1].Addr().String(), "[::1]:") {
+		t.Fatalf("listeners %s, want 127.0.0.1 then [::1]", listenAddrs(lns))
+	}
+	m := mergeListeners(lns)
+	defer m.Close()
+	for _, ln := range lns {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		got, err := m.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.LocalAddr().String() != ln.Addr().String() {
+			t.Errorf("accepted a connection to %s, want %s", got.LocalAddr(), ln.Addr())
+		}
+		got.Close()
+	}
+	if err := m.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, err := m.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept after Close = %v, want net.ErrClosed", err)
+	}
+	for _, ln := range lns {
+		if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+			c.Close()
+			t.Errorf("%s still accepts after Close", ln.Addr())
+		}
+	}
+}
+
+// TestListenAddressNotAssigned: a pod identity address this machine does
+// not have is named, with why and what to do, and the addresses already
+// bound are released.
+func TestListenAddressNotAssigned(t *testing.T) {
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := probe.Addr().String()
+	probe.Close()
+	_, err = listen(free+",169.254.170.23:7911", nil)
+	if err == nil {
+		t.Skip("169.254.170.23 is assigned on this machine")
+	}
+	if !errors.Is(err, syscall.EADDRNOTAVAIL) {
+		t.Fatalf("listen = %v, want EADDRNOTAVAIL", err)
+	}
+	for _, want := range []string{"listen on 169.254.170.23:7911 (CWCREDS_LISTEN_ADDR)",
+		"the address is not assigned to any interface on this node", "Pods on Kubernetes"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	ln, err := net.Listen("tcp", free)
+	if err != nil {
+		t.Fatalf("the loopback address bound before the failure was not released: %v", err)
+	}
+	ln.Close()
+}
+
+// TestListenInUse names the address taken by another process.
+func TestListenInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	_, err = listen(taken.Addr().String(), nil)
+	if !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), "another process listens there") {
+		t.Errorf("listen on a taken address = %v, want EADDRINUSE with a hint", err)
+	}
+}
+
+// TestSocketActivationSeveral: the sockets systemd passes are matched to
+// CWCREDS_LISTEN_ADDR by address, whatever their order, and an address
+// without a socket is a configuration error naming it.
+func TestSocketActivationSeveral(t *testing.T) {
+	a, b := newSystemdSocket(t), newSystemdSocket(t)
+	list := a.ln.Addr().String() + "," + b.ln.Addr().String()
+	lns, err := listen(list, append(b.pass(t), a.pass(t)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll(lns)
+	if len(lns) != 2 || lns[0].Addr().String() != a.ln.Addr().String() || lns[1].Addr().String() != b.ln.Addr().String() || !lns[0].activated || !lns[1].activated {
+		t.Fatalf("listeners %s, want %s, both activated", listenAddrs(lns), list)
+	}
+	_, err = listen(list, a.pass(t))
+	var ue *usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "systemd passed no socket for "+b.ln.Addr().String()) {
+		t.Errorf("one socket for two addresses: %v, want a configuration error naming %s", err, b.ln.Addr())
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -85,11 +86,13 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	if inherited == nil {
 		inherited = systemdFiles()
 	}
-	ln, err := listen(cfg.ListenAddr, inherited)
+	lns, err := listen(cfg.ListenAddr, inherited)
 	if err != nil {
 		return err
 	}
+	ln := mergeListeners(lns)
 	d.addr = ln.Addr()
+	activated := lns[0].activated // all or none: listen maps every address
 	httpSrv := server.NewHTTPServer(cfg.ListenAddr, d.srv, log)
 	if d.identifyPeers {
 		httpSrv.ConnContext = peer.ConnContext
@@ -113,8 +116,8 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	// ConnContext is set, which it wraps.
 	limited := server.LimitConnections(httpSrv, ln, server.DefaultConnLimits, log)
 	go func() { serveErr <- httpSrv.Serve(limited) }()
-	log.Info().Str("version", buildVersion()).Str("listen", ln.Addr().String()).
-		Bool("socket_activated", ln.activated).Str("api_url", cfg.APIURL).Int("profiles", len(cfg.Profiles)).
+	log.Info().Str("version", buildVersion()).Str("listen", listenAddrs(lns)).
+		Bool("socket_activated", activated).Str("api_url", cfg.APIURL).Int("profiles", len(cfg.Profiles)).
 		Bool("reloadable", h.load != nil).Msg("cwcreds serving")
 	if h.ready != nil {
 		h.ready(ln.Addr(), tokens)
@@ -137,7 +140,7 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	}
 	// Shutdown closes our descriptor only: a socket systemd passed stays
 	// open in systemd, which queues new connections for the next daemon.
-	log.Info().Bool("socket_kept_by_systemd", ln.activated).Msg("shutting down: draining requests")
+	log.Info().Bool("socket_kept_by_systemd", activated).Msg("shutting down: draining requests")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := httpSrv.Shutdown(sctx); err != nil {
@@ -208,7 +211,7 @@ func newNode(cfg *config.Config, log zerolog.Logger, o nodeOptions) (*node, map[
 	// and no reload that could add one, nothing is wired at all. The audit
 	// line's uid is wired with them: peer.Identity never looks one up, so it
 	// costs nothing until a reload adds the first restricted profile.
-	if d.identifyPeers = len(access) > 0 || o.reloadable; d.identifyPeers {
+	if d.identifyPeers = anyRestricted(cfg) || o.reloadable; d.identifyPeers {
 		opts.Peers = peer.Requests{}
 		opts.PeerIdentity = peer.Identity
 	}
@@ -223,22 +226,34 @@ func (d *node) readiness() string {
 	return readinessStatus(d.addr.String(), d.cache.Status())
 }
 
-// accessOf returns the restrictions of the profiles with ALLOWED_UIDS or
-// ALLOWED_GIDS, or nil when there are none.
+// accessOf returns who may use each profile that is not open to every
+// local client and to no pod: the profiles with ALLOWED_UIDS or
+// ALLOWED_GIDS, and those served to pods (workload-oidc, ALLOW_PODS); nil
+// when there are none.
 func accessOf(cfg *config.Config, log zerolog.Logger) map[string]server.Access {
 	var access map[string]server.Access
 	for _, p := range cfg.Profiles {
-		if !p.Restricted() {
+		if !p.Restricted() && !p.AllowPods {
 			continue
 		}
 		if access == nil {
 			access = make(map[string]server.Access)
 		}
-		access[p.Name] = server.Access{UIDs: p.AllowedUIDs, GIDs: p.AllowedGIDs}
-		log.Info().Str("profile", p.Name).Uints32("allowed_uids", p.AllowedUIDs).Uints32("allowed_gids", p.AllowedGIDs).
-			Msg("profile restricted to some local users")
+		access[p.Name] = server.Access{UIDs: p.AllowedUIDs, GIDs: p.AllowedGIDs, Pods: p.AllowPods}
+		if p.Restricted() {
+			log.Info().Str("profile", p.Name).Uints32("allowed_uids", p.AllowedUIDs).Uints32("allowed_gids", p.AllowedGIDs).
+				Msg("profile restricted to some local users")
+		} else {
+			log.Info().Str("profile", p.Name).Str("source", p.Source).Msg("profile served to pods (clients beyond loopback)")
+		}
 	}
 	return access
+}
+
+// anyRestricted reports whether some profile of cfg is restricted to some
+// local users, so peers must be identified.
+func anyRestricted(cfg *config.Config) bool {
+	return slices.ContainsFunc(cfg.Profiles, config.Profile.Restricted)
 }
 
 // newClient builds the upstream client every profile mints through;
