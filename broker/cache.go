@@ -57,6 +57,9 @@ type CacheOptions struct {
 	// key are not counted and never wait for this cap. Zero or less means
 	// DefaultMaxConcurrentRefreshes.
 	MaxConcurrentRefreshes int
+	// Verifier, if set, checks every new key against the object store
+	// before it is served, and replaces KeyWarmup: see verify.go.
+	Verifier KeyVerifier
 }
 
 // ErrCacheStopped: Update was called after Run's context ended. The cache
@@ -96,6 +99,9 @@ type Cache struct {
 	log          zerolog.Logger
 	obs          Observer
 	keyWarmup    time.Duration
+	verifier     KeyVerifier
+	// checks counts the S3 checks running (verify.go).
+	checks sync.WaitGroup
 
 	// ctx is every entry's parent: stop cancels it with errShuttingDown
 	// when Run's context ends, which ends every refresh loop and mint.
@@ -156,6 +162,10 @@ func NewCache(profiles []CacheProfile, opts ...func(*CacheOptions)) (*Cache, err
 		log:          o.Logger,
 		obs:          o.Observer,
 		keyWarmup:    max(o.KeyWarmup, 0),
+		verifier:     o.Verifier,
+	}
+	if c.verifier != nil {
+		c.keyWarmup = VerifyPropagationLimit // the check decides the swap (policy.go: checked)
 	}
 	c.ctx, c.stop = context.WithCancelCause(context.Background())
 	if o.Now == nil {
@@ -334,6 +344,9 @@ func (c *Cache) get(ctx context.Context, e *entry) (*cwapi.Credentials, error) {
 		return k, nil
 	}
 	e.obs.Miss()
+	if s.holding(now) {
+		return c.awaitCheck(ctx, e, s)
+	}
 	if now.Before(s.nextMint(now)) {
 		return nil, s.unavailable(profile) // backing off: no upstream call
 	}
@@ -346,6 +359,9 @@ func (c *Cache) get(ctx context.Context, e *entry) (*cwapi.Credentials, error) {
 		s := r.Val.(*state)
 		if k, _ := s.serve(c.now()); k != nil {
 			return k, nil
+		}
+		if s.holding(c.now()) {
+			return c.awaitCheck(ctx, e, s)
 		}
 		return nil, s.unavailable(profile)
 	case <-ctx.Done():
@@ -406,6 +422,9 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 		c.logFailure(e, &next, err, wait, now, trigger)
 	} else {
 		next = old.minted(key, start, now, c.rand(), c.keyWarmup, trigger == triggerRevoke)
+		if c.verifier != nil {
+			next = next.checking(now)
+		}
 		ev := c.log.Info().Bool("audit", true).Str("event", "key_minted").
 			Str("profile", e.name).Str("source", string(e.source)).Str("trigger", trigger).
 			EmbedObject(key).Dur("latency_ms", next.mintLatency).Time("refresh_at", next.refreshAt).
@@ -416,6 +435,9 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 		ev.Msg("key minted")
 	}
 	e.state.Store(&next)
+	if err == nil && c.verifier != nil {
+		c.startCheck(e, &next)
+	}
 	select {
 	case e.changed <- struct{}{}:
 	default:
@@ -463,6 +485,7 @@ func (c *Cache) Run(ctx context.Context) {
 	c.stop(errShuttingDown)
 	c.mu.Unlock()
 	c.loops.Wait()
+	c.checks.Wait()
 }
 
 // refreshLoop keeps e fresh until e.ctx ends (Update dropped e, or Run's
@@ -534,6 +557,10 @@ func (c *Cache) Status() []Status {
 			st.WarmingAccessKeyID = s.key.AccessKeyID
 			st.WarmingUntil = timePtr(s.takeover())
 			st.RefreshAt = st.WarmingUntil // the served key is replaced then
+		}
+		if s.check.verdict != checkNone {
+			st.S3Check, st.S3ErrorCode, st.S3HTTPStatus = s.check.verdict.String(), s.check.code, s.check.status
+			st.S3CheckedAt = timePtr(s.check.at)
 		}
 		if s.lastErr != nil {
 			st.LastError, st.LastErrorHTTPStatus, st.LastErrorCode = publicReason(s.lastErr)
