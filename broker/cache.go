@@ -33,6 +33,14 @@ type CacheProfile struct {
 	// fingerprint are unchanged keeps its entry, key, Minter and Revoker. It
 	// must hold no secret.
 	Fingerprint string
+	// Lister, if set, lists the keys upstream stamped with this profile's
+	// node and profile attributes, so that after a mint times out the cache
+	// revokes (with Revoker, which must then be set) the key it may have
+	// left: see reap.go. Nil: an orphan lives until it expires.
+	Lister cwapi.KeyLister
+	// KeyLifetime is the lifetime the profile's mints request; the reaper
+	// needs it to tell the key a timed-out mint left from older ones.
+	KeyLifetime time.Duration
 }
 
 // CacheOptions tunes a Cache. The zero value of each field means the
@@ -100,7 +108,8 @@ type Cache struct {
 	obs          Observer
 	keyWarmup    time.Duration
 	verifier     KeyVerifier
-	// checks counts the S3 checks running (verify.go).
+	// checks counts the S3 checks and orphan reaps running (verify.go,
+	// reap.go).
 	checks sync.WaitGroup
 
 	// ctx is every entry's parent: stop cancels it with errShuttingDown
@@ -124,6 +133,8 @@ type entry struct {
 	fingerprint string
 	minter      cwapi.Minter
 	revoker     cwapi.Revoker
+	lister      cwapi.KeyLister
+	lifetime    time.Duration
 	obs         ProfileObserver
 	// sf shares one mint (or revoke) among the entry's callers. It is the
 	// entry's own, so a removed entry's flight is never shared with its
@@ -201,7 +212,8 @@ func validateProfiles(profiles []CacheProfile) error {
 
 func (c *Cache) newEntry(p CacheProfile) *entry {
 	e := &entry{name: p.Name, source: p.Source, fingerprint: p.Fingerprint, minter: p.Minter,
-		revoker: p.Revoker, obs: c.obs.Profile(p.Name), changed: make(chan struct{}, 1)}
+		revoker: p.Revoker, obs: c.obs.Profile(p.Name), changed: make(chan struct{}, 1),
+		lister: p.Lister, lifetime: p.KeyLifetime}
 	e.ctx, e.cancel = context.WithCancelCause(c.ctx)
 	e.state.Store(&state{})
 	return e
@@ -420,6 +432,9 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 		var wait time.Duration
 		next, wait = old.failed(err, now, c.rand())
 		c.logFailure(e, &next, err, wait, now, trigger)
+		if reapAfter(err) {
+			defer c.startReap(e, start, now)
+		}
 	} else {
 		next = old.minted(key, start, now, c.rand(), c.keyWarmup, trigger == triggerRevoke)
 		if c.verifier != nil {

@@ -417,3 +417,45 @@ func finalVerdict(propagating bool) checkVerdict {
 	}
 	return checkUnanswered
 }
+
+// Orphan reaping: a mint that timed out may have created a key upstream
+// whose reply was lost. It stays live until it expires, held by nobody.
+// For a profile that can list its own keys (CacheProfile.Lister), the cache
+// then lists them and revokes the ones that mint left.
+const (
+	// ReapTimeout bounds one reap: the listing and every revocation.
+	ReapTimeout = MintTimeout
+	// MaxOrphansRevoked: one timed-out mint leaves at most one key, so a
+	// reap that finds more than this many candidates revokes none and logs
+	// an error: the keys are likely another daemon's that runs with this
+	// node name (a duplicate CWCREDS_NODE_NAME), and revoking them would
+	// break its clients.
+	MaxOrphansRevoked = 2
+	// OrphanExpirySlack widens the window of expiry times a timed-out
+	// mint's key can have, for clock skew with upstream and its rounding to
+	// whole seconds. It stays below half of TimedOutBackoffInitial, the
+	// earliest the next mint may start, so the next mint's key is never in
+	// the window.
+	OrphanExpirySlack = 5 * time.Second
+)
+
+// reapAfter reports whether a failed mint may have left an orphan.
+func reapAfter(err error) bool { return timedOut(err) }
+
+// orphans picks, among the keys upstream stamped with the profile's
+// attributes, those a mint that ran from start to end (and timed out) may
+// have created, requesting lifetime: active, not held (the daemon's keys
+// are never candidates) and expiring when a key minted in [start, end]
+// would, within OrphanExpirySlack. Keys minted before start (served earlier,
+// maybe still used by clients) or after end fall outside the window.
+func orphans(keys []cwapi.KeyInfo, held func(id string) bool, start, end time.Time, lifetime time.Duration) []cwapi.KeyInfo {
+	from := start.Add(lifetime - OrphanExpirySlack)
+	to := end.Add(lifetime + OrphanExpirySlack)
+	var out []cwapi.KeyInfo
+	for _, k := range keys {
+		if k.Active() && !held(k.AccessKeyID) && !k.Expires.Before(from) && !k.Expires.After(to) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
