@@ -10,11 +10,11 @@ import (
 )
 
 // ReapObserver is implemented by a ProfileObserver that also wants orphan
-// reaps (for metrics): found is how many orphans the reap identified,
-// revoked how many it revoked (404 counts: gone already), and err why it
-// stopped short (nil when it did not).
+// reaps (for metrics): result is "ok", "failed" (listing or a revocation
+// failed) or "refused" (more candidates than MaxOrphansRevoked: none
+// revoked); revoked counts the orphans revoked (404: gone already counts).
 type ReapObserver interface {
-	OrphansReaped(found, revoked int, err error)
+	OrphansReaped(result string, revoked int)
 }
 
 // The reaper's mechanism; what counts as an orphan, and the bounds, are in
@@ -63,16 +63,16 @@ func (c *Cache) startReap(e *entry, start, end time.Time) {
 func (c *Cache) reap(e *entry, start, end time.Time) {
 	ctx, cancel := context.WithTimeout(e.ctx, ReapTimeout)
 	defer cancel()
-	report := func(found, revoked int, err error) {
+	report := func(result string, revoked int) {
 		if o, ok := e.obs.(ReapObserver); ok {
-			o.OrphansReaped(found, revoked, err)
+			o.OrphansReaped(result, revoked)
 		}
 	}
 	keys, err := e.lister.ListOwnKeys(ctx)
 	if err != nil {
 		c.log.Error().Bool("audit", true).Str("event", "orphan_reap_failed").Str("profile", e.name).Err(err).
 			Msg("listing the profile's keys to find the key a timed-out mint may have left failed; it stays live until it expires")
-		report(0, 0, err)
+		report("failed", 0)
 		return
 	}
 	s := e.state.Load()
@@ -89,7 +89,7 @@ func (c *Cache) reap(e *entry, start, end time.Time) {
 			Strs("access_key_ids", ids).Int("max", MaxOrphansRevoked).
 			Str("action_needed", "another process mints keys with this node name and profile; give each daemon its own CWCREDS_NODE_NAME").
 			Msg("more keys match the timed-out mint than it can have created; revoking none")
-		report(len(found), 0, errTooManyOrphans)
+		report("refused", 0)
 		return
 	}
 	revoked := 0
@@ -103,7 +103,7 @@ func (c *Cache) reap(e *entry, start, end time.Time) {
 		if err != nil {
 			c.log.Error().Bool("audit", true).Str("event", "orphan_revoke_failed").Str("profile", e.name).
 				Str("access_key_id", k.AccessKeyID).Err(err).Msg("revoking an orphaned key failed; it stays live until it expires")
-			report(len(found), revoked, err)
+			report("failed", revoked)
 			return
 		}
 		revoked++
@@ -113,8 +113,5 @@ func (c *Cache) reap(e *entry, start, end time.Time) {
 	}
 	c.log.Info().Str("event", "orphan_reap").Str("profile", e.name).Int("listed", len(keys)).
 		Int("revoked", revoked).Msg("looked for keys a timed-out mint left upstream")
-	report(len(found), revoked, nil)
+	report("ok", revoked)
 }
-
-// errTooManyOrphans is the reap's error when it refused to revoke.
-var errTooManyOrphans = errors.New("more keys match the timed-out mint than it can have created")

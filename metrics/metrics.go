@@ -50,6 +50,9 @@ type Metrics struct {
 	mintsInFlight   prometheus.Gauge
 	upstreamCalls   *prometheus.CounterVec
 	upstreamLatency *prometheus.HistogramVec
+	keyChecks       *prometheus.CounterVec
+	orphanReaps     *prometheus.CounterVec
+	orphansRevoked  *prometheus.CounterVec
 	reg             prometheus.Registerer
 }
 
@@ -57,6 +60,8 @@ var (
 	_ broker.Observer        = (*Metrics)(nil)
 	_ cwapi.UpstreamObserver = (*Metrics)(nil)
 	_ server.RequestMetrics  = (*Metrics)(nil)
+	_ broker.CheckObserver   = (*profileObserver)(nil)
+	_ broker.ReapObserver    = (*profileObserver)(nil)
 )
 
 // New registers the daemon's metrics, including cwcreds_build_info for
@@ -94,6 +99,21 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 			Buckets: upstreamBuckets,
 		}, []string{"endpoint"}),
 	}
+	m.keyChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "s3_key_checks_total",
+		Help: "Verdicts of the S3 check of new keys (CWCREDS_S3_ENDPOINT) by profile and verdict: accepted, " +
+			"refused (S3 answered an error other than propagation, or InvalidAccessKeyId past the limit) or " +
+			"unanswered (S3 could not be asked).",
+	}, []string{"profile", "verdict"})
+	m.orphanReaps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "orphan_reaps_total",
+		Help: "Searches for keys a timed-out mint left upstream, by profile and result: ok, failed (listing or " +
+			"revoking failed) or refused (more candidates than one mint can leave: none revoked).",
+	}, []string{"profile", "result"})
+	m.orphansRevoked = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "orphan_keys_revoked_total",
+		Help: "Keys a timed-out mint left upstream that the daemon revoked, by profile.",
+	}, []string{"profile"})
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "build_info",
 		Help:        "Always 1; the labels give the cwcreds version and the Go version it was built with.",
@@ -101,7 +121,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 	})
 	buildInfo.Set(1)
 	for _, c := range []prometheus.Collector{m.requests, m.cacheRequests, m.mints, m.mintsInFlight,
-		m.upstreamCalls, m.upstreamLatency, buildInfo} {
+		m.upstreamCalls, m.upstreamLatency, m.keyChecks, m.orphanReaps, m.orphansRevoked, buildInfo} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -118,6 +138,8 @@ func (m *Metrics) Profile(name string) broker.ProfileObserver {
 		mintOK:        m.mints.WithLabelValues(name, "ok"),
 		mintErr:       m.mints.WithLabelValues(name, "error"),
 		mintsInFlight: m.mintsInFlight,
+		m:             m,
+		name:          name,
 	}
 }
 
@@ -125,6 +147,20 @@ type profileObserver struct {
 	hit, stale, miss prometheus.Counter
 	mintOK, mintErr  prometheus.Counter
 	mintsInFlight    prometheus.Gauge
+	m                *Metrics
+	name             string
+}
+
+// KeyChecked implements broker.CheckObserver. Checks are rare (one per
+// new key), so the series is looked up per call.
+func (p *profileObserver) KeyChecked(verdict string, _ time.Duration) {
+	p.m.keyChecks.WithLabelValues(p.name, verdict).Inc()
+}
+
+// OrphansReaped implements broker.ReapObserver.
+func (p *profileObserver) OrphansReaped(result string, revoked int) {
+	p.m.orphanReaps.WithLabelValues(p.name, result).Inc()
+	p.m.orphansRevoked.WithLabelValues(p.name).Add(float64(revoked))
 }
 
 func (p *profileObserver) Hit()         { p.hit.Inc() }
@@ -149,6 +185,9 @@ func (m *Metrics) DeleteProfile(name string) {
 	m.requests.DeletePartialMatch(l)
 	m.cacheRequests.DeletePartialMatch(l)
 	m.mints.DeletePartialMatch(l)
+	m.keyChecks.DeletePartialMatch(l)
+	m.orphanReaps.DeletePartialMatch(l)
+	m.orphansRevoked.DeletePartialMatch(l)
 }
 
 // UpstreamCall implements cwapi.UpstreamObserver.
@@ -189,6 +228,7 @@ type StatusSource interface {
 //	cwcreds_key_expiry_seconds{profile}           seconds until the cached key expires (0 with no key)
 //	cwcreds_profile_healthy{profile}              1 when the profile holds a servable key
 //	cwcreds_consecutive_mint_failures{profile}    failed mints since the last success
+//	cwcreds_key_s3_refused{profile}               1 when S3 refuses the profile's newest key
 //
 // now reads the clock; nil means time.Now.
 func (m *Metrics) WatchProfiles(src StatusSource, now func() time.Time) error {
@@ -204,6 +244,9 @@ func (m *Metrics) WatchProfiles(src StatusSource, now func() time.Time) error {
 			"1 when the profile holds a key that may be served now, else 0.", []string{"profile"}, nil),
 		failures: prometheus.NewDesc(namespace+"_consecutive_mint_failures",
 			"Failed mints since the profile's last successful one.", []string{"profile"}, nil),
+		s3Refused: prometheus.NewDesc(namespace+"_key_s3_refused",
+			"1 when the S3 check (CWCREDS_S3_ENDPOINT) found that S3 refuses the profile's newest key, else 0.",
+			[]string{"profile"}, nil),
 	})
 }
 
@@ -212,12 +255,14 @@ type profileCollector struct {
 	src                       StatusSource
 	now                       func() time.Time
 	expiry, healthy, failures *prometheus.Desc
+	s3Refused                 *prometheus.Desc
 }
 
 func (c *profileCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.expiry
 	ch <- c.healthy
 	ch <- c.failures
+	ch <- c.s3Refused
 }
 
 func (c *profileCollector) Collect(ch chan<- prometheus.Metric) {
@@ -234,5 +279,10 @@ func (c *profileCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, left, st.Profile)
 		ch <- prometheus.MustNewConstMetric(c.healthy, prometheus.GaugeValue, healthy, st.Profile)
 		ch <- prometheus.MustNewConstMetric(c.failures, prometheus.GaugeValue, float64(st.ConsecutiveFailures), st.Profile)
+		refused := 0.0
+		if st.S3Check == "refused" {
+			refused = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.s3Refused, prometheus.GaugeValue, refused, st.Profile)
 	}
 }
