@@ -304,10 +304,11 @@ const (
 	// served meanwhile, so the limit costs clients nothing.
 	VerifyPropagationLimit = time.Minute
 	// The check retries with exponential backoff from VerifyRetryInitial
-	// to VerifyRetryMax (equal jitter): about five tries inside
-	// VerifyColdWait, about twenty in all.
+	// to VerifyRetryMax (equal jitter): four or five tries inside
+	// VerifyColdWait, so a key is served within a second of S3 accepting
+	// it; at most about a hundred ListBuckets for a key S3 never accepts.
 	VerifyRetryInitial = 250 * time.Millisecond
-	VerifyRetryMax     = 4 * time.Second
+	VerifyRetryMax     = time.Second
 	// VerifyRequestTimeout bounds one check request.
 	VerifyRequestTimeout = 5 * time.Second
 )

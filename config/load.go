@@ -29,6 +29,8 @@ type globalEnv struct {
 	// The order is the documentation's (globalVars); a test checks it.
 	AllowInsecureFileModes string `split_words:"true"`
 	KeyWarmup              string `split_words:"true"`
+	S3Endpoint             string `split_words:"true"`
+	S3Region               string `split_words:"true"`
 	EnvFile                string `split_words:"true"`
 }
 
@@ -96,6 +98,7 @@ func Load(environ []string) (*Config, error) {
 		}
 		c.KeyWarmup = d
 	}
+	c.S3Endpoint, c.S3Region = g.S3Endpoint, g.S3Region
 	c.EnvFile = g.EnvFile
 	var runtimeDirOK bool
 	c.RuntimeDir, runtimeDirOK = runtimeDir(&ps, e, g.RuntimeDir)
