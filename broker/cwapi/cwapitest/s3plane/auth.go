@@ -271,7 +271,8 @@ func (p *Plane) verifySignature(r *http.Request, s *sigV4, secret string) *s3Err
 }
 
 // admit authenticates r and, for a request with a body, replaces the body
-// with its verified, decoded payload. It returns the signing key's id.
+// with its verified, decoded payload. It returns the id of the key the
+// request claims to be signed with, also when it refuses it.
 func (p *Plane) admit(r *http.Request) (string, *s3Error) {
 	s, serr := parseAuth(r)
 	if serr != nil {
@@ -280,16 +281,16 @@ func (p *Plane) admit(r *http.Request) (string, *s3Error) {
 	now := p.now()
 	k, serr := p.checkKey(s.keyID, now)
 	if serr != nil {
-		return "", serr
+		return s.keyID, serr
 	}
 	if p.region != "" && s.region != p.region {
-		return "", errHeaderMalformed("the region %q is wrong; expecting %q", s.region, p.region).with("Region", p.region)
+		return s.keyID, errHeaderMalformed("the region %q is wrong; expecting %q", s.region, p.region).with("Region", p.region)
 	}
 	if serr := p.checkTime(s, now); serr != nil {
-		return "", serr
+		return s.keyID, serr
 	}
 	if serr := p.verifySignature(r, s, k.SecretKey); serr != nil {
-		return "", serr
+		return s.keyID, serr
 	}
 	tok := r.Header.Get("X-Amz-Security-Token")
 	if s.presigned {
@@ -298,10 +299,10 @@ func (p *Plane) admit(r *http.Request) (string, *s3Error) {
 	if tok != "" {
 		// Minted keys are plain keys: a client that sends a session token
 		// with one was served a token it should not have been.
-		return "", refuse(http.StatusBadRequest, "InvalidToken", "The provided token is malformed or otherwise invalid.")
+		return s.keyID, refuse(http.StatusBadRequest, "InvalidToken", "The provided token is malformed or otherwise invalid.")
 	}
 	if serr := p.readPayload(r, s, k.SecretKey); serr != nil {
-		return "", serr
+		return s.keyID, serr
 	}
 	return s.keyID, nil
 }

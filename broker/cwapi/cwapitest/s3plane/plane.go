@@ -53,6 +53,22 @@ type Options struct {
 	// MaxBodyBytes bounds a request body, which is held in memory to be
 	// verified before it is stored. Default 1 GiB.
 	MaxBodyBytes int64
+	// OnRefuse, if set, is called with every refused request, after the
+	// refusal is counted and before it is written, e.g. to log it.
+	OnRefuse func(Refusal)
+}
+
+// Refusal describes a refused request. It never carries a secret.
+type Refusal struct {
+	// AccessKeyID is the key the request claimed to be signed with; ""
+	// if none could be read.
+	AccessKeyID string
+	// Code and Message are the S3 error sent, e.g. "InvalidAccessKeyId".
+	Code, Message string
+	// Status is the HTTP status sent.
+	Status int
+	// Method and Path are the request's.
+	Method, Path string
 }
 
 // Stats counts the requests the plane has answered.
@@ -69,16 +85,17 @@ type Stats struct {
 // Plane is the S3 data plane. It implements http.Handler and is safe for
 // concurrent use. Create it with New.
 type Plane struct {
-	keys    KeySource
-	now     func() time.Time
-	region  string
-	bases   []string
-	maxSkew time.Duration
-	maxBody int64
-	signer  *v4.Signer
-	backend *s3mem.Backend
-	s3      http.Handler
-	seq     atomic.Uint64
+	keys     KeySource
+	now      func() time.Time
+	region   string
+	bases    []string
+	maxSkew  time.Duration
+	maxBody  int64
+	onRefuse func(Refusal)
+	signer   *v4.Signer
+	backend  *s3mem.Backend
+	s3       http.Handler
+	seq      atomic.Uint64
 
 	mu       sync.Mutex
 	delay    time.Duration
@@ -93,15 +110,16 @@ func New(opts Options) *Plane {
 		panic("s3plane: Options.Keys is nil")
 	}
 	p := &Plane{
-		keys:    opts.Keys,
-		now:     opts.Now,
-		region:  opts.Region,
-		bases:   opts.VirtualHostBases,
-		maxSkew: opts.MaxSkew,
-		maxBody: opts.MaxBodyBytes,
-		delay:   max(opts.PropagationDelay, 0),
-		byKey:   map[string]int{},
-		refused: map[string]int{},
+		keys:     opts.Keys,
+		now:      opts.Now,
+		region:   opts.Region,
+		bases:    opts.VirtualHostBases,
+		maxSkew:  opts.MaxSkew,
+		maxBody:  opts.MaxBodyBytes,
+		onRefuse: opts.OnRefuse,
+		delay:    max(opts.PropagationDelay, 0),
+		byKey:    map[string]int{},
+		refused:  map[string]int{},
 		signer: v4.NewSigner(func(o *v4.SignerOptions) {
 			o.DisableURIPathEscaping = true // S3 signs the path as sent
 			o.DisableHeaderHoisting = true
@@ -178,6 +196,9 @@ func (p *Plane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Unlock()
 	if serr != nil {
+		if p.onRefuse != nil {
+			p.onRefuse(Refusal{AccessKeyID: keyID, Code: serr.code, Message: serr.message, Status: serr.status, Method: r.Method, Path: r.URL.Path})
+		}
 		serr.write(w, r, id)
 		return
 	}

@@ -61,8 +61,9 @@ type rig struct {
 	s3    *httptest.Server
 
 	mu    sync.Mutex
-	seen  []string // x-amz-content-sha256 of every request the plane got
-	hosts []string // Host of every request
+	seen     []string // x-amz-content-sha256 of every request the plane got
+	hosts    []string // Host of every request
+	refusals []s3plane.Refusal
 }
 
 func newRig(t *testing.T, tls bool) *rig {
@@ -72,7 +73,11 @@ func newRig(t *testing.T, tls bool) *rig {
 	rg.emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/test", OrgID: "cwtest"})
 	rg.api = httptest.NewServer(rg.emu)
 	t.Cleanup(rg.api.Close)
-	rg.plane = s3plane.New(s3plane.Options{Keys: rg.emu, Now: rg.clock.Now, Region: region})
+	rg.plane = s3plane.New(s3plane.Options{Keys: rg.emu, Now: rg.clock.Now, Region: region, OnRefuse: func(r s3plane.Refusal) {
+		rg.mu.Lock()
+		defer rg.mu.Unlock()
+		rg.refusals = append(rg.refusals, r)
+	}})
 	if err := rg.plane.CreateBucket(bucket); err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +200,14 @@ func TestRefusals(t *testing.T) {
 
 	rg.clock.Advance(16 * time.Minute)
 	wantRefused(t, "request signed 16 minutes before the plane's clock", list(rg.client(good.AccessKeyID, good.SecretKey)), "RequestTimeTooSkewed")
+
+	rg.mu.Lock()
+	last := rg.refusals[len(rg.refusals)-1]
+	n := len(rg.refusals)
+	rg.mu.Unlock()
+	if n != 7 || last.AccessKeyID != good.AccessKeyID || last.Code != "RequestTimeTooSkewed" || last.Status != http.StatusForbidden || last.Path != "/"+bucket {
+		t.Errorf("OnRefuse: %d calls, the last %+v", n, last)
+	}
 
 	st := rg.plane.Stats()
 	want := map[string]int{"InvalidAccessKeyId": 3, "SignatureDoesNotMatch": 1, "ExpiredToken": 1, "AccessDenied": 1, "RequestTimeTooSkewed": 1}
