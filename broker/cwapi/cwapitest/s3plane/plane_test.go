@@ -60,7 +60,7 @@ type rig struct {
 	plane *s3plane.Plane
 	s3    *httptest.Server
 
-	mu    sync.Mutex
+	mu       sync.Mutex
 	seen     []string // x-amz-content-sha256 of every request the plane got
 	hosts    []string // Host of every request
 	refusals []s3plane.Refusal
