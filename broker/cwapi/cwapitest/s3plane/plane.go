@@ -1,10 +1,14 @@
 package s3plane
 
 import (
+	"bytes"
+	"encoding/xml"
 	"fmt"
 	"maps"
 	"net"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -204,7 +208,60 @@ func (p *Plane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p.toPathStyle(r)
 	sanitize(r)
-	p.s3.ServeHTTP(w, r)
+	ew := &errorWriter{ResponseWriter: w, requestID: id}
+	p.s3.ServeHTTP(ew, r)
+	ew.flush()
+}
+
+// errorWriter keeps the plane's request id on gofakes3's replies (it sets
+// its own x-amz-request-id and leaves RequestId out of its error bodies):
+// it holds an error reply's body back and adds the id to it.
+type errorWriter struct {
+	http.ResponseWriter
+	requestID string
+	status    int
+	held      []byte // the body of an error reply
+}
+
+func (w *errorWriter) WriteHeader(status int) {
+	if w.status != 0 {
+		return
+	}
+	w.status = status
+	w.Header().Set("x-amz-request-id", w.requestID)
+	if status < 400 {
+		w.ResponseWriter.WriteHeader(status)
+	}
+}
+
+func (w *errorWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.status < 400 {
+		return w.ResponseWriter.Write(b)
+	}
+	w.held = append(w.held, b...)
+	return len(b), nil
+}
+
+// flush sends a held error reply, with <RequestId> added to an S3 error
+// body that lacks one.
+func (w *errorWriter) flush() {
+	if w.status < 400 {
+		return
+	}
+	body := w.held
+	if i := bytes.LastIndex(body, []byte("</Error>")); i >= 0 && !bytes.Contains(body, []byte("<RequestId>")) {
+		var id bytes.Buffer
+		xml.EscapeText(&id, []byte(w.requestID))
+		body = slices.Concat(body[:i], []byte("<RequestId>"), id.Bytes(), []byte("</RequestId>"), body[i:])
+	}
+	if len(body) > 0 {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	w.ResponseWriter.WriteHeader(w.status)
+	w.ResponseWriter.Write(body)
 }
 
 // toPathStyle rewrites a virtual-hosted request ("<bucket>.<base>") to the

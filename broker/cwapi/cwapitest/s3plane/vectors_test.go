@@ -106,8 +106,9 @@ func TestAWSExampleHeaderSignatures(t *testing.T) {
 		r.Header.Set("Authorization", exampleAuth("host;range;x-amz-content-sha256;x-amz-date", sig))
 		return r
 	}
-	if resp, body, e := serve(p, get("f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")); resp.StatusCode != http.StatusNotFound || e.Code != "NoSuchKey" {
-		t.Errorf("GET test.txt (absent): want 404 NoSuchKey past authentication, got %s %s", resp.Status, body)
+	if resp, body, e := serve(p, get("f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")); resp.StatusCode != http.StatusNotFound || e.Code != "NoSuchKey" ||
+		e.RequestID == "" || resp.Header.Get("x-amz-request-id") != e.RequestID {
+		t.Errorf("GET test.txt (absent): want 404 NoSuchKey past authentication, with the request id, got %s %v %s", resp.Status, resp.Header, body)
 	}
 	resp, body, e := serve(p, get("f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb40"))
 	if resp.StatusCode != http.StatusForbidden || e.Code != "SignatureDoesNotMatch" || e.RequestID == "" || resp.Header.Get("x-amz-request-id") != e.RequestID {
