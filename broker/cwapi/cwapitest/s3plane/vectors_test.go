@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
 	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
@@ -217,4 +220,70 @@ func TestChecksumCheckValues(t *testing.T) {
 			t.Errorf("%s of other data: want BadDigest, got %v", alg, serr)
 		}
 	}
+}
+
+// TestMalformedAuth: refusals decided before any signature is computed.
+func TestMalformedAuth(t *testing.T) {
+	getAuth := func(mod func(r *http.Request)) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "http://examplebucket.s3.amazonaws.com/test.txt", nil)
+		r.Header.Set("X-Amz-Content-Sha256", emptySHA256)
+		r.Header.Set("X-Amz-Date", "20130524T000000Z")
+		r.Header.Set("Authorization", exampleAuth("host;x-amz-content-sha256;x-amz-date", strings.Repeat("0", 64)))
+		mod(r)
+		return r
+	}
+	for _, c := range []struct {
+		name   string
+		req    *http.Request
+		status int
+		code   string
+	}{
+		{"anonymous", httptest.NewRequest(http.MethodGet, "http://s3.amazonaws.com/examplebucket/x", nil), 403, "AccessDenied"},
+		{"SigV2 header", getAuth(func(r *http.Request) {
+			r.Header.Set("Authorization", "AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=")
+		}), 400, "InvalidRequest"},
+		{"SigV2 query", httptest.NewRequest(http.MethodGet, "http://s3.amazonaws.com/examplebucket/x?AWSAccessKeyId=A&Signature=s&Expires=1", nil), 400, "InvalidRequest"},
+		{"header and query", getAuth(func(r *http.Request) { r.URL.RawQuery = "X-Amz-Signature=00" }), 400, "InvalidArgument"},
+		{"no SignedHeaders", getAuth(func(r *http.Request) {
+			r.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential="+exampleKeyID+"/20130524/us-east-1/s3/aws4_request,Signature=00")
+		}), 400, "AuthorizationHeaderMalformed"},
+		{"short credential", getAuth(func(r *http.Request) {
+			r.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential="+exampleKeyID+"/20130524/us-east-1,SignedHeaders=host,Signature=00")
+		}), 400, "AuthorizationHeaderMalformed"},
+		{"other service", getAuth(func(r *http.Request) {
+			r.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential="+exampleKeyID+"/20130524/us-east-1/sts/aws4_request,SignedHeaders=host,Signature=00")
+		}), 400, "AuthorizationHeaderMalformed"},
+		{"scope date not X-Amz-Date", getAuth(func(r *http.Request) { r.Header.Set("X-Amz-Date", "20130525T000000Z") }), 400, "AuthorizationHeaderMalformed"},
+		{"no x-amz-content-sha256", getAuth(func(r *http.Request) { r.Header.Del("X-Amz-Content-Sha256") }), 400, "InvalidRequest"},
+		{"other region", getAuth(func(r *http.Request) {
+			r.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential="+exampleKeyID+"/20130524/eu-west-1/s3/aws4_request,SignedHeaders=host,Signature=00")
+		}), 400, "AuthorizationHeaderMalformed"},
+		{"unknown key", getAuth(func(r *http.Request) {
+			r.Header.Set("Authorization", strings.Replace(r.Header.Get("Authorization"), exampleKeyID, "CWNEVERMINTED000", 1))
+		}), 403, "InvalidAccessKeyId"},
+		{"presigned, no expiry", httptest.NewRequest(http.MethodGet, "http://s3.amazonaws.com/examplebucket/x?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-SignedHeaders=host&X-Amz-Signature=00", nil), 400, "AuthorizationQueryParametersError"},
+		{"presigned, 8 days", httptest.NewRequest(http.MethodGet, "http://s3.amazonaws.com/examplebucket/x?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=691200&X-Amz-SignedHeaders=host&X-Amz-Signature=00", nil), 400, "AuthorizationQueryParametersError"},
+		{"signed-trailer payload mode", signed(t, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER", ""), 501, "NotImplemented"},
+		{"a session token", signed(t, emptySHA256, "a-token"), 400, "InvalidToken"},
+		{"payload not matching its hash", signed(t, strings.Repeat("ab", 32), ""), 400, "XAmzContentSHA256Mismatch"},
+		{"payload hash neither hex nor a mode", signed(t, "SOMETHING", ""), 400, "InvalidArgument"},
+	} {
+		resp, body, e := serve(examplePlane(t), c.req)
+		if resp.StatusCode != c.status || e.Code != c.code || e.RequestID == "" {
+			t.Errorf("%s: want %d %s, got %s %s", c.name, c.status, c.code, resp.Status, body)
+		}
+	}
+}
+
+// signed is a PUT signed for the example key with aws-sdk-go-v2's signer,
+// with the given payload hash and session token.
+func signed(t *testing.T, payloadHash, token string) *http.Request {
+	r := httptest.NewRequest(http.MethodPut, "http://s3.amazonaws.com/examplebucket/x", nil)
+	r.Header.Set("X-Amz-Content-Sha256", payloadHash)
+	creds := aws.Credentials{AccessKeyID: exampleKeyID, SecretAccessKey: exampleSecret, SessionToken: token}
+	if err := v4.NewSigner(func(o *v4.SignerOptions) { o.DisableURIPathEscaping = true }).
+		SignHTTP(t.Context(), creds, r, payloadHash, "s3", "us-east-1", exampleTime); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
