@@ -93,8 +93,11 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		LogFormat:  "console",
 		RuntimeDir: dir,
 		NodeName:   node,
-		// A refreshed key is served only once S3 accepts it.
-		KeyWarmup: *delay + 2*time.Second,
+		// Every new key is checked against the emulated S3 before it is
+		// served: a cold client waits (up to broker.VerifyColdWait) while
+		// the key propagates, and a refresh swaps once S3 accepts the key.
+		S3Endpoint: s3URL,
+		S3Region:   demoRegion,
 		Profiles: []config.Profile{{
 			Name:            "demo",
 			EnvName:         "DEMO",

@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest/s3plane"
 	"github.com/cwcreds/cwcreds/config"
 )
 
@@ -175,11 +176,13 @@ func (d *daemon) get(t *testing.T, profile, token string) (int, map[string]any) 
 
 func TestAWSSDKGetsKeyThroughDaemonAndSignsS3Request(t *testing.T) {
 	d := startDaemon(t)
-	s3srv := newS3Verifier(func(id string) (string, bool) {
-		k, ok := d.emu.Key(id)
-		return k.SecretKey, ok
-	})
-	s3ts := httptest.NewServer(s3srv)
+	// The emulator's S3 plane: it accepts a request only when its SigV4
+	// signature verifies with the secret of a key the emulator minted.
+	plane := s3plane.New(s3plane.Options{Keys: d.emu})
+	if err := plane.CreateBucket("shared"); err != nil {
+		t.Fatal(err)
+	}
+	s3ts := httptest.NewServer(plane)
 	defer s3ts.Close()
 
 	// Exactly what a user's process gets: the two token variables and the URI.
@@ -225,7 +228,7 @@ func TestAWSSDKGetsKeyThroughDaemonAndSignsS3Request(t *testing.T) {
 	payload := make([]byte, 3<<20)
 	rand.Read(payload)
 	if _, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("shared"), Key: aws.String("ckpt/model.bin"), Body: bytes.NewReader(payload)}); err != nil {
-		t.Fatalf("PutObject: %v (rejections: %v)", err, s3srv.rejections())
+		t.Fatalf("PutObject: %v (S3: %+v)", err, plane.Stats())
 	}
 	out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("shared"), Key: aws.String("ckpt/model.bin")})
 	if err != nil {
@@ -240,14 +243,11 @@ func TestAWSSDKGetsKeyThroughDaemonAndSignsS3Request(t *testing.T) {
 	if err != nil || len(list.Buckets) != 1 {
 		t.Fatalf("ListBuckets = %v, %v", list, err)
 	}
-	if n := s3srv.verifiedBy(creds.AccessKeyID); n != 3 {
-		t.Errorf("S3 verified %d requests signed with the served key, want 3", n)
-	}
-	if r := s3srv.rejections(); len(r) != 0 {
-		t.Errorf("S3 rejected requests: %v", r)
+	if st := plane.Stats(); st.AcceptedByKey[creds.AccessKeyID] != 3 || len(st.Refused) != 0 {
+		t.Errorf("S3 stats %+v: want 3 requests signed with the served key accepted, none refused", st)
 	}
 
-	// The verifier is not a rubber stamp: a wrong secret is refused.
+	// The plane is not a rubber stamp: a wrong secret is refused.
 	bad := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		o.BaseEndpoint = aws.String(s3ts.URL)
 		o.UsePathStyle = true
@@ -256,8 +256,8 @@ func TestAWSSDKGetsKeyThroughDaemonAndSignsS3Request(t *testing.T) {
 		})
 		o.RetryMaxAttempts = 1
 	})
-	if _, err := bad.ListBuckets(ctx, &s3.ListBucketsInput{}); err == nil {
-		t.Errorf("S3 verifier accepted a request signed with the wrong secret")
+	if _, err := bad.ListBuckets(ctx, &s3.ListBucketsInput{}); err == nil || plane.Stats().Refused["SignatureDoesNotMatch"] != 1 {
+		t.Errorf("S3 answered %v to a request signed with the wrong secret (stats %+v), want SignatureDoesNotMatch", err, plane.Stats())
 	}
 	// Many SDK clients in one process, one upstream mint.
 	if n := d.emu.Stats().Mints[cwapitest.EndpointAccessKey]; n != 1 {

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -13,32 +11,23 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest/s3plane"
 	"github.com/cwcreds/cwcreds/config"
 )
 
 // TestDaemonServesKeysS3Accepts: with CWCREDS_S3_ENDPOINT the daemon serves
-// a first key only once the S3 stand-in (which verifies SigV4 and learns a
-// key 0.5 s after it was minted) accepts it, and /v1/profiles says so.
+// a first key only once the emulator's S3 plane (which verifies SigV4 and
+// accepts a key 0.5 s after it was minted) accepts it, and /v1/profiles
+// says so.
 func TestDaemonServesKeysS3Accepts(t *testing.T) {
 	d := startDaemon(t)
 	d.stop()
 	d.stop = nil
+	// The emulator's S3 plane, which refuses a key younger than its
+	// propagation delay with InvalidAccessKeyId, as CoreWeave's may.
 	const propagation = 500 * time.Millisecond
-	s3 := newS3Verifier(func(id string) (string, bool) {
-		k, ok := d.emu.Key(id)
-		return k.SecretKey, ok
-	})
-	// S3 does not know a key before its propagation delay has passed.
-	s3ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, cred, _ := strings.Cut(r.Header.Get("Authorization"), "Credential=")
-		id, _, _ := strings.Cut(cred, "/")
-		if k, ok := d.emu.Key(id); !ok || time.Since(k.Created) < propagation {
-			w.WriteHeader(http.StatusForbidden)
-			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidAccessKeyId</Code><Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>`)
-			return
-		}
-		s3.ServeHTTP(w, r)
-	}))
+	plane := s3plane.New(s3plane.Options{Keys: d.emu, PropagationDelay: propagation})
+	s3ts := httptest.NewServer(plane)
 	defer s3ts.Close()
 	d.cfg.S3Endpoint, d.cfg.S3Region = s3ts.URL, "us-east-04a"
 	t.Cleanup(func() { d.stop = nil }) // after the restarted daemon's own cleanup stopped it
@@ -51,8 +40,8 @@ func TestDaemonServesKeysS3Accepts(t *testing.T) {
 	if code != 200 || id == "" {
 		t.Fatalf("GET train = %d %v", code, body)
 	}
-	if s3.verifiedBy(id) == 0 {
-		t.Errorf("served key %s before S3 accepted it (took %s; S3 refusals: %v)", id, took, s3.rejections())
+	if st := plane.Stats(); st.AcceptedByKey[id] == 0 || st.Refused["InvalidAccessKeyId"] == 0 {
+		t.Errorf("served key %s (took %s); S3 stats %+v: want it refused while it propagated, then accepted before it was served", id, took, st)
 	}
 	if took > broker.VerifyColdWait+time.Second {
 		t.Errorf("GET took %s, want within the %s hold plus the mint", took, broker.VerifyColdWait)
