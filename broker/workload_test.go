@@ -58,52 +58,14 @@ func (f *fakeCheck) count() int {
 	return f.calls
 }
 
-type fakeUpstream struct {
-	mu       sync.Mutex
-	lifetime time.Duration
-	latency  time.Duration
-	err      error
-	tokens   []string
-	starts   []time.Time
+// fakeUpstream is fakeMinter (cache_test.go) as a workload profile's Mint.
+type fakeUpstream struct{ fakeMinter }
+
+func (u *fakeUpstream) mint(ctx context.Context, _ string, _ Identity) (*cwapi.Credentials, error) {
+	return u.Mint(ctx)
 }
 
-func (u *fakeUpstream) mint(ctx context.Context, token string, id Identity) (*cwapi.Credentials, error) {
-	u.mu.Lock()
-	u.tokens = append(u.tokens, token)
-	u.starts = append(u.starts, time.Now())
-	n, lifetime, latency, err := len(u.tokens), u.lifetime, u.latency, u.err
-	u.mu.Unlock()
-	if latency > 0 {
-		select {
-		case <-time.After(latency):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &cwapi.Credentials{AccessKeyID: fmt.Sprintf("CWWKEY%06d", n), SecretAccessKey: "secret",
-		Principal: "role/" + id.Issuer + ":" + id.Subject, Expires: time.Now().Add(lifetime).UTC()}, nil
-}
-
-func (u *fakeUpstream) setErr(err error) {
-	u.mu.Lock()
-	u.err = err
-	u.mu.Unlock()
-}
-
-func (u *fakeUpstream) count() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return len(u.tokens)
-}
-
-func (u *fakeUpstream) startTimes() []time.Time {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return append([]time.Time(nil), u.starts...)
-}
+func (u *fakeUpstream) startTimes() []time.Time { return u.callTimes() }
 
 type workloadFixture struct {
 	c     *Cache
@@ -114,7 +76,7 @@ type workloadFixture struct {
 
 func newWorkloadCache(t *testing.T, share bool, opts ...func(*CacheOptions)) *workloadFixture {
 	t.Helper()
-	f := &workloadFixture{check: &fakeCheck{}, up: &fakeUpstream{lifetime: time.Hour}, obs: &countingObserver{}}
+	f := &workloadFixture{check: &fakeCheck{}, up: &fakeUpstream{fakeMinter{lifetime: time.Hour}}, obs: &countingObserver{}}
 	base := func(o *CacheOptions) { o.Rand = func() float64 { return 0 }; o.Observer = f.obs }
 	c, err := NewCache([]CacheProfile{{Name: "pods", Source: cwapi.SourceWorkloadOIDC,
 		Workload: &WorkloadSpec{Check: f.check.check, Mint: f.up.mint, ShareIdentity: share}}}, append([]func(*CacheOptions){base}, opts...)...)
@@ -540,7 +502,7 @@ func TestWorkloadStatusCountsMintsLastHour(t *testing.T) {
 // A Check that allows for clock skew may accept a token that expired
 // seconds ago: the cache still refuses it, with no upstream call.
 func TestWorkloadNeverServesAnExpiredToken(t *testing.T) {
-	up := &fakeUpstream{lifetime: time.Hour}
+	up := &fakeUpstream{fakeMinter{lifetime: time.Hour}}
 	obs := &countingObserver{}
 	c, err := NewCache([]CacheProfile{{Name: "pods", Source: cwapi.SourceWorkloadOIDC, Workload: &WorkloadSpec{
 		Check: func(context.Context, string) (Identity, error) {

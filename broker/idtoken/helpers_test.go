@@ -18,6 +18,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
 
 const testAudience = "https://coreweave.com/iam"
@@ -147,26 +149,9 @@ func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 func rsaKey(bits int) (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, bits) }
 
-// fakeClock is an injected clock that moves only when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+// newFakeClock returns an injected clock that moves only when told.
+func newFakeClock() *cwapitest.Clock {
+	return cwapitest.NewClock(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
 }
 
 // testIssuer is an OIDC issuer on loopback: a discovery document and a
@@ -257,7 +242,7 @@ func (is *testIssuer) setDown(down bool) {
 }
 
 // newTestVerifier returns a Verifier for is's tokens on clock clk.
-func newTestVerifier(t *testing.T, is *testIssuer, clk *fakeClock, o VerifierOptions) *Verifier {
+func newTestVerifier(t *testing.T, is *testIssuer, clk *cwapitest.Clock, o VerifierOptions) *Verifier {
 	t.Helper()
 	o.HTTPClient = is.srv.Client()
 	o.Now = clk.Now

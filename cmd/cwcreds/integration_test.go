@@ -102,6 +102,14 @@ func startDaemon(t *testing.T, setup ...func(*cwapitest.Emulator)) *daemon {
 		"CWCREDS_PROFILE_SSO_CONFIG_ID":            "samlcfg",
 		"CWCREDS_PROFILE_SSO_DURATION":             "30m",
 	}
+	return runWithEnv(t, emu, emuSrv.URL, dir, env)
+}
+
+// runWithEnv sets env (on top of a cleared CWCREDS_*), loads the
+// configuration from the environment as the daemon does, and runs serve
+// against emu (served at emuURL), with dir for its files.
+func runWithEnv(t *testing.T, emu *cwapitest.Emulator, emuURL, dir string, env map[string]string) *daemon {
+	t.Helper()
 	for k, v := range env {
 		t.Setenv(k, v)
 	}
@@ -109,8 +117,7 @@ func startDaemon(t *testing.T, setup ...func(*cwapitest.Emulator)) *daemon {
 	if err != nil {
 		t.Fatalf("config.Load: %v", err)
 	}
-
-	d := &daemon{emu: emu, cfg: cfg, logs: &syncBuffer{}, emuURL: emuSrv.URL, dataDir: dir}
+	d := &daemon{emu: emu, cfg: cfg, logs: &syncBuffer{}, emuURL: emuURL, dataDir: dir}
 	d.run(t, serveHooks{})
 	return d
 }

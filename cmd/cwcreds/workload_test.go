@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,7 +17,6 @@ import (
 	"github.com/cwcreds/cwcreds/broker"
 	"github.com/cwcreds/cwcreds/broker/cwapi"
 	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
-	"github.com/cwcreds/cwcreds/config"
 )
 
 // workloadDaemon runs cwcreds serve with two workload-oidc profiles on an
@@ -51,16 +49,7 @@ func workloadDaemon(t *testing.T) (*daemon, *cwapitest.Issuer) {
 		"CWCREDS_PROFILE_TEAM_ISSUERS": iss.URL(),
 		"CWCREDS_PROFILE_TEAM_SHARE":   "identity",
 	}
-	for k, v := range env {
-		t.Setenv(k, v)
-	}
-	cfg, err := config.Load(os.Environ())
-	if err != nil {
-		t.Fatalf("config.Load: %v", err)
-	}
-	d := &daemon{emu: emu, cfg: cfg, logs: &syncBuffer{}, emuURL: emuSrv.URL, dataDir: dir}
-	d.run(t, serveHooks{})
-	return d, iss
+	return runWithEnv(t, emu, emuSrv.URL, dir, env), iss
 }
 
 // oidcMints is how many OIDC mints the emulator has made.

@@ -32,31 +32,13 @@ var (
 	secretRE = regexp.MustCompile(`^cwo[a-z0-9]{40}$`)
 )
 
-// clock is a settable Options.Now.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // env is an emulator with the test identities, behind an httptest server.
 // iss is the trusted OIDC issuer testIss: an in-process Issuer, not served
 // over HTTP, whose keys the emulator reads directly.
 type env struct {
 	t   *testing.T
 	emu *Emulator
-	clk *clock
+	clk *Clock
 	ts  *httptest.Server
 	iss *Issuer
 }
@@ -64,7 +46,7 @@ type env struct {
 func newEnv(t *testing.T, opts ...func(*Options)) *env {
 	t.Helper()
 	// Half a second past the minute, to show expiries are truncated.
-	clk := &clock{now: time.Date(2026, 7, 14, 12, 0, 0, 5e8, time.UTC)}
+	clk := NewClock(time.Date(2026, 7, 14, 12, 0, 0, 5e8, time.UTC))
 	o := Options{Now: clk.Now}
 	for _, fn := range opts {
 		fn(&o)

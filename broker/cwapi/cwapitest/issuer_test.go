@@ -146,7 +146,7 @@ func TestIssuerDocuments(t *testing.T) {
 // TestIssuerKubernetesClaims: tokens carry the claims of a projected
 // service account token.
 func TestIssuerKubernetesClaims(t *testing.T) {
-	clk := &clock{now: time.Date(2026, 7, 14, 12, 0, 0, 0, time.UTC)}
+	clk := NewClock(time.Date(2026, 7, 14, 12, 0, 0, 0, time.UTC))
 	iss, err := NewIssuer("https://oidc.example.test/id/c1", IssuerOptions{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)

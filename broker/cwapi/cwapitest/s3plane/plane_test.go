@@ -32,29 +32,9 @@ const (
 	apiToken = "CW-SECRET-s3plane-test"
 )
 
-// clock is the emulator's and the plane's injected clock. It starts at the
-// real time, because the SDK signs with the real time and the plane
-// refuses a request signed more than 15 minutes away from its clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 type rig struct {
 	t     *testing.T
-	clock *clock
+	clock *cwapitest.Clock
 	emu   *cwapitest.Emulator
 	api   *httptest.Server
 	plane *s3plane.Plane
@@ -68,7 +48,7 @@ type rig struct {
 
 func newRig(t *testing.T, tls bool) *rig {
 	t.Helper()
-	rg := &rig{t: t, clock: &clock{now: time.Now().UTC().Truncate(time.Second)}}
+	rg := &rig{t: t, clock: cwapitest.NewClock(time.Now().UTC().Truncate(time.Second))}
 	rg.emu = cwapitest.New(cwapitest.Options{Now: rg.clock.Now})
 	rg.emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/test", OrgID: "cwtest"})
 	rg.api = httptest.NewServer(rg.emu)
