@@ -126,7 +126,7 @@ func TestLoadDefaults(t *testing.T) {
 		KeyWarmup:  5 * time.Second,
 
 		MaxWorkloadIdentities: 10000,
-		UpstreamQPS:           10,
+		UpstreamQPS:           50,
 		Profiles: []Profile{{
 			Name:            "train",
 			EnvName:         "TRAIN",

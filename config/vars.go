@@ -66,7 +66,7 @@ const (
 
 	defaultMaxIdentities = 10000
 	maxMaxIdentities     = 1000000
-	defaultUpstreamQPS   = 10.0
+	defaultUpstreamQPS   = 50.0
 	maxUpstreamQPS       = 1000.0
 	defaultAudience      = "https://coreweave.com/iam"
 )
@@ -220,10 +220,11 @@ var globalVars = []globalVar{
 			"from 1 to 1000000. Past it the least recently used identity is dropped: its key is forgotten (it stays " +
 			"valid upstream until it expires) and its next request mints again. Each costs a few kilobytes. " + reloadRestart,
 		func(o, n *Config) bool { return o.MaxWorkloadIdentities != n.MaxWorkloadIdentities }},
-	{varUpstreamQPS, "10",
+	{varUpstreamQPS, "50",
 		"Most mints per second the daemon starts upstream, across all profiles (a token bucket with a burst of " +
 			"as many), from 0.1 to 1000. A mint a client is waiting for goes before background refreshes, and a " +
-			"429 reply pauses background mints for its Retry-After. " + reloadRestart,
+			"429 reply pauses background mints for its Retry-After. The default keeps a node's start-up (a key per " +
+			"profile, a first key per pod) within seconds while a runaway or flooded node cannot storm the API. " + reloadRestart,
 		func(o, n *Config) bool { return o.UpstreamQPS != n.UpstreamQPS }},
 }
 

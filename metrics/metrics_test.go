@@ -206,6 +206,7 @@ func TestRequestMetricsBoundedProfileLabel(t *testing.T) {
 	s := server.New(zerolog.Nop(), keys, server.Options{ClientTokens: map[string]string{"train": testToken}, Requests: m})
 	get := func(profile, token string) int {
 		r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:7911/v1/credentials/"+profile, nil)
+		r.RemoteAddr = "127.0.0.1:40000" // a local client (httptest's default peer is beyond loopback: a pod)
 		if token != "" {
 			r.Header.Set("Authorization", token)
 		}

@@ -101,7 +101,11 @@ func (s *Server) serveCredentials(w http.ResponseWriter, r *http.Request, name s
 // Authorization header is the caller's own OIDC token, exactly as
 // CoreWeave's container-credentials endpoint takes it, and the broker
 // answers with its identity's key. The body is rendered per request: a
-// workload profile holds a key per identity, not one to keep rendered.
+// workload profile holds a key per identity, not one to keep rendered. The
+// Expiration it shows is the key's or the token's, whichever comes first:
+// the SDK then fetches again, reading its token file, before the token it
+// presented expires, so a key is never used on the strength of an expired
+// token, and a pod that is gone stops getting keys at its token's expiry.
 func (s *Server) serveWorkload(w http.ResponseWriter, r *http.Request, p *profile) {
 	auth := r.Header["Authorization"]
 	if len(auth) != 1 || auth[0] == "" {
@@ -113,7 +117,11 @@ func (s *Server) serveWorkload(w http.ResponseWriter, r *http.Request, p *profil
 		s.refuse(w, r, p.requests, p.name, fmt.Errorf("get key for profile %q: %w", p.name, err), workloadRefusal(err))
 		return
 	}
-	body, err := renderBody(creds)
+	until := creds.Expires
+	if id.Expires.Before(until) {
+		until = id.Expires
+	}
+	body, err := renderBody(creds, until)
 	if err != nil {
 		s.refuse(w, r, p.requests, p.name, fmt.Errorf("render key for profile %q: %w", p.name, err), "credential request not served")
 		return
@@ -223,16 +231,17 @@ func (k *renderedKey) render(onRender func()) {
 	if onRender != nil {
 		onRender()
 	}
-	k.body, k.err = renderBody(k.creds)
+	k.body, k.err = renderBody(k.creds, k.creds.Expires)
 }
 
-// renderBody encodes creds as the container-credentials response.
-func renderBody(creds *cwapi.Credentials) ([]byte, error) {
+// renderBody encodes creds as the container-credentials response, with
+// until as its Expiration.
+func renderBody(creds *cwapi.Credentials, until time.Time) ([]byte, error) {
 	return json.Marshal(credentialsBody{
 		AccessKeyID:     creds.AccessKeyID,
 		SecretAccessKey: creds.SecretAccessKey,
 		Token:           "",
-		Expiration:      formatExpiration(creds.Expires),
+		Expiration:      formatExpiration(until),
 	})
 }
 

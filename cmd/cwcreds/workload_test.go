@@ -123,6 +123,16 @@ func TestWorkloadTokensBuyTheirOwnKeys(t *testing.T) {
 	if left := time.Until(key.Expiry); left < 59*time.Minute || left > time.Hour {
 		t.Errorf("key lives %s, want DURATION's default 1h", left)
 	}
+	// The Expiration a client sees is its token's when that comes first.
+	short := iss.Token(cwapitest.TokenSpec{Namespace: "ml", ServiceAccount: "trainer", Pod: "trainer-2", TTL: 20 * time.Minute})
+	status, body := d.get(t, "pods", short)
+	exp, err := time.Parse("2006-01-02T15:04:05Z", fmt.Sprint(body["Expiration"]))
+	if status != http.StatusOK || err != nil {
+		t.Fatalf("short token: status %d body %v", status, body)
+	}
+	if left := time.Until(exp); left > 20*time.Minute || left < 19*time.Minute {
+		t.Errorf("Expiration in %s for a token with 20 minutes left and a 1-hour key: want the token's", left)
+	}
 
 	// Identity mode: both pods' tokens (and a rotated one) share one key.
 	k1, err := sdkKey(t, d, "team", podA)
@@ -138,8 +148,8 @@ func TestWorkloadTokensBuyTheirOwnKeys(t *testing.T) {
 	if err2 != nil || err3 != nil || k2 != k1 || k3 != k1 {
 		t.Errorf("identity mode keys %s %s (%v) %s (%v): want one key for the subject", k1, k2, err2, k3, err3)
 	}
-	if got := oidcMints(d); got != 3 {
-		t.Errorf("OIDC mints = %d, want 3 (two tokens in token mode, one subject in identity mode)", got)
+	if got := oidcMints(d); got != 4 {
+		t.Errorf("OIDC mints = %d, want 4 (three tokens in token mode, one subject in identity mode)", got)
 	}
 
 	// Status: identities and mints, no token, no key list.
@@ -147,13 +157,13 @@ func TestWorkloadTokensBuyTheirOwnKeys(t *testing.T) {
 	for _, tc := range []struct {
 		profile           string
 		identities, mints float64
-	}{{"pods", 2, 2}, {"team", 1, 1}} {
+	}{{"pods", 3, 3}, {"team", 1, 1}} {
 		w := profileStatus(t, st, tc.profile)["workload"].(map[string]any)
 		if w["identities"] != tc.identities || w["mintsLastHour"] != tc.mints {
 			t.Errorf("%s status workload = %v, want %v identities and %v mints", tc.profile, w, tc.identities, tc.mints)
 		}
 	}
-	d.checkNoTokens(t, podA, podB, rotated)
+	d.checkNoTokens(t, podA, podB, rotated, short)
 }
 
 func TestWorkloadRefusals(t *testing.T) {

@@ -86,11 +86,12 @@ def roundtrip(provider_name, bucket, key, path):
     # and a plain GET whose answer is larger than about 200 KB: "socket is
     # closed" after the 200/206 headers, with static keys and a fresh client
     # too (transport, not credentials; the PUT of 6 MB passes). So: one plain
-    # GET on a client of its own, and scripts/e2e gives it a 128 KiB file.
-    # It still fails now and then at 128 KiB (one CI run in about ten), so
-    # the GET is tried up to three times, each on a fresh client, only for
-    # exactly that transport error; the retries are printed, and any other
-    # error (a refused key is a 403, not a closed socket) fails at once.
+    # GET on a client of its own, and scripts/e2e gives it a 16 KiB file:
+    # at 128 KiB it still failed now and then (one CI run in about ten, and
+    # three fresh clients in a row on a loaded machine). The GET is also
+    # tried up to three times, each on a fresh client, only for exactly that
+    # transport error; the retries are printed, and any other error (a
+    # refused key is a 403, not a closed socket) fails at once.
     for attempt in range(1, 4):
         getter = s3.S3Client(bootstrap=bootstrap, region=os.environ["AWS_REGION"], credential_provider=provider,
                              tls_mode=client_tls)

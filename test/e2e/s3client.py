@@ -7,6 +7,7 @@ decides between the container endpoint, IMDS and credential_process.
     python3 s3client.py roundtrip BUCKET KEY FILE   list, upload, download, compare byte for byte
     python3 s3client.py loop BUCKET SECONDS         one long-lived client: small put+get every second,
                                                     prints each access key id it signs with; exit 1 on any failure
+                                                    (object keys E2E_LOOP_PREFIX/<i>, default py-loop)
 
 The endpoint comes from E2E_ENDPOINT (botocore before 1.31 ignores
 AWS_ENDPOINT_URL_S3); addressing is path-style.
@@ -47,12 +48,13 @@ def roundtrip(bucket, key, path):
 
 def loop(bucket, seconds):
     c = client()
+    prefix = os.environ.get("E2E_LOOP_PREFIX") or "py-loop"
     deadline = time.time() + seconds
     calls = failures = 0
     keys = []
     i = 0
     while time.time() < deadline:
-        k = "py-loop/%d" % i
+        k = "%s/%d" % (prefix, i)
         body = b"x" * 1024 + str(i).encode()
         calls += 2
         try:

@@ -6,6 +6,7 @@
 //	goclient roundtrip BUCKET KEY FILE   list, upload FILE, download it, compare byte for byte
 //	goclient loop BUCKET SECONDS         one long-lived client: a small put+get every second;
 //	                                     prints every access key id it signs with, exits 1 on any failed call
+//	                                     (object keys E2E_LOOP_PREFIX/<i>, default go-loop)
 //
 // The S3 endpoint comes from AWS_ENDPOINT_URL_S3; addressing is path-style
 // (E2E_PATH_STYLE=false for virtual-hosted).
@@ -97,6 +98,10 @@ func roundtrip(ctx context.Context, cfg aws.Config, c *s3.Client, bucket, key, f
 
 func loop(ctx context.Context, cfg aws.Config, c *s3.Client, bucket string, d time.Duration) error {
 	deadline := time.Now().Add(d)
+	prefix := os.Getenv("E2E_LOOP_PREFIX")
+	if prefix == "" {
+		prefix = "go-loop"
+	}
 	calls, failures := 0, 0
 	var keys []string
 	for i := 0; time.Now().Before(deadline); i++ {
@@ -105,7 +110,7 @@ func loop(ctx context.Context, cfg aws.Config, c *s3.Client, bucket string, d ti
 			keys = append(keys, creds.AccessKeyID)
 			fmt.Printf("%s key %s\n", time.Now().UTC().Format("15:04:05"), creds.AccessKeyID)
 		}
-		key := fmt.Sprintf("go-loop/%d", i)
+		key := fmt.Sprintf("%s/%d", prefix, i)
 		body := []byte(strings.Repeat("x", 1024) + strconv.Itoa(i))
 		calls += 2
 		if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: &key, Body: bytes.NewReader(body)}); err != nil {
