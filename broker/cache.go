@@ -36,6 +36,14 @@ type CacheProfile struct {
 	// Workload, when set, makes this a workload profile: no Minter; each
 	// caller's own token buys the keys of its identity (see GetFor).
 	Workload *WorkloadSpec
+	// Lister, if set, lists the keys upstream stamped with this profile's
+	// node and profile attributes, so that after a mint times out the cache
+	// revokes (with Revoker, which must then be set) the key it may have
+	// left: see reap.go. Nil: an orphan lives until it expires.
+	Lister cwapi.KeyLister
+	// KeyLifetime is the lifetime the profile's mints request; the reaper
+	// needs it to tell the key a timed-out mint left from older ones.
+	KeyLifetime time.Duration
 }
 
 // CacheOptions tunes a Cache. The zero value of each field means the
@@ -69,6 +77,9 @@ type CacheOptions struct {
 	// Zero or less means no limit (the library default; the daemon's is
 	// its configuration's, CWCREDS_UPSTREAM_QPS).
 	UpstreamQPS float64
+	// Verifier, if set, checks every new key against the object store
+	// before it is served, and replaces KeyWarmup: see verify.go.
+	Verifier KeyVerifier
 }
 
 // ErrCacheStopped: Update was called after Run's context ended. The cache
@@ -110,6 +121,10 @@ type Cache struct {
 	keyWarmup    time.Duration
 	idents       *identityTable
 	budget       *budget
+	verifier     KeyVerifier
+	// checks counts the S3 checks and orphan reaps running (verify.go,
+	// reap.go).
+	checks sync.WaitGroup
 
 	// ctx is every entry's parent: stop cancels it with errShuttingDown
 	// when Run's context ends, which ends every refresh loop and mint.
@@ -132,6 +147,8 @@ type entry struct {
 	fingerprint string
 	minter      cwapi.Minter
 	revoker     cwapi.Revoker
+	lister      cwapi.KeyLister
+	lifetime    time.Duration
 	obs         ProfileObserver
 	// sf shares one mint (or revoke) among the entry's callers. It is the
 	// entry's own, so a removed entry's flight is never shared with its
@@ -182,6 +199,10 @@ func NewCache(profiles []CacheProfile, opts ...func(*CacheOptions)) (*Cache, err
 		obs:          o.Observer,
 		keyWarmup:    max(o.KeyWarmup, 0),
 		idents:       newIdentityTable(o.MaxWorkloadIdentities),
+		verifier:     o.Verifier,
+	}
+	if c.verifier != nil {
+		c.keyWarmup = VerifyPropagationLimit // the check decides the swap (policy.go: checked)
 	}
 	c.ctx, c.stop = context.WithCancelCause(context.Background())
 	if o.Now == nil {
@@ -222,7 +243,8 @@ func validateProfiles(profiles []CacheProfile) error {
 func (c *Cache) newEntry(p CacheProfile) *entry {
 	e := &entry{name: p.Name, source: p.Source, fingerprint: p.Fingerprint, minter: p.Minter,
 		revoker: p.Revoker, obs: c.obs.Profile(p.Name), changed: make(chan struct{}, 1),
-		workload: p.Workload, mints: &mintLog{}}
+		workload: p.Workload, mints: &mintLog{},
+		lister: p.Lister, lifetime: p.KeyLifetime}
 	e.ctx, e.cancel = context.WithCancelCause(c.ctx)
 	e.state.Store(&state{})
 	return e
@@ -371,6 +393,9 @@ func (c *Cache) get(ctx context.Context, e *entry) (*cwapi.Credentials, error) {
 		return k, nil
 	}
 	e.obs.Miss()
+	if s.holding(now) {
+		return c.awaitCheck(ctx, e, s)
+	}
 	if now.Before(s.nextMint(now)) {
 		return nil, s.unavailable(profile) // backing off: no upstream call
 	}
@@ -383,6 +408,9 @@ func (c *Cache) get(ctx context.Context, e *entry) (*cwapi.Credentials, error) {
 		s := r.Val.(*state)
 		if k, _ := s.serve(c.now()); k != nil {
 			return k, nil
+		}
+		if s.holding(c.now()) {
+			return c.awaitCheck(ctx, e, s)
 		}
 		return nil, s.unavailable(profile)
 	case <-ctx.Done():
@@ -444,9 +472,15 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 			errors.Is(cause, errEvicted) {
 			err = cause
 		}
+		if reapAfter(err) {
+			defer c.startReap(e, start, now)
+		}
 		return c.failedMint(e, old, err, now, trigger)
 	}
 	next := old.minted(key, start, now, c.rand(), c.keyWarmup, trigger == triggerRevoke)
+	if c.verifier != nil {
+		next = next.checking(now)
+	}
 	ev := c.log.Info().Bool("audit", true).Str("event", "key_minted").
 		Str("profile", e.name).Str("source", string(e.source)).Str("trigger", trigger).
 		EmbedObject(key).Dur("latency_ms", next.mintLatency).Time("refresh_at", next.refreshAt).
@@ -458,7 +492,11 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 		ev = ev.Str("previous_access_key_id", old.key.AccessKeyID)
 	}
 	ev.Msg("key minted")
-	return c.store(e, &next)
+	st := c.store(e, &next)
+	if c.verifier != nil {
+		c.startCheck(e, st)
+	}
+	return st
 }
 
 // failedMint stores the outcome of a mint of e that failed at now with err.
@@ -524,6 +562,7 @@ func (c *Cache) Run(ctx context.Context) {
 	c.stop(errShuttingDown)
 	c.mu.Unlock()
 	c.loops.Wait()
+	c.checks.Wait()
 }
 
 // refreshLoop keeps e fresh until e.ctx ends (Update dropped e, or Run's
@@ -600,6 +639,10 @@ func (c *Cache) Status() []Status {
 			st.WarmingAccessKeyID = s.key.AccessKeyID
 			st.WarmingUntil = timePtr(s.takeover())
 			st.RefreshAt = st.WarmingUntil // the served key is replaced then
+		}
+		if s.check.verdict != checkNone {
+			st.S3Check, st.S3ErrorCode, st.S3HTTPStatus = s.check.verdict.String(), s.check.code, s.check.status
+			st.S3CheckedAt = timePtr(s.check.at)
 		}
 		if s.lastErr != nil {
 			st.LastError, st.LastErrorHTTPStatus, st.LastErrorCode = publicReason(s.lastErr)

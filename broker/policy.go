@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/cwcreds/cwcreds/broker/cwapi"
@@ -100,6 +101,10 @@ type state struct {
 	// revoked is the last Revoke's result, so that a repeat of it is a
 	// no-op that returns the same result.
 	revoked *Revocation
+
+	// check is the S3 check of key (CacheOptions.Verifier); zero without
+	// a Verifier.
+	check keyCheck
 }
 
 // held is the key a revoke targets: the one served at now, else the newest
@@ -121,6 +126,8 @@ func (s *state) serve(now time.Time) (*cwapi.Credentials, time.Time) {
 		return nil, time.Time{} // never minted, or Revoke dropped it (and prev with it)
 	case s.prev != nil && now.Before(s.warmUntil) && now.Before(s.prevUntil):
 		return s.prev, s.prevUntil
+	case s.holding(now):
+		return nil, time.Time{} // a first key S3 has not accepted yet
 	case now.Before(s.serveUntil):
 		return s.key, s.serveUntil
 	}
@@ -144,7 +151,7 @@ func (s *state) takeover() time.Time {
 // nextMint is the earliest time a mint may start. This one predicate gates
 // the refresh loop, client-triggered misses and the mint itself.
 func (s *state) nextMint(now time.Time) time.Time {
-	if s.servable(now) && s.refreshAt.After(s.retryAt) {
+	if (s.servable(now) || s.holding(now)) && s.refreshAt.After(s.retryAt) {
 		return s.refreshAt
 	}
 	return s.retryAt // zero when nothing has failed: mint now
@@ -160,6 +167,8 @@ func (s *state) reason(profile string, now time.Time) string {
 	switch {
 	case s.servable(now):
 		return ""
+	case s.holding(now):
+		return "a new key is being checked against S3 (at most " + VerifyColdWait.String() + ")"
 	case s.lastErr != nil:
 		return s.unavailable(profile).Error()
 	case s.key == nil:
@@ -305,4 +314,184 @@ func exponential(initial, max time.Duration, failures int, r float64) time.Durat
 func timedOut(err error) bool {
 	var ne net.Error
 	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// The S3 check (CacheOptions.Verifier): every new key is tried against
+// the object store before it is served, because S3 may refuse a key for a
+// few seconds after it is minted (InvalidAccessKeyId) while it propagates.
+const (
+	// VerifyColdWait is the longest a key with no predecessor (a cold
+	// profile, or the key Revoke mints) is held back, from its arrival,
+	// while S3 has not accepted it; then it is served anyway. The tightest
+	// client budget is aws-sdk-go-v2's IMDS client: three 500 ms attempts
+	// with up to 1 s of backoff between them, about 2.5 s in all. A 2 s
+	// hold plus a typical sub-second mint fits it, and fits with room rclone
+	// (1 s x 4), the JS SDK (1 s x 4, 1 s apart) and botocore (2 s x 3,
+	// 1 s apart): a client whose first attempt times out gets the key on a
+	// retry instead of failing. The hold is an absolute time per key, not
+	// per request, so retries never restart it.
+	VerifyColdWait = 2 * time.Second
+	// VerifyPropagationLimit is how long after a key's arrival S3's
+	// InvalidAccessKeyId still counts as propagation, and how long the
+	// check keeps asking an S3 that does not answer. CoreWeave's Terraform
+	// provider polls a new key for up to a minute; past that the key is
+	// reported as refused (or unanswered). A refresh's previous key is
+	// served meanwhile, so the limit costs clients nothing.
+	VerifyPropagationLimit = time.Minute
+	// The check retries with exponential backoff from VerifyRetryInitial
+	// to VerifyRetryMax (equal jitter): four or five tries inside
+	// VerifyColdWait, so a key is served within a second of S3 accepting
+	// it; at most about a hundred ListBuckets for a key S3 never accepts.
+	VerifyRetryInitial = 250 * time.Millisecond
+	VerifyRetryMax     = time.Second
+	// VerifyRequestTimeout bounds one check request.
+	VerifyRequestTimeout = 5 * time.Second
+)
+
+// checkVerdict is where the S3 check of a key stands.
+type checkVerdict int
+
+const (
+	checkNone       checkVerdict = iota // the key is not checked (no Verifier)
+	checkPending                        // asking S3
+	checkAccepted                       // S3 accepted the key
+	checkRefused                        // S3 refused it: an error other than propagation, or InvalidAccessKeyId past the limit
+	checkUnanswered                     // S3 could not be asked until the limit (network, timeouts, 5xx)
+)
+
+// String names the verdict in Status.S3Check and metrics.
+func (v checkVerdict) String() string {
+	return [...]string{"", "checking", "accepted", "refused", "unanswered"}[v]
+}
+
+// keyCheck is the S3 check of a state's key.
+type keyCheck struct {
+	verdict checkVerdict
+	code    string // S3's error code of the last refusal (or unanswered reply), sanitised
+	status  int    // its HTTP status; 0 when S3 did not answer
+	at      time.Time
+	// holdUntil: while pending, a key with no predecessor is not served
+	// before this (VerifyColdWait after its arrival).
+	holdUntil time.Time
+	// done is closed once the verdict is no longer pending, for the
+	// clients waiting out the hold.
+	done chan struct{}
+}
+
+// holding reports whether the newest key is held back at now: it has no
+// predecessor to serve meanwhile and S3 has not yet answered for it.
+func (s *state) holding(now time.Time) bool {
+	return s.key != nil && s.prev == nil && s.check.verdict == checkPending && now.Before(s.check.holdUntil)
+}
+
+// checking is the state right after minted, with a Verifier: the new key's
+// check starts. A key replacing a servable one waits as a warm-up does
+// (the cache sets KeyWarmup to VerifyPropagationLimit); one with no
+// predecessor is held up to VerifyColdWait.
+func (s *state) checking(now time.Time) state {
+	next := *s
+	next.check = keyCheck{verdict: checkPending, at: now, done: make(chan struct{})}
+	if next.prev == nil {
+		next.check.holdUntil = now.Add(VerifyColdWait)
+	}
+	return next
+}
+
+// checked is the state once the check of the newest key ends at now. The
+// swap rule: a refresh's previous key gives way at once when S3 accepts
+// the new key or cannot be asked (an unreachable S3 never holds a key back
+// past the limit); when S3 refuses the new key, the previous one (which
+// S3 took) stays served to its own serve limit, since waiting will not fix
+// the new one and the old one works. A held key with no predecessor is
+// served at once on any verdict.
+func (s *state) checked(v checkVerdict, code string, status int, now time.Time) state {
+	next := *s
+	next.check.verdict, next.check.code, next.check.status, next.check.at = v, code, status, now
+	next.check.holdUntil = time.Time{}
+	if next.prev != nil {
+		if v == checkRefused {
+			next.warmUntil = next.prevUntil
+		} else {
+			next.warmUntil = now
+		}
+	}
+	return next
+}
+
+// s3Refusal is what a Verifier's error implements when S3 answered with an
+// error (s3check.Error).
+type s3Refusal interface {
+	S3ErrorCode() string
+	HTTPStatus() int
+}
+
+// classifyCheck reads one check's outcome: accepted; pending (try again:
+// InvalidAccessKeyId while the key propagates, or S3 not answering, with
+// propagating telling the two apart); or refused.
+func classifyCheck(err error) (v checkVerdict, propagating bool, code string, status int) {
+	if err == nil {
+		return checkAccepted, false, "", 0
+	}
+	var r s3Refusal
+	if !errors.As(err, &r) {
+		return checkPending, false, "", 0 // network, timeout, unreadable reply
+	}
+	code, status = r.S3ErrorCode(), r.HTTPStatus()
+	switch {
+	case code == "InvalidAccessKeyId":
+		return checkPending, true, code, status
+	case status >= 500 || status == http.StatusTooManyRequests || code == "SlowDown" || code == "RequestTimeout":
+		return checkPending, false, code, status
+	}
+	return checkRefused, false, code, status
+}
+
+// finalVerdict is the verdict of a check still pending at the limit.
+func finalVerdict(propagating bool) checkVerdict {
+	if propagating {
+		return checkRefused // InvalidAccessKeyId past the limit
+	}
+	return checkUnanswered
+}
+
+// Orphan reaping: a mint that timed out may have created a key upstream
+// whose reply was lost. It stays live until it expires, held by nobody.
+// For a profile that can list its own keys (CacheProfile.Lister), the cache
+// then lists them and revokes the ones that mint left.
+const (
+	// ReapTimeout bounds one reap: the listing and every revocation.
+	ReapTimeout = MintTimeout
+	// MaxOrphansRevoked: one timed-out mint leaves at most one key, so a
+	// reap that finds more than this many candidates revokes none and logs
+	// an error: the keys are likely another daemon's that runs with this
+	// node name (a duplicate CWCREDS_NODE_NAME), and revoking them would
+	// break its clients.
+	MaxOrphansRevoked = 2
+	// OrphanExpirySlack widens the window of expiry times a timed-out
+	// mint's key can have, for clock skew with upstream and its rounding to
+	// whole seconds. It stays below half of TimedOutBackoffInitial, the
+	// earliest the next mint may start, so the next mint's key is never in
+	// the window.
+	OrphanExpirySlack = 5 * time.Second
+)
+
+// reapAfter reports whether a failed mint may have left an orphan.
+func reapAfter(err error) bool { return timedOut(err) }
+
+// orphans picks, among the keys upstream stamped with the profile's
+// attributes, those a mint that ran from start to end (and timed out) may
+// have created, requesting lifetime: active, not held (the daemon's keys
+// are never candidates) and expiring when a key minted in [start, end]
+// would, within OrphanExpirySlack. Keys minted before start (served earlier,
+// maybe still used by clients) or after end fall outside the window.
+func orphans(keys []cwapi.KeyInfo, held func(id string) bool, start, end time.Time, lifetime time.Duration) []cwapi.KeyInfo {
+	from := start.Add(lifetime - OrphanExpirySlack)
+	to := end.Add(lifetime + OrphanExpirySlack)
+	var out []cwapi.KeyInfo
+	for _, k := range keys {
+		if k.Active() && !held(k.AccessKeyID) && !k.Expires.Before(from) && !k.Expires.After(to) {
+			out = append(out, k)
+		}
+	}
+	return out
 }

@@ -60,6 +60,19 @@ type Status struct {
 	// identities' keys are not listed (one line per pod would make a status
 	// page of thousands of lines, and name every workload to every reader).
 	Workload *WorkloadStatus `json:"workload,omitempty"`
+	// S3Check is where the S3 check (CacheOptions.Verifier) of the newest
+	// key stands (WarmingAccessKeyID while it warms up, else AccessKeyID):
+	// "checking", "accepted", "refused" (S3 answered an error other than
+	// propagation, or still InvalidAccessKeyId after
+	// VerifyPropagationLimit) or "unanswered" (S3 could not be asked);
+	// empty without a Verifier. S3ErrorCode and S3HTTPStatus are S3's
+	// error answer behind a refused or unanswered verdict (the code is S3's
+	// fixed token, e.g. "AccessDenied"); S3CheckedAt is when the check
+	// started, or ended once it has.
+	S3Check      string     `json:"s3Check,omitempty"`
+	S3ErrorCode  string     `json:"s3ErrorCode,omitempty"`
+	S3HTTPStatus int        `json:"s3HttpStatus,omitempty"`
+	S3CheckedAt  *time.Time `json:"s3CheckedAt,omitempty"`
 }
 
 // WorkloadStatus summarises a workload profile.

@@ -454,3 +454,43 @@ func checkOIDCURL(s string) string {
 	}
 	return "must be https (http only with a loopback host such as 127.0.0.1)"
 }
+
+// checkS3Endpoint returns what is wrong with CWCREDS_S3_ENDPOINT, or "".
+// Like the API URL it is never quoted whole. http is accepted: the check
+// signs its request, which carries no secret.
+func checkS3Endpoint(s string) string {
+	if s == "" {
+		return "is required with " + varS3Region + "; set the S3 endpoint clients use, such as https://cwobject.com, or unset both"
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || u.Scheme == "" || u.Opaque != "":
+		return "is not an absolute URL; write the scheme and host, such as https://cwobject.com"
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Sprintf("scheme %s is not supported; use https or http", show(u.Scheme))
+	case u.User != nil:
+		return "must not contain user info; remove the user@ part"
+	case u.Hostname() == "":
+		return "has no host; use e.g. https://cwobject.com"
+	case u.RawQuery != "" || u.ForceQuery || strings.Contains(s, "#"):
+		return "must not have a query or fragment"
+	case u.Path != "" && u.Path != "/":
+		return "must not have a path: the check lists buckets at the endpoint's root"
+	}
+	return ""
+}
+
+// checkS3Region returns what is wrong with CWCREDS_S3_REGION, or "".
+func checkS3Region(region, endpoint string) string {
+	switch {
+	case endpoint == "":
+		return "has no effect without " + varS3Endpoint + "; set both or neither"
+	case region == "":
+		return "is required with " + varS3Endpoint + "; set the region clients sign for, such as US-EAST-04A"
+	case len(region) > 64 || strings.ContainsFunc(region, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+	}):
+		return fmt.Sprintf("%s is not a region name: letters, digits, '-' and '_', at most 64", show(region))
+	}
+	return ""
+}

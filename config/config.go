@@ -61,6 +61,11 @@ type Config struct {
 	// must be before it is served, 0 to 1m; 0 disables warm-up
 	// (CWCREDS_KEY_WARMUP).
 	KeyWarmup time.Duration
+	// S3Endpoint, if set, is the S3 endpoint every new key is checked
+	// against before it is served (CWCREDS_S3_ENDPOINT); S3Region is the
+	// region the check signs for (CWCREDS_S3_REGION).
+	S3Endpoint string
+	S3Region   string
 	// EnvFile is the absolute path of the environment file the daemon reads
 	// at start and on SIGHUP, or "" (CWCREDS_ENV_FILE). Load does not read
 	// it: the caller applies ReadEnvFile's variables before calling Load.
@@ -225,6 +230,10 @@ func (c *Config) validate(ps *problems) {
 	ps.check(varLogLevel, checkEnum(c.LogLevel, logLevels, "log level"))
 	ps.check(varLogFormat, checkEnum(c.LogFormat, logFormats, "log format"))
 	ps.check(varKeyWarmup, checkKeyWarmup(c.KeyWarmup, ps.shown(varKeyWarmup, c.KeyWarmup.String())))
+	if c.S3Endpoint != "" || c.S3Region != "" {
+		ps.check(varS3Endpoint, checkS3Endpoint(c.S3Endpoint))
+		ps.check(varS3Region, checkS3Region(c.S3Region, c.S3Endpoint))
+	}
 	if c.EnvFile != "" {
 		ps.check(varEnvFile, checkAbs(c.EnvFile))
 	}

@@ -18,6 +18,7 @@ var systemVars = []string{
 	"ALLOW_PODS",
 	"LISTEN_ADDR", "API_URL", "LOG_LEVEL", "LOG_FORMAT", "RUNTIME_DIR", "NODE_NAME", "ALLOW_NON_LOOPBACK",
 	"ALLOW_INSECURE_FILE_MODES", "KEY_WARMUP", "ENV_FILE",
+	"S3_ENDPOINT", "S3_REGION",
 }
 
 // cleanEnv unsets, for the rest of the test, every variable that could
@@ -490,6 +491,20 @@ func TestLoadProblems(t *testing.T) {
 		{"upstream qps not a number", with(minimal, map[string]string{"CWCREDS_UPSTREAM_QPS": "fast"}),
 			[]wantProblem{{"CWCREDS_UPSTREAM_QPS", `"fast" is not a number`}}},
 		{"upstream qps fraction", with(minimal, map[string]string{"CWCREDS_UPSTREAM_QPS": "0.5"}), nil},
+		// S3_ENDPOINT, S3_REGION
+		{"s3 check set", with(minimal, map[string]string{"CWCREDS_S3_ENDPOINT": "https://cwobject.com", "CWCREDS_S3_REGION": "US-EAST-04A"}), nil},
+		{"s3 check over http", with(minimal, map[string]string{"CWCREDS_S3_ENDPOINT": "http://cwlota.com/", "CWCREDS_S3_REGION": "US-EAST-04A"}), nil},
+		{"s3 endpoint without region", with(minimal, map[string]string{"CWCREDS_S3_ENDPOINT": "https://cwobject.com"}),
+			[]wantProblem{{"CWCREDS_S3_REGION", "is required with CWCREDS_S3_ENDPOINT; set the region clients sign for, such as US-EAST-04A"}}},
+		{"s3 region without endpoint", with(minimal, map[string]string{"CWCREDS_S3_REGION": "US-EAST-04A"}),
+			[]wantProblem{{"CWCREDS_S3_ENDPOINT", "is required with CWCREDS_S3_REGION; set the S3 endpoint clients use, such as https://cwobject.com, or unset both"},
+				{"CWCREDS_S3_REGION", "has no effect without CWCREDS_S3_ENDPOINT; set both or neither"}}},
+		{"s3 endpoint with a path", with(minimal, map[string]string{"CWCREDS_S3_ENDPOINT": "https://cwobject.com/bucket", "CWCREDS_S3_REGION": "r"}),
+			[]wantProblem{{"CWCREDS_S3_ENDPOINT", "must not have a path: the check lists buckets at the endpoint's root"}}},
+		{"s3 endpoint not a URL", with(minimal, map[string]string{"CWCREDS_S3_ENDPOINT": "cwobject.com", "CWCREDS_S3_REGION": "r"}),
+			[]wantProblem{{"CWCREDS_S3_ENDPOINT", "is not an absolute URL; write the scheme and host, such as https://cwobject.com"}}},
+		{"s3 region not a name", with(minimal, map[string]string{"CWCREDS_S3_ENDPOINT": "https://cwobject.com", "CWCREDS_S3_REGION": "us east"}),
+			[]wantProblem{{"CWCREDS_S3_REGION", `"us east" is not a region name: letters, digits, '-' and '_', at most 64`}}},
 
 		// ENV_FILE
 		{"env file relative", with(minimal, map[string]string{"CWCREDS_ENV_FILE": "cwcreds.env"}),

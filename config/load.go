@@ -30,6 +30,8 @@ type globalEnv struct {
 	// The order is the documentation's (globalVars); a test checks it.
 	AllowInsecureFileModes string `split_words:"true"`
 	KeyWarmup              string `split_words:"true"`
+	S3Endpoint             string `split_words:"true"`
+	S3Region               string `split_words:"true"`
 	EnvFile                string `split_words:"true"`
 	MaxWorkloadIdentities  string `split_words:"true"`
 	UpstreamQps            string `split_words:"true"` // not UpstreamQPS, which split_words spells UPSTREAM_Q_PS
@@ -104,6 +106,7 @@ func Load(environ []string) (*Config, error) {
 		}
 		c.KeyWarmup = d
 	}
+	c.S3Endpoint, c.S3Region = g.S3Endpoint, g.S3Region
 	c.EnvFile = g.EnvFile
 	c.MaxWorkloadIdentities = defaultMaxIdentities
 	if g.MaxWorkloadIdentities != "" {

@@ -20,6 +20,8 @@ const (
 	varNodeName         = "CWCREDS_NODE_NAME"
 	varAllowInsecure    = "CWCREDS_ALLOW_INSECURE_FILE_MODES"
 	varKeyWarmup        = "CWCREDS_KEY_WARMUP"
+	varS3Endpoint       = "CWCREDS_S3_ENDPOINT"
+	varS3Region         = "CWCREDS_S3_REGION"
 	varEnvFile          = "CWCREDS_ENV_FILE"
 	varMaxIdentities    = "CWCREDS_MAX_WORKLOAD_IDENTITIES"
 	varUpstreamQPS      = "CWCREDS_UPSTREAM_QPS"
@@ -207,6 +209,20 @@ var globalVars = []globalVar{
 			"first key, a key minted while no other can be served and a key minted by revoke are served at once. " +
 			reloadRestart,
 		func(o, n *Config) bool { return o.KeyWarmup != n.KeyWarmup }},
+	{varS3Endpoint, "(none)",
+		"URL of the S3 endpoint clients use, such as https://cwobject.com (http is allowed: the check sends no " +
+			"secret). When set, the daemon tries every new key against it with one signed ListBuckets before " +
+			"serving it, retrying while S3 answers InvalidAccessKeyId (propagation) for up to 1m: a refreshed key " +
+			"replaces the previous one only once S3 accepts it (this replaces CWCREDS_KEY_WARMUP), and a first key " +
+			"is held back at most 2s, then served anyway. A key S3 refuses (AccessDenied, SignatureDoesNotMatch, " +
+			"or InvalidAccessKeyId after 1m) shows in status, /v1/profiles, metrics and an error log line. The " +
+			"keys' principal needs permission to list buckets, or every key shows as refused with AccessDenied. " +
+			"Requires CWCREDS_S3_REGION. " + reloadRestart,
+		func(o, n *Config) bool { return o.S3Endpoint != n.S3Endpoint }},
+	{varS3Region, "(none)",
+		"Region the S3 check signs for, as clients do (e.g. CoreWeave's availability zone such as US-EAST-04A). " +
+			"Required with CWCREDS_S3_ENDPOINT, refused without it. " + reloadRestart,
+		func(o, n *Config) bool { return o.S3Region != n.S3Region }},
 	{varEnvFile, "(none)",
 		"Absolute path of an environment file with the daemon's CWCREDS_* settings (one NAME=value a line, the " +
 			"subset of systemd's EnvironmentFile= syntax that means the same to both), read at start and again on " +

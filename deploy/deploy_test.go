@@ -93,6 +93,8 @@ func exported(t *testing.T) (all []series, rejected, revokeRefused []series) {
 	p.Hit()
 	p.MintStarted("refresh")
 	p.MintDone(nil)
+	p.(broker.CheckObserver).KeyChecked("accepted", time.Second)
+	p.(broker.ReapObserver).OrphansReaped("ok", 1)
 	wp := m.Profile(testWorkloadProfile)
 	wp.MintStarted("request")
 	wp.IdentityEvicted(broker.EvictExpired)

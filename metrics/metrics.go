@@ -55,6 +55,9 @@ type Metrics struct {
 	mintTriggers    *prometheus.CounterVec
 	evictions       *prometheus.CounterVec
 	tokensRefused   *prometheus.CounterVec
+	keyChecks       *prometheus.CounterVec
+	orphanReaps     *prometheus.CounterVec
+	orphansRevoked  *prometheus.CounterVec
 	reg             prometheus.Registerer
 }
 
@@ -62,6 +65,8 @@ var (
 	_ broker.Observer        = (*Metrics)(nil)
 	_ cwapi.UpstreamObserver = (*Metrics)(nil)
 	_ server.RequestMetrics  = (*Metrics)(nil)
+	_ broker.CheckObserver   = (*profileObserver)(nil)
+	_ broker.ReapObserver    = (*profileObserver)(nil)
 )
 
 // New registers the daemon's metrics, including cwcreds_build_info for
@@ -115,6 +120,21 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 				"issuer, audience, expired, not_yet_valid, algorithm, signature, keys_unavailable).",
 		}, []string{"profile", "reason"}),
 	}
+	m.keyChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "s3_key_checks_total",
+		Help: "Verdicts of the S3 check of new keys (CWCREDS_S3_ENDPOINT) by profile and verdict: accepted, " +
+			"refused (S3 answered an error other than propagation, or InvalidAccessKeyId past the limit) or " +
+			"unanswered (S3 could not be asked).",
+	}, []string{"profile", "verdict"})
+	m.orphanReaps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "orphan_reaps_total",
+		Help: "Searches for keys a timed-out mint left upstream, by profile and result: ok, failed (listing or " +
+			"revoking failed) or refused (more candidates than one mint can leave: none revoked).",
+	}, []string{"profile", "result"})
+	m.orphansRevoked = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "orphan_keys_revoked_total",
+		Help: "Keys a timed-out mint left upstream that the daemon revoked, by profile.",
+	}, []string{"profile"})
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "build_info",
 		Help:        "Always 1; the labels give the cwcreds version and the Go version it was built with.",
@@ -122,7 +142,8 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 	})
 	buildInfo.Set(1)
 	for _, c := range []prometheus.Collector{m.requests, m.cacheRequests, m.mints, m.mintsInFlight,
-		m.upstreamCalls, m.upstreamLatency, m.mintTriggers, m.evictions, m.tokensRefused, buildInfo} {
+		m.upstreamCalls, m.upstreamLatency, m.mintTriggers, m.evictions, m.tokensRefused,
+		m.keyChecks, m.orphanReaps, m.orphansRevoked, buildInfo} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -151,6 +172,18 @@ type profileObserver struct {
 	// For the rarer events, resolved when they happen.
 	m    *Metrics
 	name string
+}
+
+// KeyChecked implements broker.CheckObserver. Checks are rare (one per
+// new key), so the series is looked up per call.
+func (p *profileObserver) KeyChecked(verdict string, _ time.Duration) {
+	p.m.keyChecks.WithLabelValues(p.name, verdict).Inc()
+}
+
+// OrphansReaped implements broker.ReapObserver.
+func (p *profileObserver) OrphansReaped(result string, revoked int) {
+	p.m.orphanReaps.WithLabelValues(p.name, result).Inc()
+	p.m.orphansRevoked.WithLabelValues(p.name).Add(float64(revoked))
 }
 
 func (p *profileObserver) Hit()      { p.hit.Inc() }
@@ -191,6 +224,9 @@ func (m *Metrics) DeleteProfile(name string) {
 	m.mintTriggers.DeletePartialMatch(l)
 	m.evictions.DeletePartialMatch(l)
 	m.tokensRefused.DeletePartialMatch(l)
+	m.keyChecks.DeletePartialMatch(l)
+	m.orphanReaps.DeletePartialMatch(l)
+	m.orphansRevoked.DeletePartialMatch(l)
 }
 
 // UpstreamCall implements cwapi.UpstreamObserver.
@@ -231,6 +267,7 @@ type StatusSource interface {
 //	cwcreds_key_expiry_seconds{profile}           seconds until the cached key expires (0 with no key)
 //	cwcreds_profile_healthy{profile}              1 when the profile holds a servable key
 //	cwcreds_consecutive_mint_failures{profile}    failed mints since the last success
+//	cwcreds_key_s3_refused{profile}               1 when S3 refuses the profile's newest key
 //
 // now reads the clock; nil means time.Now.
 func (m *Metrics) WatchProfiles(src StatusSource, now func() time.Time) error {
@@ -248,6 +285,9 @@ func (m *Metrics) WatchProfiles(src StatusSource, now func() time.Time) error {
 			"Failed mints since the profile's last successful one.", []string{"profile"}, nil),
 		identities: prometheus.NewDesc(namespace+"_workload_identities",
 			"Workload identities (source workload-oidc) holding a cache entry, by profile.", []string{"profile"}, nil),
+		s3Refused: prometheus.NewDesc(namespace+"_key_s3_refused",
+			"1 when the S3 check (CWCREDS_S3_ENDPOINT) found that S3 refuses the profile's newest key, else 0.",
+			[]string{"profile"}, nil),
 	})
 }
 
@@ -256,6 +296,7 @@ type profileCollector struct {
 	src                                   StatusSource
 	now                                   func() time.Time
 	expiry, healthy, failures, identities *prometheus.Desc
+	s3Refused                             *prometheus.Desc
 }
 
 func (c *profileCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -263,6 +304,7 @@ func (c *profileCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.healthy
 	ch <- c.failures
 	ch <- c.identities
+	ch <- c.s3Refused
 }
 
 func (c *profileCollector) Collect(ch chan<- prometheus.Metric) {
@@ -286,6 +328,11 @@ func (c *profileCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, left, st.Profile)
 		ch <- prometheus.MustNewConstMetric(c.healthy, prometheus.GaugeValue, healthy, st.Profile)
 		ch <- prometheus.MustNewConstMetric(c.failures, prometheus.GaugeValue, float64(st.ConsecutiveFailures), st.Profile)
+		refused := 0.0
+		if st.S3Check == "refused" {
+			refused = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.s3Refused, prometheus.GaugeValue, refused, st.Profile)
 	}
 }
 

@@ -662,10 +662,11 @@ func testMalformedWarm(t *testing.T, body, bogusID string) {
 
 // TestFaultTimedOutMintNotRetriedBlindly: upstream mints each key but its
 // reply arrives after the broker has given up (reply latency above
-// MintTimeout). Mints are not idempotent, so every retry leaves a live,
+// MintTimeout). Mints are not idempotent, so every retry leaves an
 // orphaned key: over 10 minutes the calls must follow the backoff
 // schedule, however often clients ask, and the emulator's orphan count
-// shows what they cost.
+// shows what they cost. After each timeout the daemon finds the orphan by
+// its attributes and revokes it.
 func TestFaultTimedOutMintNotRetriedBlindly(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const window, poll, clientTimeout = 10 * time.Minute, 5 * time.Second, time.Second
@@ -721,8 +722,8 @@ func TestFaultTimedOutMintNotRetriedBlindly(t *testing.T) {
 				st.Orphaned[cwapitest.EndpointAccessKey], st.Mints[cwapitest.EndpointAccessKey], len(keys), orphans, len(calls))
 		}
 		for _, k := range keys[:len(keys)-1] {
-			if k.AccessKeyID == rep.KeyID || k.Status != cwapitest.StatusActive {
-				t.Errorf("orphaned key %s: status %s, served %v", k.AccessKeyID, k.Status, k.AccessKeyID == rep.KeyID)
+			if k.AccessKeyID == rep.KeyID || k.Status != cwapitest.StatusDeleted {
+				t.Errorf("orphaned key %s: status %s, served %v; want revoked by the reaper", k.AccessKeyID, k.Status, k.AccessKeyID == rep.KeyID)
 			}
 		}
 		if rep.KeyID != keys[len(keys)-1].AccessKeyID {
@@ -731,7 +732,10 @@ func TestFaultTimedOutMintNotRetriedBlindly(t *testing.T) {
 		if f := len(r.events("mint_failed", "train")); f != orphans {
 			t.Errorf("%d mint_failed lines, want %d", f, orphans)
 		}
-		t.Logf("%d client requests in %s; %d mints started, each abandoned after %s (policy allows %d–%d; blind retrying up to %d); %d orphaned live keys in all",
+		if got := len(r.events("orphan_revoked", "train")); got != orphans {
+			t.Errorf("%d orphan_revoked lines, want %d", got, orphans)
+		}
+		t.Logf("%d client requests in %s; %d mints started, each abandoned after %s (policy allows %d–%d; blind retrying up to %d); %d orphaned keys, all revoked",
 			requests, window, n, took, lo, hi, blind, orphans)
 		r.checkClean("", nil)
 	})

@@ -92,7 +92,7 @@ func TestDemoServesKeysFromEmulator(t *testing.T) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"demo", "--listen", "127.0.0.1:0", "--duration", "20m"}, nil, pw, io.Discard)
+		done <- run(ctx, []string{"demo", "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0", "--duration", "20m"}, nil, pw, io.Discard)
 		pw.Close()
 	}()
 	exports := map[string]string{}

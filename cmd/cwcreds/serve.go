@@ -16,6 +16,7 @@ import (
 
 	"github.com/cwcreds/cwcreds/broker"
 	"github.com/cwcreds/cwcreds/broker/cwapi"
+	"github.com/cwcreds/cwcreds/broker/s3check"
 	"github.com/cwcreds/cwcreds/config"
 	"github.com/cwcreds/cwcreds/metrics"
 	"github.com/cwcreds/cwcreds/peer"
@@ -163,6 +164,9 @@ type nodeOptions struct {
 	httpClient cwapi.HTTPDoer
 	// rand is the cache's jitter source. Default math/rand/v2.
 	rand func() float64
+	// s3Client sends the S3 key checks (CWCREDS_S3_ENDPOINT). Default: the
+	// broker's upstream HTTP client.
+	s3Client s3check.HTTPDoer
 }
 
 // newNode builds the daemon for cfg: the upstream client, one minter and
@@ -185,6 +189,10 @@ func newNode(cfg *config.Config, log zerolog.Logger, o nodeOptions) (*node, map[
 	// Not fatal: a projected token may appear after start-up. But say so
 	// now rather than only at the first mint.
 	d.checkTokenFiles(cfg)
+	verifier, err := newVerifier(cfg, log, o.s3Client)
+	if err != nil {
+		return nil, nil, err
+	}
 	d.cache, err = broker.NewCache(profiles, func(co *broker.CacheOptions) {
 		co.Logger = log
 		co.Observer = m
@@ -192,6 +200,9 @@ func newNode(cfg *config.Config, log zerolog.Logger, o nodeOptions) (*node, map[
 		co.MaxWorkloadIdentities = cfg.MaxWorkloadIdentities
 		co.UpstreamQPS = cfg.UpstreamQPS
 		co.Rand = o.rand
+		if verifier != nil {
+			co.Verifier = verifier
+		}
 	})
 	if err != nil {
 		return nil, nil, err
@@ -300,7 +311,8 @@ func (d *node) profiles(cfg *config.Config) ([]broker.CacheProfile, map[string]s
 		}
 		tokens[p.Name] = tok
 		profiles = append(profiles, broker.CacheProfile{Name: p.Name, Source: cwapi.Source(p.Source), Minter: minter,
-			Revoker: d.client.Revoker(bp), Fingerprint: p.Fingerprint()})
+			Revoker: d.client.Revoker(bp), Fingerprint: p.Fingerprint(),
+			Lister: d.client.Lister(bp), KeyLifetime: bp.Duration})
 	}
 	return profiles, tokens, nil
 }

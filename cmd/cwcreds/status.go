@@ -106,6 +106,31 @@ func printStatus(w io.Writer, profiles []broker.Status, now time.Time) error {
 			}
 		}
 	}
+	return printS3Checks(w, profiles)
+}
+
+// printS3Checks adds a line for every profile whose newest key S3 refused
+// or could not be asked about (CWCREDS_S3_ENDPOINT), so an operator sees it
+// before clients fail.
+func printS3Checks(w io.Writer, profiles []broker.Status) error {
+	for _, p := range profiles {
+		key := p.AccessKeyID
+		if p.WarmingAccessKeyID != "" {
+			key = p.WarmingAccessKeyID
+		}
+		var line string
+		switch p.S3Check {
+		case "refused":
+			line = fmt.Sprintf("S3 refuses key %s: %s (HTTP %d)", shownKeyID(key), orDash(p.S3ErrorCode), p.S3HTTPStatus)
+		case "unanswered":
+			line = fmt.Sprintf("S3 could not be asked whether it accepts key %s; it is served unchecked", shownKeyID(key))
+		default:
+			continue
+		}
+		if _, err := fmt.Fprintf(w, "\n%s: %s\n", p.Profile, line); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -15,6 +15,16 @@
 // with POST /_emulator/oidc-rotate and read the issuer, its keys and fetch
 // counts at GET /_emulator/oidc-issuer (see package cwapitest).
 //
+// With --s3-plane-listen it also serves the emulator's own S3 data plane
+// (package s3plane) on that address: in-memory buckets that accept only
+// keys this emulator minted, refusing a key younger than
+// --s3-plane-delay with InvalidAccessKeyId. Its controls are on the same
+// port, under a prefix no bucket name can take:
+//
+//	GET /_s3plane/stats                Stats (accepted, refused by code, accepted by key)
+//	GET /_s3plane/propagation-delay    {"delay":"3s"}
+//	PUT /_s3plane/propagation-delay    {"delay":"3s"} -> the same
+//
 // It prints its base URL on stdout once it listens (the issuer URL is that
 // and /oidc; --oidc-issuer-file also writes it), logs on stderr, and exits
 // on SIGINT or SIGTERM; status 2 means bad flags.
@@ -83,6 +93,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	adminSecret := fs.String("s3-admin-secret", "", "versitygw root secret key")
 	adminRegion := fs.String("s3-region", "us-east-1", "region versitygw was started with (it signs admin requests)")
 	grace := fs.Duration("s3-expired-grace", 30*time.Second, "delete a key from the S3 server this long after it expires; 0 keeps expired keys")
+	planeListen := fs.String("s3-plane-listen", "", "serve the built-in S3 data plane on this address (loopback); empty: none")
+	planeURLFile := fs.String("s3-plane-url-file", "", "write the S3 data plane's base URL to this file once it listens")
+	planeBuckets := fs.String("s3-plane-buckets", "", "comma-separated buckets the S3 data plane starts with")
+	planeDelay := fs.Duration("s3-plane-delay", 0, "the S3 data plane refuses keys younger than this (propagation)")
 	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -163,6 +177,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *samlConfig != "" {
 		emu.AddSAMLConfig(*samlConfig, cwapitest.SAMLConfig{OrgID: *orgID})
+	}
+
+	if *planeListen != "" {
+		base, err := startPlane(ctx, emu, *planeListen, *planeBuckets, *planeDelay, *adminRegion, logf)
+		if err != nil {
+			return err
+		}
+		if *planeURLFile != "" {
+			if err := os.WriteFile(*planeURLFile, []byte(base), 0o644); err != nil {
+				return fmt.Errorf("--s3-plane-url-file: %w", err)
+			}
+		}
 	}
 
 	ln, err := net.Listen("tcp", *listen)
