@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # scripts/lib-e2e.sh: what the end-to-end scripts share (sourced by
-# scripts/e2e-pods; scripts/e2e's own copies of these are identical):
+# scripts/e2e and scripts/e2e-pods):
 # installing and building the clients and servers (prepare), the child
 # process list (PIDS, cleanup), waiting for a server (wait_http), the result
 # rows (record, print_results) and version_of. The sourcing script sets
