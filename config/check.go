@@ -99,6 +99,48 @@ func checkListenAddrs(list string, allowNonLoopback bool) string {
 	return strings.Join(msgs, "; ")
 }
 
+// exampleMetricsAddr is the CWCREDS_METRICS_LISTEN_ADDR messages suggest:
+// a node's own address, where Prometheus reaches it.
+const exampleMetricsAddr = "10.0.0.5:7913"
+
+// checkMetricsAddr returns what is wrong with CWCREDS_METRICS_LISTEN_ADDR
+// (not empty), or "": a host:port with an IP literal host, any address
+// (it serves no credential), that no address of listenList (the
+// comma-separated CWCREDS_LISTEN_ADDR) binds too.
+func checkMetricsAddr(addr, listenList string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Sprintf("%s is not host:port; use e.g. %s (an address of this node and a free port), or unset it",
+			show(addr), exampleMetricsAddr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Sprintf("port %s is not a number from 0 to 65535; use e.g. %s", show(port), exampleMetricsAddr)
+	}
+	ip, err := netip.ParseAddr(host)
+	switch {
+	case host == "":
+		return fmt.Sprintf("%s has no host; write the address, e.g. %s, or 0.0.0.0:%s for every IPv4 interface",
+			show(addr), exampleMetricsAddr, port)
+	case err != nil:
+		return fmt.Sprintf("host %s is not an IP address (the daemon does not resolve names); use e.g. %s",
+			show(host), exampleMetricsAddr)
+	case port == "0":
+		return "" // the system picks a free port: no clash possible
+	}
+	for _, a := range splitList(listenList) {
+		lhost, lport, err := net.SplitHostPort(a)
+		if err != nil || lport != port {
+			continue
+		}
+		lip, lerr := netip.ParseAddr(lhost)
+		if lhost == "" || ip.IsUnspecified() || lerr == nil && (lip.IsUnspecified() || lip.Unmap() == ip.Unmap()) {
+			return fmt.Sprintf("%s and %s's %s both bind port %s on the same address, so the daemon cannot listen on both; "+
+				"give the metrics listener a port of its own", show(addr), varListenAddr, show(a), port)
+		}
+	}
+	return ""
+}
+
 // isPodIdentityAddr reports whether ip is one of the pod identity
 // addresses (podIdentityAddrs).
 func isPodIdentityAddr(ip netip.Addr) bool {

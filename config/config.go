@@ -33,6 +33,10 @@ type Config struct {
 	// ListenAddr is the comma-separated list of host:port addresses the
 	// daemon listens on (CWCREDS_LISTEN_ADDR); ListenAddrs splits it.
 	ListenAddr string
+	// MetricsListenAddr is the host:port of the metrics-only listener, or
+	// "" for none (CWCREDS_METRICS_LISTEN_ADDR). It serves no credential,
+	// so it may be any IP address whatever AllowNonLoopback says.
+	MetricsListenAddr string
 	// APIURL is the base URL of the CoreWeave API (CWCREDS_API_URL).
 	APIURL string
 	// LogLevel is trace, debug, info, warn or error (CWCREDS_LOG_LEVEL).
@@ -226,6 +230,9 @@ func checkNames(ps *problems, names []string) []bool {
 // it was written when decoding saw it (ps.shown).
 func (c *Config) validate(ps *problems) {
 	ps.check(varListenAddr, checkListenAddrs(c.ListenAddr, c.AllowNonLoopback))
+	if c.MetricsListenAddr != "" {
+		ps.check(varMetricsAddr, checkMetricsAddr(c.MetricsListenAddr, c.ListenAddr))
+	}
 	ps.check(varAPIURL, checkAPIURL(c.APIURL))
 	ps.check(varLogLevel, checkEnum(c.LogLevel, logLevels, "log level"))
 	ps.check(varLogFormat, checkEnum(c.LogFormat, logFormats, "log format"))

@@ -19,6 +19,7 @@ var systemVars = []string{
 	"LISTEN_ADDR", "API_URL", "LOG_LEVEL", "LOG_FORMAT", "RUNTIME_DIR", "NODE_NAME", "ALLOW_NON_LOOPBACK",
 	"ALLOW_INSECURE_FILE_MODES", "KEY_WARMUP", "ENV_FILE",
 	"S3_ENDPOINT", "S3_REGION",
+	"METRICS_LISTEN_ADDR",
 }
 
 // cleanEnv unsets, for the rest of the test, every variable that could

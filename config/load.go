@@ -28,6 +28,7 @@ type globalEnv struct {
 	RuntimeDir       string `split_words:"true"`
 	NodeName         string `split_words:"true"`
 	// The order is the documentation's (globalVars); a test checks it.
+	MetricsListenAddr      string `split_words:"true"`
 	AllowInsecureFileModes string `split_words:"true"`
 	KeyWarmup              string `split_words:"true"`
 	S3Endpoint             string `split_words:"true"`
@@ -107,6 +108,7 @@ func Load(environ []string) (*Config, error) {
 		c.KeyWarmup = d
 	}
 	c.S3Endpoint, c.S3Region = g.S3Endpoint, g.S3Region
+	c.MetricsListenAddr = g.MetricsListenAddr
 	c.EnvFile = g.EnvFile
 	c.MaxWorkloadIdentities = defaultMaxIdentities
 	if g.MaxWorkloadIdentities != "" {

@@ -95,6 +95,7 @@ func TestRestartOnlyMatchesVars(t *testing.T) {
 	next.AllowInsecureFileModes, next.KeyWarmup, next.EnvFile = true, 0, "/etc/other.env"
 	next.MaxWorkloadIdentities, next.UpstreamQPS = 5, 2
 	next.S3Endpoint, next.S3Region = "https://s3.other", "OTHER-1"
+	next.MetricsListenAddr = "0.0.0.0:7913"
 	next.Profiles[0] = Profile{Name: "train", EnvName: "TRAIN", Source: "saml", TokenFile: "/x", OrgID: "o", ConfigID: "c",
 		Duration: 2 * time.Hour, ClientTokenFile: "/y", AllowedGIDs: []uint32{1}}
 	if got := RestartOnly(reloadBase(), next); !slices.Equal(got, documented) {

@@ -18,6 +18,7 @@ const (
 	varAllowNonLoopback = "CWCREDS_ALLOW_NON_LOOPBACK"
 	varRuntimeDir       = "CWCREDS_RUNTIME_DIR"
 	varNodeName         = "CWCREDS_NODE_NAME"
+	varMetricsAddr      = "CWCREDS_METRICS_LISTEN_ADDR"
 	varAllowInsecure    = "CWCREDS_ALLOW_INSECURE_FILE_MODES"
 	varKeyWarmup        = "CWCREDS_KEY_WARMUP"
 	varS3Endpoint       = "CWCREDS_S3_ENDPOINT"
@@ -192,6 +193,16 @@ var globalVars = []globalVar{
 	{varNodeName, "the host name",
 		"Name of this node, sent upstream in the audit attributes of every key. " + reloadRestart,
 		func(o, n *Config) bool { return o.NodeName != n.NodeName }},
+	{varMetricsAddr, "(none)",
+		"A host:port address, such as 10.0.0.5:7913, on which the daemon also serves Prometheus metrics and " +
+			"nothing else: GET /metrics, /healthz and /readyz (as on CWCREDS_LISTEN_ADDR); every other path is 404, " +
+			"so no credential, status or revoke route is reachable there. That is why it takes any IP address, the " +
+			"node's own or 0.0.0.0 included, without CWCREDS_ALLOW_NON_LOOPBACK, and why it checks no Host or proxy " +
+			"header: it is how a Prometheus server elsewhere scrapes the daemon without the credential API being " +
+			"reachable beyond the node. The host is an IP address, and the port must not be one CWCREDS_LISTEN_ADDR " +
+			"binds on the same address. Never socket-activated: the daemon binds it itself, so use an unprivileged " +
+			"port. " + reloadRestart,
+		func(o, n *Config) bool { return o.MetricsListenAddr != n.MetricsListenAddr }},
 	{varAllowInsecure, "false",
 		"Set to true to accept upstream token files that their group or other users can read or write. Without " +
 			"it such a file fails every mint with a message naming it and its mode: fix it with chmod 600, or hand " +
