@@ -14,6 +14,11 @@
 //
 // Only those methods are served; any other gets 405 with an Allow header.
 //
+// Server.MetricsHandler is a second handler, for a metrics-only listener
+// (CWCREDS_METRICS_LISTEN_ADDR): GET /metrics, /healthz and /readyz
+// only, everything else 404, without the guards below (it serves nothing
+// secret).
+//
 // # Audit log
 //
 // The audit trail (audit.go) records grants, not requests: a line with
