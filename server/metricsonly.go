@@ -41,3 +41,13 @@ func (s *Server) MetricsHandler() http.Handler {
 	r.Get("/readyz", s.readyz)
 	return r
 }
+
+// MetricsConnLimits bound the metrics-only listener's connections (see
+// LimitConnections), apart from the credential listeners'
+// (DefaultConnLimits), so a flood there never costs a credential client
+// its connection. A scraper holds one or two keep-alive connections, so a
+// few per peer are plenty; the total keeps what anyone who can reach the
+// address (on a node IP, every pod of the cluster) can hold open to a few
+// megabytes. A flooder only ever displaces quiet connections, its own
+// first, so an idle scraper reconnects and a busy one is never cut.
+var MetricsConnLimits = ConnLimits{Total: 128, PerPeer: 8}

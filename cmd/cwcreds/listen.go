@@ -103,6 +103,36 @@ func listen(list string, inherited []*os.File) ([]*listener, error) {
 	return lns, nil
 }
 
+// listenMetrics binds the metrics-only listener on addr
+// (CWCREDS_METRICS_LISTEN_ADDR, validated). It is always a plain bind, with
+// or without socket activation: it serves no credential, so nothing is
+// lost if someone else takes its port while the daemon is down, and
+// cwcreds.socket has no line for it. A failure names the variable, the
+// address and what to do.
+func listenMetrics(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (CWCREDS_METRICS_LISTEN_ADDR): %w%s", addr, err, metricsBindHint(err))
+	}
+	return ln, nil
+}
+
+// metricsBindHint says, after a failure to bind the metrics listener with
+// err, why and what to do; "" when there is nothing to add.
+func metricsBindHint(err error) string {
+	switch {
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return "; the address is not assigned to any interface on this node: use one of the node's own addresses " +
+			"(the Helm chart uses the node's IP, $(HOST_IP)) or 0.0.0.0, or unset CWCREDS_METRICS_LISTEN_ADDR"
+	case errors.Is(err, syscall.EADDRINUSE):
+		return "; another process listens there: choose another port for CWCREDS_METRICS_LISTEN_ADDR"
+	case errors.Is(err, syscall.EACCES):
+		return "; ports below 1024 need CAP_NET_BIND_SERVICE, and the metrics listener is never socket-activated: " +
+			"use an unprivileged port such as 7913"
+	}
+	return ""
+}
+
 // activatedListener returns the listener of a socket systemd passed, which
 // must be a listening TCP socket; list is CWCREDS_LISTEN_ADDR, for errors.
 func activatedListener(f *os.File, list string) (net.Listener, error) {

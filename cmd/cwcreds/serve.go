@@ -53,6 +53,9 @@ type serveHooks struct {
 	// inherited, when set, are the sockets systemd passed (tests);
 	// nil means activation.Files (LISTEN_FDS).
 	inherited []*os.File
+	// metricsReady, when set, is called with the metrics-only listener's
+	// bound address (CWCREDS_METRICS_LISTEN_ADDR) just before ready.
+	metricsReady func(net.Addr)
 }
 
 // node is the running daemon's state that a reload changes. Only
@@ -91,6 +94,14 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	if err != nil {
 		return err
 	}
+	// The metrics-only listener: a plain bind, never socket-activated.
+	var metricsLn net.Listener
+	if cfg.MetricsListenAddr != "" {
+		if metricsLn, err = listenMetrics(cfg.MetricsListenAddr); err != nil {
+			closeAll(lns)
+			return err
+		}
+	}
 	ln := mergeListeners(lns)
 	d.addr = ln.Addr()
 	activated := lns[0].activated // all or none: listen maps every address
@@ -117,9 +128,25 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	// ConnContext is set, which it wraps.
 	limited := server.LimitConnections(httpSrv, ln, server.DefaultConnLimits, log)
 	go func() { serveErr <- httpSrv.Serve(limited) }()
-	log.Info().Str("version", buildVersion()).Str("listen", listenAddrs(lns)).
-		Bool("socket_activated", activated).Str("api_url", cfg.APIURL).Int("profiles", len(cfg.Profiles)).
+	// The metrics-only server: its own http.Server (same timeouts) and its
+	// own, smaller connection budget, so nothing that reaches it can take
+	// connections from credential clients.
+	var metricsSrv *http.Server
+	metricsErr := make(chan error, 1)
+	if metricsLn != nil {
+		metricsSrv = server.NewHTTPServer(cfg.MetricsListenAddr, d.srv.MetricsHandler(), log)
+		mlimited := server.LimitConnections(metricsSrv, metricsLn, server.MetricsConnLimits, log)
+		go func() { metricsErr <- metricsSrv.Serve(mlimited) }()
+	}
+	started := log.Info().Str("version", buildVersion()).Str("listen", listenAddrs(lns))
+	if metricsLn != nil {
+		started = started.Str("metrics_listen", metricsLn.Addr().String())
+	}
+	started.Bool("socket_activated", activated).Str("api_url", cfg.APIURL).Int("profiles", len(cfg.Profiles)).
 		Bool("reloadable", h.load != nil).Msg("cwcreds serving")
+	if h.metricsReady != nil && metricsLn != nil {
+		h.metricsReady(metricsLn.Addr())
+	}
 	if h.ready != nil {
 		h.ready(ln.Addr(), tokens)
 	}
@@ -133,6 +160,8 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 		select {
 		case err := <-serveErr:
 			return fmt.Errorf("serve: %w", err)
+		case err := <-metricsErr:
+			return fmt.Errorf("serve metrics (CWCREDS_METRICS_LISTEN_ADDR): %w", err)
 		case <-ctx.Done():
 			running = false
 		case <-h.reloads:
@@ -144,11 +173,28 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 	log.Info().Bool("socket_kept_by_systemd", activated).Msg("shutting down: draining requests")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	if err := httpSrv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	// The metrics server drains alongside, within the same deadline; both
+	// are done before the deferred audit flush and cache stop.
+	metricsShut := make(chan error, 1)
+	if metricsSrv != nil {
+		go func() { metricsShut <- metricsSrv.Shutdown(sctx) }()
+	} else {
+		metricsShut <- nil
+		metricsErr <- http.ErrServerClosed
+	}
+	shutErr := httpSrv.Shutdown(sctx)
+	if err := <-metricsShut; err != nil {
+		metricsSrv.Close()
+		shutErr = errors.Join(shutErr, fmt.Errorf("metrics listener: %w", err))
+	}
+	if shutErr != nil {
+		return fmt.Errorf("shutdown: %w", shutErr)
 	}
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
+	}
+	if err := <-metricsErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve metrics (CWCREDS_METRICS_LISTEN_ADDR): %w", err)
 	}
 	log.Info().Msg("stopped")
 	return nil
