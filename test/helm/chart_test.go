@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -251,6 +253,118 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet) {
 	for _, a := range cfg.ListenAddrs() {
 		if !strings.HasSuffix(a, ":7911") {
 			t.Errorf("listen address %s: want port 7911", a)
+		}
+	}
+	checkListeners(t, c, environ, cfg)
+}
+
+// nodeIP is what environOf gives status.hostIP.
+const nodeIP = "10.0.0.5"
+
+// podIdentityAddrs are the addresses pods reach the daemon at (config
+// accepts them without CWCREDS_ALLOW_NON_LOOPBACK).
+var podIdentityAddrs = []netip.Addr{
+	netip.MustParseAddr("169.254.170.23"), netip.MustParseAddr("fd00:ec2::23"), netip.MustParseAddr("169.254.170.2"),
+}
+
+// checkListeners asserts that the credential API is served on loopback and
+// the pod identity addresses only (never the node's IP, and without
+// CWCREDS_ALLOW_NON_LOOPBACK), and that the metrics-only listener, when
+// there is one, is on the node's IP at the container port named metrics.
+func checkListeners(t *testing.T, c corev1.Container, environ []string, cfg *config.Config) {
+	t.Helper()
+	if slices.ContainsFunc(environ, func(e string) bool { return strings.HasPrefix(e, "CWCREDS_ALLOW_NON_LOOPBACK=") }) {
+		t.Errorf("CWCREDS_ALLOW_NON_LOOPBACK is set: the credential API must stay on loopback and the pod identity addresses")
+	}
+	for _, a := range cfg.ListenAddrs() {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil || !ap.Addr().Unmap().IsLoopback() && !slices.Contains(podIdentityAddrs, ap.Addr().Unmap()) {
+			t.Errorf("credential listener %s: want loopback or a pod identity address only", a)
+		}
+	}
+	var metricsPort int32
+	for _, p := range c.Ports {
+		if p.Name == "metrics" {
+			metricsPort = p.ContainerPort
+		}
+	}
+	switch {
+	case cfg.MetricsListenAddr == "" && metricsPort != 0:
+		t.Errorf("container port metrics (%d) but no CWCREDS_METRICS_LISTEN_ADDR", metricsPort)
+	case cfg.MetricsListenAddr != "" && cfg.MetricsListenAddr != fmt.Sprintf("%s:%d", nodeIP, metricsPort):
+		t.Errorf("CWCREDS_METRICS_LISTEN_ADDR = %s, want the node's IP at the container port named metrics (%s:%d)",
+			cfg.MetricsListenAddr, nodeIP, metricsPort)
+	}
+}
+
+// TestServiceMonitorScrapesMetricsListener: with the ServiceMonitor on,
+// Prometheus is pointed at the metrics-only listener on the node's IP
+// (ServiceMonitor port -> Service port -> container port -> the address
+// the daemon binds), and no credential listener is on the node's IP.
+// Without it there is no metrics listener and no Service.
+func TestServiceMonitorScrapesMetricsListener(t *testing.T) {
+	var (
+		ds  *appsv1.DaemonSet
+		svc *corev1.Service
+		sm  *monitoringv1.ServiceMonitor
+	)
+	for _, o := range decodeStrict(t, render(t, filepath.Join(chartDir, "tests", "values-monitoring.yaml"))) {
+		switch v := o.obj.(type) {
+		case *appsv1.DaemonSet:
+			ds = v
+		case *corev1.Service:
+			svc = v
+		case *monitoringv1.ServiceMonitor:
+			sm = v
+		}
+	}
+	if ds == nil || svc == nil || sm == nil {
+		t.Fatalf("values-monitoring.yaml renders DaemonSet %v, Service %v, ServiceMonitor %v: want all three", ds != nil, svc != nil, sm != nil)
+	}
+	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != "metrics" ||
+		sm.Spec.Endpoints[0].Path != "/metrics" {
+		t.Errorf("ServiceMonitor endpoints %+v: want one, port metrics, path /metrics", sm.Spec.Endpoints)
+	}
+	for k, v := range sm.Spec.Selector.MatchLabels {
+		if svc.Labels[k] != v {
+			t.Errorf("ServiceMonitor selects %s=%s, which the Service lacks", k, v)
+		}
+	}
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Name != "metrics" || svc.Spec.Ports[0].TargetPort.StrVal != "metrics" {
+		t.Fatalf("Service ports %+v: want only metrics, targeting the container port metrics", svc.Spec.Ports)
+	}
+	for k, v := range svc.Spec.Selector {
+		if ds.Spec.Template.Labels[k] != v {
+			t.Errorf("Service selects %s=%s, which the daemon's pods lack", k, v)
+		}
+	}
+	c := ds.Spec.Template.Spec.Containers[0]
+	environ := environOf(t, c.Env)
+	cfg, err := config.Load(environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%s:%d", nodeIP, svc.Spec.Ports[0].Port)
+	if cfg.MetricsListenAddr != want {
+		t.Errorf("CWCREDS_METRICS_LISTEN_ADDR = %q, want %s: the Service's port on the node's IP", cfg.MetricsListenAddr, want)
+	}
+	for _, a := range cfg.ListenAddrs() {
+		if strings.HasPrefix(a, nodeIP+":") {
+			t.Errorf("credential listener %s is on the node's IP", a)
+		}
+	}
+	checkListeners(t, c, environ, cfg)
+
+	for _, o := range decodeStrict(t, render(t, "")) {
+		if ds, ok := o.obj.(*appsv1.DaemonSet); ok {
+			for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
+				if e.Name == "CWCREDS_METRICS_LISTEN_ADDR" || e.Name == "HOST_IP" {
+					t.Errorf("the defaults set %s: no metrics listener unless the ServiceMonitor is on", e.Name)
+				}
+			}
+		}
+		if o.kind == "Service" || o.kind == "ServiceMonitor" {
+			t.Errorf("the defaults render a %s", o.kind)
 		}
 	}
 }

@@ -38,7 +38,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{/* CWCREDS_LISTEN_ADDR: loopback first (what commands on the node use),
-then the pod identity addresses, then the node's IP for Prometheus. */}}
+then the pod identity addresses. Never the node's IP: Prometheus scrapes
+the metrics-only listener there (CWCREDS_METRICS_LISTEN_ADDR). */}}
 {{- define "cwcreds.listenAddr" -}}
 {{- $p := int .Values.port -}}
 {{- $addrs := list (printf "127.0.0.1:%d" $p) -}}
@@ -48,9 +49,6 @@ then the pod identity addresses, then the node's IP for Prometheus. */}}
 {{- if .ipv6 }}{{ $addrs = append $addrs (printf "[fd00:ec2::23]:%d" $p) }}{{ end -}}
 {{- if .legacyECS }}{{ $addrs = append $addrs (printf "169.254.170.2:%d" $p) }}{{ end -}}
 {{- end -}}
-{{- end -}}
-{{- if .Values.metrics.serviceMonitor.enabled -}}
-{{- $addrs = append $addrs (printf "$(HOST_IP):%d" $p) -}}
 {{- end -}}
 {{- join "," $addrs -}}
 {{- end -}}
