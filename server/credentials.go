@@ -12,9 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -100,8 +102,8 @@ func (s *Server) serveCredentials(w http.ResponseWriter, r *http.Request, name s
 // serveWorkload serves a workload profile (source workload-oidc): the
 // Authorization header is the caller's own OIDC token, exactly as
 // CoreWeave's container-credentials endpoint takes it, and the broker
-// answers with its identity's key. The body is rendered per request: a
-// workload profile holds a key per identity, not one to keep rendered.
+// answers with its identity's key. A workload profile holds a key per
+// identity: their bodies are kept rendered in p.bodies.
 func (s *Server) serveWorkload(w http.ResponseWriter, r *http.Request, p *profile) {
 	auth := r.Header["Authorization"]
 	if len(auth) != 1 || auth[0] == "" {
@@ -113,7 +115,7 @@ func (s *Server) serveWorkload(w http.ResponseWriter, r *http.Request, p *profil
 		s.refuse(w, r, p.requests, p.name, fmt.Errorf("get key for profile %q: %w", p.name, err), workloadRefusal(err))
 		return
 	}
-	body, err := renderBody(creds)
+	body, err := p.bodies.body(creds)
 	if err != nil {
 		s.refuse(w, r, p.requests, p.name, fmt.Errorf("render key for profile %q: %w", p.name, err), "credential request not served")
 		return
@@ -180,6 +182,38 @@ type renderedKey struct {
 	// Set by once, read only after it.
 	body []byte
 	err  error
+}
+
+// workloadBodies keeps the rendered bodies of a workload profile's keys,
+// one per identity, so that a hit renders nothing and allocates nothing.
+// It is a direct-mapped table: a key's slot is chosen by a hash of its id,
+// and holds that key's renderedKey (matched by key pointer, as
+// profile.body does) until another key that hashes there replaces it. So
+// its size is fixed (workloadBodySlots pointers, whatever the number of
+// identities) and it needs no eviction; more hot identities than slots
+// only means some requests render their body again, as they all did
+// before. A slot keeps its last key (an expired or dropped one, perhaps)
+// in memory until replaced: memory the daemon already held those keys in.
+type workloadBodies struct {
+	seed  maphash.Seed
+	slots [workloadBodySlots]atomic.Pointer[renderedKey]
+}
+
+const workloadBodySlots = 1024
+
+func newWorkloadBodies() *workloadBodies { return &workloadBodies{seed: maphash.MakeSeed()} }
+
+// body returns the response body of creds, rendering it at most once per
+// slot tenure.
+func (b *workloadBodies) body(creds *cwapi.Credentials) ([]byte, error) {
+	slot := &b.slots[maphash.String(b.seed, creds.AccessKeyID)%workloadBodySlots]
+	k := slot.Load()
+	if k == nil || k.creds != creds {
+		k = &renderedKey{creds: creds}
+		slot.Store(k)
+	}
+	k.once.Do(func() { k.render(nil) })
+	return k.body, k.err
 }
 
 // credentialsBody is the container-credentials response. Field order is the

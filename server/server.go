@@ -116,6 +116,8 @@ type profile struct {
 	entry broker.Entry
 	// onRender, when set, is called at every render (tests count them).
 	onRender func()
+	// bodies holds the rendered keys of a workload profile (entry.Workload).
+	bodies *workloadBodies
 }
 
 // New returns a Server that serves keys from keys to the profiles in
@@ -179,7 +181,11 @@ func (s *Server) SetProfiles(tokens map[string]string, access map[string]Access)
 			next[name] = p
 			continue
 		}
-		next[name] = &profile{name: name, token: tok, requests: s.requests.Requests(name), access: a.clone(), entry: entry}
+		np := &profile{name: name, token: tok, requests: s.requests.Requests(name), access: a.clone(), entry: entry}
+		if entry.Workload() {
+			np.bodies = newWorkloadBodies()
+		}
+		next[name] = np
 	}
 	s.profiles.Store(&next)
 	s.groups.forget() // a reload re-checks every peer's groups at once
