@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -57,5 +59,48 @@ func BenchmarkHandlerHitWorkload(b *testing.B) {
 				benchHitRequest(b, s, fromUID(credsRequest(c.profile, c.token), 1000))
 			})
 		}
+	}
+}
+
+// BenchmarkLoopbackHitWorkload is BenchmarkHandlerHitWorkload through a
+// real keep-alive loopback connection (client and server costs together,
+// NewHTTPServer, audit on): the workload profile's request carries a
+// 1 KiB Authorization header, so "op+1KiB" is the operator profile with a
+// 1 KiB header of padding added, to separate the cost of a bigger request
+// from the cost of the workload lookup.
+func BenchmarkLoopbackHitWorkload(b *testing.B) {
+	for _, c := range []struct{ name, profile, token, pad string }{
+		{"op", "op", testToken, ""},
+		{"op+1KiB", "op", testToken, strings.Repeat("p", 1024-len(testToken))},
+		{"wl", "wl", benchWorkloadToken, ""},
+	} {
+		b.Run("profile="+c.name, func(b *testing.B) {
+			s := workloadBenchServer(b, zerolog.New(io.Discard).Level(zerolog.InfoLevel).With().Timestamp().Logger())
+			ts := httptest.NewUnstartedServer(s)
+			ts.Config = NewHTTPServer("", s, zerolog.Nop())
+			ts.Start()
+			defer ts.Close()
+			req, err := http.NewRequest(http.MethodGet, ts.URL+"/v1/credentials/"+c.profile, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			req.Header.Set("Authorization", c.token)
+			if c.pad != "" {
+				req.Header.Set("X-Pad", c.pad)
+			}
+			client := ts.Client()
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("status = %d", resp.StatusCode)
+				}
+			}
+		})
 	}
 }

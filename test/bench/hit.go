@@ -35,18 +35,25 @@ type target struct {
 type hitResults map[string]map[int][]map[string]string
 
 type hitPhase struct {
-	res         hitResults
-	peer        bool
-	base        target
-	baseProc    *proc
-	baseRSS     int // KiB, after the hit phase
-	baseHWM     int
-	genWrk      float64 // the load-generator check: req/s on the bare baseline at 64 connections
-	genGo       float64
-	auditLines  int
-	auditDetail string
-	auditReqs   float64
-	hitDaemon   *daemon
+	res        hitResults
+	peer       bool
+	base       target
+	baseProc   *proc
+	baseRSS    int // KiB, after the hit phase
+	baseHWM    int
+	genWrk     float64 // the load-generator check: req/s on the bare baseline at 64 connections
+	genGo      float64
+	audits     map[string]*auditResult // per daemon at info: audit, peer, workload
+	wlTokenLen int                     // the workload's OIDC token, bytes
+	hitDaemon  *daemon
+}
+
+// auditResult is one info-level daemon's audit trail, checked against the
+// requests its /metrics counted (checkAudit).
+type auditResult struct {
+	lines  int
+	detail string
+	reqs   float64
 }
 
 // wrk runs one wrk load and returns its summary (nil on failure, recorded).
@@ -79,14 +86,19 @@ func (b *bench) wrk(t target, conns, secs int, script string) map[string]string 
 }
 
 func (b *bench) hit() *hitPhase {
-	logf("hit: starting the daemon (warn), the daemon with audit (info), the daemon with the peer-uid check and the baseline")
-	h := &hitPhase{res: hitResults{}, peer: true}
-	pHit, pAud, pPeer := freePort(), freePort(), freePort()
+	logf("hit: starting the daemon (warn), the daemon with audit (info), the daemon with the peer-uid check (info), the workload daemon (info) and the baseline")
+	h := &hitPhase{res: hitResults{}, peer: true, audits: map[string]*auditResult{}}
+	pHit, pAud, pPeer, pWl := freePort(), freePort(), freePort(), freePort()
 	dHit := b.startDaemon("hit", pHit, b.daemonEnv("hit", pHit, "warn", "1h", "hit"))
 	dAud := b.startDaemon("audit", pAud, b.daemonEnv("audit", pAud, "info", "1h", "hit"))
-	// The same daemon with the peer-uid check on (ALLOWED_UIDS = our uid), where the build has it.
-	dPeer := b.startDaemon("peer", pPeer, append(b.daemonEnv("peer", pPeer, "warn", "1h", "hit"),
+	// The same daemon with the peer-uid check on (ALLOWED_UIDS = our uid),
+	// at the default level, as users run it, where the build has it.
+	dPeer := b.startDaemon("peer", pPeer, append(b.daemonEnv("peer", pPeer, "info", "1h", "hit"),
 		"CWCREDS_PROFILE_HIT_ALLOWED_UIDS="+strconv.Itoa(os.Getuid())))
+	// A workload-oidc profile (SHARE=token, the default) trusting the
+	// emulator's own OIDC issuer, at the default level: every request
+	// presents the workload's own token, as a pod's SDK would.
+	dWl := b.startDaemon("workload", pWl, b.workloadEnv("workload", pWl, "info", "wl"))
 	h.hitDaemon = dHit
 	if !dHit.ready(15 * time.Second) {
 		die("daemon not ready: %s", tail(dHit.log(), 3))
@@ -99,6 +111,11 @@ func (b *bench) hit() *hitPhase {
 		logf("peer-uid check not measured: this build's daemon did not start with ALLOWED_UIDS (%s)", tail(dPeer.log(), 1))
 		dPeer.proc.stop()
 	}
+	if !dWl.ready(15 * time.Second) {
+		die("workload daemon not ready: %s", tail(dWl.log(), 3))
+	}
+	wlToken := b.oidcToken("system:serviceaccount:bench:loader", "bench", "loader", "loader-0", 2*3600)
+	h.wlTokenLen = len(wlToken)
 	// The baseline answers with the daemon's exact bytes and headers.
 	body, hdr := b.get(dHit.url("/v1/credentials/hit"), dHit.token("hit"))
 	if body == nil {
@@ -138,21 +155,34 @@ func (b *bench) hit() *hitPhase {
 		"daemon":   {"daemon", dHit.url("/v1/credentials/hit"), dHit.token("hit")},
 		"audit":    {"audit", dAud.url("/v1/credentials/hit"), dAud.token("hit")},
 		"peer":     {"peer", dPeer.url("/v1/credentials/hit"), dPeer.token("hit")},
+		"workload": {"workload", dWl.url("/v1/credentials/wl"), wlToken},
 		"baseline": h.base,
+		// The bare baseline sent the workload's request (its ~1 KB
+		// Authorization header): what a bigger request costs the client,
+		// the kernel and net/http, which no server code can save.
+		"baseline-wl": {"baseline-wl", h.base.url, wlToken},
+	}
+	if wb, _ := b.get(targets["workload"].url, wlToken); wb == nil {
+		die("workload daemon: the first request with the workload's token failed: %s", tail(dWl.log(), 3))
 	}
 	for r := 1; r <= b.p.rounds; r++ {
 		for _, c := range b.p.hitConns {
 			// Alternate the order each round so neither side always runs first.
-			// The audit and peer-uid daemons run at 64 connections only, to keep rounds short.
+			// The info-level daemons run at 64 connections only, to keep
+			// rounds short, their order reversed each round too.
 			order := []string{"daemon", "baseline"}
 			if r%2 == 0 {
 				order = []string{"baseline", "daemon"}
 			}
 			if c == 64 {
-				order = append(order, "audit")
+				extra := []string{"audit", "workload", "baseline-wl"}
 				if h.peer {
-					order = append(order, "peer")
+					extra = []string{"audit", "peer", "workload", "baseline-wl"}
 				}
+				if r%2 == 0 {
+					slices.Reverse(extra)
+				}
+				order = append(order, extra...)
 			}
 			for _, tg := range order {
 				if b.p.warmSecs > 0 {
@@ -187,13 +217,18 @@ func (b *bench) hit() *hitPhase {
 	if h.peer {
 		want = 3
 	}
-	if _, keys := b.emuStats(); keys["hit"] != want {
+	_, keys := b.emuStats()
+	if keys["hit"] != want {
 		b.fail("hit phase: expected %d keys for profile hit (one per daemon), emulator says %d", want, keys["hit"])
 	}
-	b.checkAudit(h, dAud)
-	if h.peer {
-		dPeer.proc.stop()
+	if keys["wl"] != 1 {
+		b.fail("hit phase: expected 1 key for the workload profile (one token), emulator says %d", keys["wl"])
 	}
+	h.audits["audit"] = b.checkAudit(dAud)
+	if h.peer {
+		h.audits["peer"] = b.checkAudit(dPeer)
+	}
+	h.audits["workload"] = b.checkAudit(dWl)
 	return h
 }
 
@@ -240,30 +275,55 @@ func (h *hitPhase) stat(tg string, c int, field string) float64 {
 	return median(xs)
 }
 
-func (h *hitPhase) ratios(tg string, c int) []float64 {
+func (h *hitPhase) ratios(tg string, c int) []float64 { return h.ratiosTo(tg, "baseline", c) }
+
+// ratiosTo: per round, target tg's req/s ÷ ref's.
+func (h *hitPhase) ratiosTo(tg, ref string, c int) []float64 {
 	var rs []float64
 	for i, m := range h.res[tg][c] {
 		a, bb := num(m, "rps"), math.NaN()
-		if i < len(h.res["baseline"][c]) {
-			bb = num(h.res["baseline"][c][i], "rps")
+		if i < len(h.res[ref][c]) {
+			bb = num(h.res[ref][c][i], "rps")
 		}
 		rs = append(rs, a/bb)
 	}
 	return rs
 }
 
+// ownRatio: per round, (tg ÷ ref) ÷ (other ÷ otherRef), the median and
+// the rounds: target tg's cost relative to other, each against the bare
+// baseline sent its own request.
+func (h *hitPhase) ownRatio(tg, ref, other, otherRef string, c int) (string, string) {
+	a, o := h.ratiosTo(tg, ref, c), h.ratiosTo(other, otherRef, c)
+	var rs []float64
+	var ss []string
+	for i := range min(len(a), len(o)) {
+		rs = append(rs, a[i]/o[i])
+		ss = append(ss, fmt.Sprintf("%.2f", a[i]/o[i]))
+	}
+	m := median(rs)
+	if math.IsNaN(m) {
+		return "n/a", strings.Join(ss, " ")
+	}
+	return fmt.Sprintf("%.3f", m), strings.Join(ss, " ")
+}
+
 // ratio: the median of the per-round ratios target/baseline.
-func (h *hitPhase) ratio(tg string, c int) string {
-	r := median(h.ratios(tg, c))
+func (h *hitPhase) ratio(tg string, c int) string { return h.ratioTo(tg, "baseline", c) }
+
+func (h *hitPhase) ratioTo(tg, ref string, c int) string {
+	r := median(h.ratiosTo(tg, ref, c))
 	if math.IsNaN(r) {
 		return "n/a"
 	}
 	return fmt.Sprintf("%.3f", r)
 }
 
-func (h *hitPhase) roundRatios(tg string, c int) string {
+func (h *hitPhase) roundRatios(tg string, c int) string { return h.roundRatiosTo(tg, "baseline", c) }
+
+func (h *hitPhase) roundRatiosTo(tg, ref string, c int) string {
 	var s []string
-	for _, r := range h.ratios(tg, c) {
+	for _, r := range h.ratiosTo(tg, ref, c) {
 		if math.IsNaN(r) || math.IsInf(r, 0) {
 			s = append(s, "n/a")
 		} else {
@@ -281,14 +341,15 @@ func (h *hitPhase) roundRatios(tg string, c int) string {
 // goes to one peer (every wrk connection is this uid), so: exactly one
 // grant line; the counts of the grant and summary lines add up to the
 // requests served; no refusal and no overflow line.
-func (b *bench) checkAudit(h *hitPhase, d *daemon) {
+func (b *bench) checkAudit(d *daemon) *auditResult {
+	h := &auditResult{}
 	ms, err := b.scrapeMetrics(d.url("/metrics"))
 	if err != nil {
-		b.fail("audit: /metrics: %v", err)
+		b.fail("audit: %s /metrics: %v", d.name, err)
 		d.proc.stop()
-		return
+		return h
 	}
-	h.auditReqs = ms.sum("cwcreds_credential_requests_total", nil)
+	h.reqs = ms.sum("cwcreds_credential_requests_total", nil)
 	served := ms.sum("cwcreds_credential_requests_total", labelIs("outcome", "ok"))
 	d.proc.stop()
 	events := map[string]int{}
@@ -303,7 +364,7 @@ func (b *bench) checkAudit(h *hitPhase, d *daemon) {
 			continue
 		}
 		events[rec.Event]++
-		h.auditLines++
+		h.lines++
 		if rec.Event == "credential_grant" || rec.Event == "credential_grant_summary" {
 			counted += rec.Count
 		}
@@ -313,20 +374,21 @@ func (b *bench) checkAudit(h *hitPhase, d *daemon) {
 		names = append(names, fmt.Sprintf("%d %s", v, k))
 	}
 	slices.Sort(names)
-	h.auditDetail = strings.Join(names, ", ")
-	logf("audit: %d audit lines (%s) for %.0f requests counted (%.0f served)", h.auditLines, h.auditDetail, h.auditReqs, served)
-	if served == 0 || served != h.auditReqs {
-		b.fail("audit: the audit daemon counted %.0f requests, %.0f served: want all served, at least one", h.auditReqs, served)
+	h.detail = strings.Join(names, ", ")
+	logf("audit: %s: %d audit lines (%s) for %.0f requests counted (%.0f served)", d.name, h.lines, h.detail, h.reqs, served)
+	if served == 0 || served != h.reqs {
+		b.fail("audit: the %s daemon counted %.0f requests, %.0f served: want all served, at least one", d.name, h.reqs, served)
 	}
 	if events["credential_grant"] != 1 {
-		b.fail("audit: %d credential_grant lines for one key served to one peer, want 1 (%s)", events["credential_grant"], h.auditDetail)
+		b.fail("audit: %s: %d credential_grant lines for one key served to one peer, want 1 (%s)", d.name, events["credential_grant"], h.detail)
 	}
 	if counted != served {
-		b.fail("audit: the grant and summary lines count %.0f requests, the daemon served %.0f", counted, served)
+		b.fail("audit: %s: the grant and summary lines count %.0f requests, the daemon served %.0f", d.name, counted, served)
 	}
 	for _, e := range []string{"credential_refusal", "credential_refusal_summary", "audit_overflow"} {
 		if events[e] > 0 {
-			b.fail("audit: %d %s lines, want none", events[e], e)
+			b.fail("audit: %s: %d %s lines, want none", d.name, events[e], e)
 		}
 	}
+	return h
 }

@@ -366,6 +366,16 @@ func (b *bench) memory(h *hitPhase, script string) *memPhase {
 // table runs the phases but the soak and prints (with -write, writes) the table.
 func (b *bench) table() {
 	h := b.hit()
+	if b.hitOnly {
+		h.baseProc.stop()
+		var t strings.Builder
+		row := func(cells ...string) { fmt.Fprintf(&t, "| %s |\n", strings.Join(cells, " | ")) }
+		row("Measure", "cwcreds", "Baseline", "Ratio / target")
+		row("---", "---", "---", "---")
+		b.hitRows(h, row)
+		fmt.Printf("\ncwcreds benchmark, hit phase only (%s mode, %d cores, response %d bytes, %ds)\n\n%s\n", b.mode, runtime.NumCPU(), b.bodyBytes, int(time.Since(b.start).Seconds()), t.String())
+		return
+	}
 	hd := b.herd(h)
 	m := b.many()
 	mem := b.memory(h, filepath.Join(b.work, "report.lua"))
@@ -376,35 +386,7 @@ func (b *bench) table() {
 	row := func(cells ...string) { fmt.Fprintf(&t, "| %s |\n", strings.Join(cells, " | ")) }
 	row("Measure", "cwcreds", "Baseline", "Ratio / target")
 	row("---", "---", "---", "---")
-	for _, c := range p.hitConns {
-		target := ""
-		if c == 64 {
-			target = "; target ≥ 0.8"
-		}
-		row(fmt.Sprintf("Cache hit, %d conn: req/s", c), krps(h.stat("daemon", c, "rps")), krps(h.stat("baseline", c, "rps")),
-			fmt.Sprintf("**%s** (rounds: %s)%s", h.ratio("daemon", c), h.roundRatios("daemon", c), target))
-		lat := func(tg string) string {
-			return us(h.stat(tg, c, "p50")) + " / " + us(h.stat(tg, c, "p99")) + " / " + us(h.stat(tg, c, "p999"))
-		}
-		row(fmt.Sprintf("Cache hit, %d conn: p50 / p99 / p99.9", c), lat("daemon"), lat("baseline"), "")
-	}
-	short := func(tg string) string {
-		return fmt.Sprintf("%s, %s / %s", krps(h.stat(tg, 64, "rps")), us(h.stat(tg, 64, "p50")), us(h.stat(tg, 64, "p99")))
-	}
-	row(fmt.Sprintf("Cache hit with the audit trail on (the default `info`; grant and summary lines, to a file: %d audit lines (%s) for %.0f requests), 64 conn: req/s, p50 / p99", h.auditLines, h.auditDetail, h.auditReqs),
-		short("audit"), short("baseline"), fmt.Sprintf("**%s** (rounds: %s); target ≥ 0.90", h.ratio("audit", 64), h.roundRatios("audit", 64)))
-	if h.peer {
-		row("Cache hit with the peer-uid check on (ALLOWED_UIDS; uid looked up once per connection), 64 conn: req/s, p50 / p99",
-			short("peer"), short("baseline"), fmt.Sprintf("%s (rounds: %s); target ≥ 0.85", h.ratio("peer", 64), h.roundRatios("peer", 64)))
-	} else {
-		row("Cache hit with the peer-uid check on", "not available in this build", "", "")
-	}
-	faster := "wrk"
-	if h.genGo > h.genWrk {
-		faster = "the Go generator"
-	}
-	row("Load generator check: the bare baseline, 64 conn, one run each: wrk -t2 / Go (`test/bench/herd load`, net/http clients) req/s",
-		krps(h.genWrk)+" / "+krps(h.genGo), "", fmt.Sprintf("%s drives it harder (%.2f×); the hit figures use wrk", faster, math.Max(h.genWrk, h.genGo)/math.Min(h.genWrk, h.genGo)))
+	b.hitRows(h, row)
 	row(fmt.Sprintf("Herd: %d cold clients, upstream %d ms: upstream mints", p.herdN, p.upstreamLatencyMS), strconv.Itoa(hd.mints),
 		fmt.Sprintf("%d (each calling upstream)", p.herdN), "target 1")
 	baseMax, _ := strconv.ParseFloat(hd.base["max_ms"], 64)
@@ -455,4 +437,50 @@ func (b *bench) table() {
 		b.rewrite("<!-- table -->", section, "<!-- soak -->")
 		logf("wrote BENCHMARKS.md")
 	}
+}
+
+// hitRows writes the hit phase's rows.
+func (b *bench) hitRows(h *hitPhase, row func(...string)) {
+	for _, c := range b.p.hitConns {
+		target := ""
+		if c == 64 {
+			target = "; target ≥ 0.8"
+		}
+		row(fmt.Sprintf("Cache hit, %d conn: req/s", c), krps(h.stat("daemon", c, "rps")), krps(h.stat("baseline", c, "rps")),
+			fmt.Sprintf("**%s** (rounds: %s)%s", h.ratio("daemon", c), h.roundRatios("daemon", c), target))
+		lat := func(tg string) string {
+			return us(h.stat(tg, c, "p50")) + " / " + us(h.stat(tg, c, "p99")) + " / " + us(h.stat(tg, c, "p999"))
+		}
+		row(fmt.Sprintf("Cache hit, %d conn: p50 / p99 / p99.9", c), lat("daemon"), lat("baseline"), "")
+	}
+	short := func(tg string) string {
+		return fmt.Sprintf("%s, %s / %s", krps(h.stat(tg, 64, "rps")), us(h.stat(tg, 64, "p50")), us(h.stat(tg, 64, "p99")))
+	}
+	aud := func(tg string) string {
+		a := h.audits[tg]
+		if a == nil {
+			return "not checked"
+		}
+		return fmt.Sprintf("%d audit lines (%s) for %.0f requests", a.lines, a.detail, a.reqs)
+	}
+	row(fmt.Sprintf("Cache hit with the audit trail on (the default `info`; grant and summary lines, to a file: %s), 64 conn: req/s, p50 / p99", aud("audit")),
+		short("audit"), short("baseline"), fmt.Sprintf("**%s** (rounds: %s); target ≥ 0.90", h.ratio("audit", 64), h.roundRatios("audit", 64)))
+	if h.peer {
+		row(fmt.Sprintf("Cache hit with the peer-uid check on (ALLOWED_UIDS; uid looked up once per connection) at the default `info` (audit on: %s), 64 conn: req/s, p50 / p99", aud("peer")),
+			short("peer"), short("baseline"), fmt.Sprintf("**%s** (rounds: %s); target ≥ 0.85", h.ratio("peer", 64), h.roundRatios("peer", 64)))
+	} else {
+		row("Cache hit with the peer-uid check on", "not available in this build", "", "")
+	}
+	own, ownRounds := h.ownRatio("workload", "baseline-wl", "audit", "baseline", 64)
+	row(fmt.Sprintf("Cache hit of a workload identity (source `workload-oidc`, SHARE=token: the caller's own %d-byte OIDC token as Authorization, hashed per request) at the default `info` (audit on: %s), 64 conn: req/s, p50 / p99", h.wlTokenLen, aud("workload")),
+		short("workload"), short("baseline")+"; sent the workload's request: "+short("baseline-wl"),
+		fmt.Sprintf("÷ the operator profile (the audit row, same rounds): **%s** (rounds: %s); the bigger request alone, bare ÷ bare: %s (rounds: %s); cwcreds' own part, (workload ÷ bare with its request) ÷ (operator ÷ bare): **%s** (rounds: %s); target ≥ 0.90 of the operator profile",
+			h.ratioTo("workload", "audit", 64), h.roundRatiosTo("workload", "audit", 64),
+			h.ratioTo("baseline-wl", "baseline", 64), h.roundRatiosTo("baseline-wl", "baseline", 64), own, ownRounds))
+	faster := "wrk"
+	if h.genGo > h.genWrk {
+		faster = "the Go generator"
+	}
+	row("Load generator check: the bare baseline, 64 conn, one run each: wrk -t2 / Go (`test/bench/herd load`, net/http clients) req/s",
+		krps(h.genWrk)+" / "+krps(h.genGo), "", fmt.Sprintf("%s drives it harder (%.2f×); the hit figures use wrk", faster, math.Max(h.genWrk, h.genGo)/math.Min(h.genWrk, h.genGo)))
 }
