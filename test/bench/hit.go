@@ -20,8 +20,8 @@ import (
 // no p99.9 and rounds its units).
 const reportLua = `done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("BENCH rps=%.1f p50=%d p99=%d p999=%d max=%d errors=%d non2xx=%d\n",
-    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
+  io.write(string.format("BENCH rps=%.1f reqs=%d p50=%d p99=%d p999=%d max=%d errors=%d non2xx=%d\n",
+    summary.requests / (summary.duration / 1e6), summary.requests, latency:percentile(50), latency:percentile(99),
     latency:percentile(99.9), latency.max, e.connect + e.read + e.write + e.timeout, e.status))
 end
 `
@@ -29,6 +29,7 @@ end
 // target is one server the hit phase loads.
 type target struct {
 	name, url, token string
+	pid              int // the server's process, for its CPU time (0: not measured)
 }
 
 // hitResults: per target, per connection count, one wrk summary per round.
@@ -67,7 +68,9 @@ func (b *bench) wrk(t target, conns, secs int, script string) map[string]string 
 	cmd := exec.CommandContext(ctx, "wrk", fmt.Sprintf("-t%d", threads), fmt.Sprintf("-c%d", conns),
 		fmt.Sprintf("-d%ds", secs), "--timeout", "5s", "--latency", "-s", script,
 		"-H", "Host: 127.0.0.1", "-H", "Authorization: "+t.token, t.url)
+	cpu0 := cpuNS(t.pid)
 	out, err := cmd.CombinedOutput()
+	cpu := cpuNS(t.pid) - cpu0
 	if err != nil {
 		b.fail("wrk %s c%d failed: %v", t.name, conns, err)
 		return nil
@@ -77,6 +80,11 @@ func (b *bench) wrk(t target, conns, secs int, script string) map[string]string 
 			m := kvs(rest)
 			if m["errors"] != "0" || m["non2xx"] != "0" {
 				b.fail("wrk %s c%d: %s socket errors, %s non-2xx answers", t.name, conns, m["errors"], m["non2xx"])
+			}
+			// The server's CPU time per request, in µs: unlike req/s, it
+			// hardly moves with what else the machine runs.
+			if reqs := num(m, "reqs"); t.pid > 0 && cpu > 0 && reqs > 0 {
+				m["cpu_us"] = strconv.FormatFloat(float64(cpu)/1e3/reqs, 'f', 3, 64)
 			}
 			return m
 		}
@@ -99,6 +107,15 @@ func (b *bench) hit() *hitPhase {
 	// emulator's own OIDC issuer, at the default level: every request
 	// presents the workload's own token, as a pod's SDK would.
 	dWl := b.startDaemon("workload", pWl, b.workloadEnv("workload", pWl, "info", "wl"))
+	// -compare: another build of the daemon, configured as the audit one.
+	var dOther *daemon
+	if b.otherBin != "" {
+		pOther := freePort()
+		dOther = b.startDaemon("other", pOther, b.daemonEnv("other", pOther, "info", "1h", "hit"))
+		if !dOther.ready(15 * time.Second) {
+			die("the -compare daemon not ready: %s", tail(dOther.log(), 3))
+		}
+	}
 	h.hitDaemon = dHit
 	if !dHit.ready(15 * time.Second) {
 		die("daemon not ready: %s", tail(dHit.log(), 3))
@@ -136,7 +153,7 @@ func (b *bench) hit() *hitPhase {
 	if base == "" {
 		die("baseline did not start")
 	}
-	h.base = target{"baseline", "http://" + base + "/v1/credentials/hit", dHit.token("hit")}
+	h.base = target{"baseline", "http://" + base + "/v1/credentials/hit", dHit.token("hit"), h.baseProc.pid()}
 	if !b.wait200(h.base.url, 10*time.Second, h.baseProc) {
 		die("baseline not answering")
 	}
@@ -152,15 +169,18 @@ func (b *bench) hit() *hitPhase {
 	script := filepath.Join(b.work, "report.lua")
 	os.WriteFile(script, []byte(reportLua), 0o600)
 	targets := map[string]target{
-		"daemon":   {"daemon", dHit.url("/v1/credentials/hit"), dHit.token("hit")},
-		"audit":    {"audit", dAud.url("/v1/credentials/hit"), dAud.token("hit")},
-		"peer":     {"peer", dPeer.url("/v1/credentials/hit"), dPeer.token("hit")},
-		"workload": {"workload", dWl.url("/v1/credentials/wl"), wlToken},
-		"baseline": h.base,
+		"daemon":   {"daemon", dHit.url("/v1/credentials/hit"), dHit.token("hit"), dHit.proc.pid()},
+		"audit":    {"audit", dAud.url("/v1/credentials/hit"), dAud.token("hit"), dAud.proc.pid()},
+		"peer":     {"peer", dPeer.url("/v1/credentials/hit"), dPeer.token("hit"), dPeer.proc.pid()},
+		"workload": {"workload", dWl.url("/v1/credentials/wl"), wlToken, dWl.proc.pid()},
+		"baseline": {"baseline", h.base.url, h.base.token, h.baseProc.pid()},
 		// The bare baseline sent the workload's request (its ~1 KB
 		// Authorization header): what a bigger request costs the client,
 		// the kernel and net/http, which no server code can save.
-		"baseline-wl": {"baseline-wl", h.base.url, wlToken},
+		"baseline-wl": {"baseline-wl", h.base.url, wlToken, h.baseProc.pid()},
+	}
+	if dOther != nil {
+		targets["other"] = target{"other", dOther.url("/v1/credentials/hit"), dOther.token("hit"), dOther.proc.pid()}
 	}
 	if wb, _ := b.get(targets["workload"].url, wlToken); wb == nil {
 		die("workload daemon: the first request with the workload's token failed: %s", tail(dWl.log(), 3))
@@ -178,6 +198,9 @@ func (b *bench) hit() *hitPhase {
 				extra := []string{"audit", "workload", "baseline-wl"}
 				if h.peer {
 					extra = []string{"audit", "peer", "workload", "baseline-wl"}
+				}
+				if b.otherBin != "" {
+					extra = append([]string{"other"}, extra...)
 				}
 				if r%2 == 0 {
 					slices.Reverse(extra)
@@ -216,6 +239,9 @@ func (b *bench) hit() *hitPhase {
 	want := 2
 	if h.peer {
 		want = 3
+	}
+	if b.otherBin != "" {
+		want++
 	}
 	_, keys := b.emuStats()
 	if keys["hit"] != want {
@@ -275,8 +301,6 @@ func (h *hitPhase) stat(tg string, c int, field string) float64 {
 	return median(xs)
 }
 
-func (h *hitPhase) ratios(tg string, c int) []float64 { return h.ratiosTo(tg, "baseline", c) }
-
 // ratiosTo: per round, target tg's req/s ÷ ref's.
 func (h *hitPhase) ratiosTo(tg, ref string, c int) []float64 {
 	var rs []float64
@@ -288,6 +312,57 @@ func (h *hitPhase) ratiosTo(tg, ref string, c int) []float64 {
 		rs = append(rs, a/bb)
 	}
 	return rs
+}
+
+// cpuNS is the CPU time process pid has used, in nanoseconds: the sum over
+// its threads of /proc/PID/task/TID/schedstat's first field (time on a
+// CPU, ns resolution). 0 for pid 0 or when unreadable.
+func cpuNS(pid int) int64 {
+	if pid <= 0 {
+		return 0
+	}
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	for _, t := range tasks {
+		f := strings.Fields(readFile(filepath.Join(dir, t.Name(), "schedstat")))
+		if len(f) > 0 {
+			n, _ := strconv.ParseInt(f[0], 10, 64)
+			sum += n
+		}
+	}
+	return sum
+}
+
+// cpuRatios: per round, ref's server CPU per request ÷ tg's (so, like the
+// req/s ratios, 1 is as cheap as ref and lower is costlier).
+func (h *hitPhase) cpuRatios(tg, ref string, c int) []float64 {
+	var rs []float64
+	for i, m := range h.res[tg][c] {
+		bb := math.NaN()
+		if i < len(h.res[ref][c]) {
+			bb = num(h.res[ref][c][i], "cpu_us")
+		}
+		rs = append(rs, bb/num(m, "cpu_us"))
+	}
+	return rs
+}
+
+// cpuRatio is the median of cpuRatios with the rounds listed.
+func (h *hitPhase) cpuRatio(tg, ref string, c int) string {
+	rs := h.cpuRatios(tg, ref, c)
+	var ss []string
+	for _, r := range rs {
+		ss = append(ss, fmt.Sprintf("%.2f", r))
+	}
+	m := median(rs)
+	if math.IsNaN(m) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.3f (rounds: %s)", m, strings.Join(ss, " "))
 }
 
 // ownRatio: per round, (tg ÷ ref) ÷ (other ÷ otherRef), the median and

@@ -89,6 +89,7 @@ type bench struct {
 	p               params
 	quick, write    bool
 	hitOnly         bool
+	otherBin        string // -compare
 	mode            string
 	root, work, run string
 	runfs, bin      string
@@ -124,6 +125,7 @@ func main() {
 	quick := flag.Bool("quick", false, "smoke run for CI: same phases, shorter, no refresh phase")
 	soak := flag.Bool("soak", false, "only the soak")
 	hitOnly := flag.Bool("hit", false, "only the hit phase (full rounds), printing its rows; with -write nothing is written")
+	other := flag.String("compare", "", "with -hit: also measure this cwcreds binary (another build) at 64 connections with the defaults, beside this tree's")
 	write := flag.Bool("write", false, "rewrite BENCHMARKS.md (the table, or with -soak its soak section)")
 	root := flag.String("root", ".", "the repository root")
 	flag.Parse()
@@ -131,11 +133,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: --write needs the full mode")
 		os.Exit(2)
 	}
-	if *hitOnly && (*write || *soak) {
-		fmt.Fprintln(os.Stderr, "bench: --hit takes neither --write nor --soak")
+	if *hitOnly && (*write || *soak) || *other != "" && !*hitOnly {
+		fmt.Fprintln(os.Stderr, "bench: --hit takes neither --write nor --soak; --compare needs --hit")
 		os.Exit(2)
 	}
-	b := &bench{p: paramsFor(*quick, *soak), quick: *quick, write: *write, hitOnly: *hitOnly, mode: "full", start: time.Now(),
+	b := &bench{p: paramsFor(*quick, *soak), quick: *quick, write: *write, hitOnly: *hitOnly, otherBin: *other, mode: "full", start: time.Now(),
 		httpc: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}}
 	if *quick {
 		b.mode = "quick"
@@ -679,7 +681,11 @@ func (b *bench) oidcToken(subject, namespace, sa, pod string, ttlSeconds int) st
 
 func (b *bench) startDaemon(name string, port int, env []string) *daemon {
 	d := &daemon{name: name, port: port, b: b}
-	d.proc = b.spawn(env, b.logPath(name+".out"), d.log(), b.bin+"/cwcreds", "serve")
+	bin := b.bin + "/cwcreds"
+	if name == "other" {
+		bin = b.otherBin
+	}
+	d.proc = b.spawn(env, b.logPath(name+".out"), d.log(), bin, "serve")
 	return d
 }
 

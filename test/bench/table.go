@@ -333,7 +333,7 @@ func (b *bench) memory(h *hitPhase, script string) *memPhase {
 				}
 			}
 		}()
-		b.wrk(target{name, d.url("/v1/credentials/p0001"), d.token("p0001")}, 64, b.p.memLoadSecs, script)
+		b.wrk(target{name, d.url("/v1/credentials/p0001"), d.token("p0001"), 0}, 64, b.p.memLoadSecs, script)
 		close(stop)
 		<-sampled
 		r.load[n] = max(procKiB(pid, "VmHWM"), peak)
@@ -439,6 +439,14 @@ func (b *bench) table() {
 	}
 }
 
+// cpuUS formats a CPU time per request.
+func cpuUS(u float64) string {
+	if math.IsNaN(u) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f µs", u)
+}
+
 // hitRows writes the hit phase's rows.
 func (b *bench) hitRows(h *hitPhase, row func(...string)) {
 	for _, c := range b.p.hitConns {
@@ -448,6 +456,8 @@ func (b *bench) hitRows(h *hitPhase, row func(...string)) {
 		}
 		row(fmt.Sprintf("Cache hit, %d conn: req/s", c), krps(h.stat("daemon", c, "rps")), krps(h.stat("baseline", c, "rps")),
 			fmt.Sprintf("**%s** (rounds: %s)%s", h.ratio("daemon", c), h.roundRatios("daemon", c), target))
+		row(fmt.Sprintf("Cache hit, %d conn: server CPU per request", c), cpuUS(h.stat("daemon", c, "cpu_us")), cpuUS(h.stat("baseline", c, "cpu_us")),
+			"baseline ÷ cwcreds: "+h.cpuRatio("daemon", "baseline", c))
 		lat := func(tg string) string {
 			return us(h.stat(tg, c, "p50")) + " / " + us(h.stat(tg, c, "p99")) + " / " + us(h.stat(tg, c, "p999"))
 		}
@@ -477,6 +487,23 @@ func (b *bench) hitRows(h *hitPhase, row func(...string)) {
 		fmt.Sprintf("÷ the operator profile (the audit row, same rounds): **%s** (rounds: %s); the bigger request alone, bare ÷ bare: %s (rounds: %s); cwcreds' own part, (workload ÷ bare with its request) ÷ (operator ÷ bare): **%s** (rounds: %s); target ≥ 0.90 of the operator profile",
 			h.ratioTo("workload", "audit", 64), h.roundRatiosTo("workload", "audit", 64),
 			h.ratioTo("baseline-wl", "baseline", 64), h.roundRatiosTo("baseline-wl", "baseline", 64), own, ownRounds))
+	cpuTargets := []string{"audit", "peer", "workload"}
+	if !h.peer {
+		cpuTargets = []string{"audit", "workload"}
+	}
+	var cpus []string
+	for _, tg := range cpuTargets {
+		cpus = append(cpus, tg+" "+cpuUS(h.stat(tg, 64, "cpu_us")))
+	}
+	row("Server CPU per request at 64 conn, the rows above (the server process's CPU time ÷ the requests wrk counted, median of rounds: hardly moved by the machine's other load, unlike req/s): audit = the default `info`, peer = peer-uid check at `info`, workload",
+		strings.Join(cpus, ", "), "bare "+cpuUS(h.stat("baseline", 64, "cpu_us"))+"; sent the workload's request "+cpuUS(h.stat("baseline-wl", 64, "cpu_us")),
+		fmt.Sprintf("bare ÷ default: **%s**; bare ÷ peer-uid: **%s**; operator ÷ workload: **%s**; bare with the workload's request ÷ workload: %s",
+			h.cpuRatio("audit", "baseline", 64), h.cpuRatio("peer", "baseline", 64), h.cpuRatio("workload", "audit", 64), h.cpuRatio("workload", "baseline-wl", 64)))
+	if b.otherBin != "" {
+		row(fmt.Sprintf("The other build (`-compare %s`), defaults (`info`), 64 conn: req/s, p50 / p99; server CPU per request", b.otherBin),
+			short("other")+"; "+cpuUS(h.stat("other", 64, "cpu_us")), "this build: "+short("audit")+"; "+cpuUS(h.stat("audit", 64, "cpu_us")),
+			fmt.Sprintf("req/s this ÷ other: %s (rounds: %s); CPU other ÷ this: %s", h.ratioTo("audit", "other", 64), h.roundRatiosTo("audit", "other", 64), h.cpuRatio("audit", "other", 64)))
+	}
 	faster := "wrk"
 	if h.genGo > h.genWrk {
 		faster = "the Go generator"
