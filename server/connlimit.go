@@ -53,6 +53,10 @@ var DefaultConnLimits = ConnLimits{Total: 8192, PerPeer: 1024}
 // connections only ever displaces or loses their own, and a client that
 // leaks idle connections keeps working: it merely reconnects.
 //
+// Every write on an admitted connection is bounded by writeTimeout (see
+// limitedConn.Write): this, not http.Server.WriteTimeout, is what ends a
+// client that stops reading (see NewHTTPServer's time bounds).
+//
 // It sets srv.ConnState and srv.ConnContext, calling any hook already
 // set, so call it once those are set and before srv.Serve. ConnContext
 // attaches the peer to the connection's context, where the server finds
@@ -133,6 +137,10 @@ type connLimiter struct {
 	lookup func(local, remote netip.AddrPort) (uint32, error)
 	log    zerolog.Logger
 	now    func() time.Time
+	// writeTimeout bounds every write on an admitted connection (see
+	// limitedConn.Write); epoch is the origin of their write deadlines.
+	writeTimeout time.Duration
+	epoch        time.Time
 
 	mu    sync.Mutex
 	total int
@@ -194,6 +202,54 @@ type limitedConn struct {
 	quiet      bool // in peer.quiet
 	prev, next *limitedConn
 	released   bool
+
+	// wdl is the write deadline set on Conn, in nanoseconds since l.epoch
+	// (0: none yet), or ownWriteDeadline while a caller's own is in force.
+	wdl atomic.Int64
+}
+
+const ownWriteDeadline = -1
+
+// Write bounds each write to l.writeTimeout, as http.Server's
+// WriteTimeout would but without a timer operation per request: the one
+// write deadline is re-armed (to now + writeTimeout) only when less than
+// half of writeTimeout is left, so a write that blocks (a client that
+// stopped reading, its socket buffers full) fails between writeTimeout/2
+// and writeTimeout after it started, and net/http closes the connection.
+// A normal write costs one monotonic clock read.
+func (c *limitedConn) Write(p []byte) (int, error) {
+	if d := c.l.writeTimeout; d > 0 {
+		now := int64(time.Since(c.l.epoch))
+		if dl := c.wdl.Load(); dl != ownWriteDeadline && dl-now < int64(d/2) {
+			dl = now + int64(d)
+			if err := c.Conn.SetWriteDeadline(c.l.epoch.Add(time.Duration(dl))); err != nil {
+				return 0, err
+			}
+			c.wdl.Store(dl)
+		}
+	}
+	return c.Conn.Write(p)
+}
+
+// SetWriteDeadline sets a caller's own write deadline, which Write then
+// leaves alone. The zero time, which net/http sets after every request,
+// only returns the connection to Write's own bound: it is no syscall and
+// no timer operation.
+func (c *limitedConn) SetWriteDeadline(t time.Time) error {
+	if t.IsZero() {
+		c.wdl.CompareAndSwap(ownWriteDeadline, 0)
+		return nil
+	}
+	c.wdl.Store(ownWriteDeadline)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline is SetReadDeadline and SetWriteDeadline.
+func (c *limitedConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
 }
 
 // Close releases the connection's place, then closes it.
@@ -212,7 +268,7 @@ func newConnLimiter(ln net.Listener, limits ConnLimits, lookup func(local, remot
 		limits.PerPeer = min(DefaultConnLimits.PerPeer, limits.Total)
 	}
 	return &connLimiter{Listener: ln, limits: limits, lookup: lookup, log: log.With().Str("component", "connlimit").Logger(),
-		now: time.Now, peers: make(map[peerKey]*connPeer)}
+		now: time.Now, writeTimeout: writeTimeout, epoch: time.Now(), peers: make(map[peerKey]*connPeer)}
 }
 
 // Accept returns the next connection within the limits; connections over

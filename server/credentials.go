@@ -12,9 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -100,12 +102,12 @@ func (s *Server) serveCredentials(w http.ResponseWriter, r *http.Request, name s
 // serveWorkload serves a workload profile (source workload-oidc): the
 // Authorization header is the caller's own OIDC token, exactly as
 // CoreWeave's container-credentials endpoint takes it, and the broker
-// answers with its identity's key. The body is rendered per request: a
-// workload profile holds a key per identity, not one to keep rendered. The
-// Expiration it shows is the key's or the token's, whichever comes first:
-// the SDK then fetches again, reading its token file, before the token it
-// presented expires, so a key is never used on the strength of an expired
-// token, and a pod that is gone stops getting keys at its token's expiry.
+// answers with its identity's key. The Expiration it shows is the key's or
+// the token's, whichever comes first: the SDK then fetches again, reading
+// its token file, before the token it presented expires, so a key is never
+// used on the strength of an expired token, and a pod that is gone stops
+// getting keys at its token's expiry. A workload profile holds a key per
+// identity: their bodies are kept rendered in p.bodies.
 func (s *Server) serveWorkload(w http.ResponseWriter, r *http.Request, p *profile) {
 	auth := r.Header["Authorization"]
 	if len(auth) != 1 || auth[0] == "" {
@@ -121,7 +123,7 @@ func (s *Server) serveWorkload(w http.ResponseWriter, r *http.Request, p *profil
 	if id.Expires.Before(until) {
 		until = id.Expires
 	}
-	body, err := renderBody(creds, until)
+	body, err := p.bodies.body(creds, until)
 	if err != nil {
 		s.refuse(w, r, p.requests, p.name, fmt.Errorf("render key for profile %q: %w", p.name, err), "credential request not served")
 		return
@@ -190,10 +192,46 @@ const expirationLayout = "2006-01-02T15:04:05Z"
 // render instead of repeating it. Once rendered it is immutable.
 type renderedKey struct {
 	creds *cwapi.Credentials
+	// until is the Expiration shown; zero means the key's own.
+	until time.Time
 	once  sync.Once
 	// Set by once, read only after it.
 	body []byte
 	err  error
+}
+
+// workloadBodies keeps the rendered bodies of a workload profile's keys,
+// one per identity, so that a hit renders nothing and allocates nothing.
+// It is a direct-mapped table: a key's slot is chosen by a hash of its id,
+// and holds that key's renderedKey (matched by key pointer, as
+// profile.body does) until another key that hashes there replaces it. So
+// its size is fixed (workloadBodySlots pointers, whatever the number of
+// identities) and it needs no eviction; more hot identities than slots
+// only means some requests render their body again, as they all did
+// before. A slot keeps its last key (an expired or dropped one, perhaps)
+// in memory until replaced: memory the daemon already held those keys in.
+type workloadBodies struct {
+	seed  maphash.Seed
+	slots [workloadBodySlots]atomic.Pointer[renderedKey]
+}
+
+const workloadBodySlots = 1024
+
+func newWorkloadBodies() *workloadBodies { return &workloadBodies{seed: maphash.MakeSeed()} }
+
+// body returns the response body of creds with until as its Expiration,
+// rendering it at most once per slot tenure. The slot is chosen by both:
+// in identity sharing, tokens of one key expire at different times.
+func (b *workloadBodies) body(creds *cwapi.Credentials, until time.Time) ([]byte, error) {
+	h := maphash.String(b.seed, creds.AccessKeyID) ^ uint64(until.Unix())*0x9e3779b97f4a7c15
+	slot := &b.slots[h%workloadBodySlots]
+	k := slot.Load()
+	if k == nil || k.creds != creds || !k.until.Equal(until) {
+		k = &renderedKey{creds: creds, until: until}
+		slot.Store(k)
+	}
+	k.once.Do(func() { k.render(nil) })
+	return k.body, k.err
 }
 
 // credentialsBody is the container-credentials response. Field order is the
@@ -231,7 +269,11 @@ func (k *renderedKey) render(onRender func()) {
 	if onRender != nil {
 		onRender()
 	}
-	k.body, k.err = renderBody(k.creds, k.creds.Expires)
+	until := k.until
+	if until.IsZero() {
+		until = k.creds.Expires
+	}
+	k.body, k.err = renderBody(k.creds, until)
 }
 
 // renderBody encodes creds as the container-credentials response, with

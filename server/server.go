@@ -116,6 +116,8 @@ type profile struct {
 	entry broker.Entry
 	// onRender, when set, is called at every render (tests count them).
 	onRender func()
+	// bodies holds the rendered keys of a workload profile (entry.Workload).
+	bodies *workloadBodies
 }
 
 // New returns a Server that serves keys from keys to the profiles in
@@ -179,7 +181,11 @@ func (s *Server) SetProfiles(tokens map[string]string, access map[string]Access)
 			next[name] = p
 			continue
 		}
-		next[name] = &profile{name: name, token: tok, requests: s.requests.Requests(name), access: a.clone(), entry: entry}
+		np := &profile{name: name, token: tok, requests: s.requests.Requests(name), access: a.clone(), entry: entry}
+		if entry.Workload() {
+			np.bodies = newWorkloadBodies()
+		}
+		next[name] = np
 	}
 	s.profiles.Store(&next)
 	s.groups.forget() // a reload re-checks every peer's groups at once
@@ -220,39 +226,96 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-// HTTP server limits. WriteTimeout is derived from the longest wait for a
-// cold key (broker.MintTimeout), so a client waiting on a mint still gets an
-// answer rather than a closed connection. IdleTimeout is short: an idle
-// keep-alive connection holds an fd and memory, SDKs fetch keys rarely
-// (minutes apart) and reconnect when the server closed one, and it bounds
-// how long the connection limiter (LimitConnections) counts a connection
-// nobody uses.
+// HTTP server time bounds, chosen so that the cache-hit path sets as few
+// socket deadlines as net/http allows (each one re-arms a runtime timer,
+// which a profile put at ~7 % of the daemon's CPU at full load, when all
+// four net/http timeouts were set). Per keep-alive request net/http does:
+//
+//   - IdleTimeout: a read deadline while waiting for the next request
+//     (one timer arm). Kept: idle keep-alive connections hold an fd and
+//     memory, SDKs fetch keys minutes apart and reconnect when the server
+//     closed one, and it bounds how long the connection limiter
+//     (LimitConnections) counts a connection nobody uses.
+//   - ReadHeaderTimeout: a read deadline once the next request's first
+//     bytes arrive (one timer modify), cleared when the headers are read
+//     (one timer stop). Kept: it is the whole defence against a client
+//     that never finishes its headers (Slowloris).
+//   - ReadTimeout: would replace that clear with a new deadline for the
+//     whole request, cleared again for the handler's background read (one
+//     more timer operation), for nothing on this daemon's requests, which
+//     have no body: not set. A request that has a body (admin revoke) gets
+//     bodyReadTimeout from boundBodyReads instead, paid only by it.
+//   - WriteTimeout: would arm a write deadline per request and stop it
+//     after the response (two timer operations plus a clock read), and it
+//     counts the handler's wait too, so it had to exceed broker.MintTimeout.
+//     Not set: LimitConnections' connections bound every write to
+//     writeTimeout themselves, re-arming their one write deadline only
+//     when less than half of it is left (once per writeTimeout/2 of a
+//     connection's life, not once per request; see limitedConn.Write). A
+//     response here is under 1 KiB and lands in the socket buffer at
+//     once, so only a client that stops reading (pipelining requests
+//     without reading the answers until the buffers fill) ever meets the
+//     bound, and loses its connection.
+//
+// So a hit costs three timer operations instead of six, the bare net/http
+// server's zero-deadline calls aside. The daemon serves NewHTTPServer on
+// LimitConnections' listener (cmd/cwcreds serve); the tests in
+// slowclient_test.go prove each bound against a client that stalls there.
 const (
 	readHeaderTimeout = 5 * time.Second
-	readTimeout       = 10 * time.Second
-	writeTimeout      = broker.MintTimeout + 10*time.Second
+	bodyReadTimeout   = 10 * time.Second
+	writeTimeout      = 10 * time.Second
 	idleTimeout       = 30 * time.Second
 	maxHeaderBytes    = 16 << 10
 )
 
-// NewHTTPServer returns an http.Server for h on addr with every timeout and
-// the header size bounded, and net/http's own error log routed to log at
-// warn level.
+// httpTimeouts are NewHTTPServer's bounds (tests shorten them).
+type httpTimeouts struct {
+	readHeader, body, idle time.Duration
+}
+
+func defaultHTTPTimeouts() httpTimeouts {
+	return httpTimeouts{readHeader: readHeaderTimeout, body: bodyReadTimeout, idle: idleTimeout}
+}
+
+// NewHTTPServer returns an http.Server for h on addr with the header size
+// bounded, time bounds on reading headers and request bodies and on idle
+// connections (writes are bounded by LimitConnections' connections; see
+// the constants above), and net/http's own error log routed to log at warn
+// level.
 //
 // It also disables net/http's built-in answer to "OPTIONS *", so that every
 // request, whatever its form, passes through h's guards.
 func NewHTTPServer(addr string, h http.Handler, log zerolog.Logger) *http.Server {
+	return newHTTPServer(addr, h, log, defaultHTTPTimeouts())
+}
+
+func newHTTPServer(addr string, h http.Handler, log zerolog.Logger, t httpTimeouts) *http.Server {
 	return &http.Server{
 		Addr:                         addr,
-		Handler:                      h,
-		ReadHeaderTimeout:            readHeaderTimeout,
-		ReadTimeout:                  readTimeout,
-		WriteTimeout:                 writeTimeout,
-		IdleTimeout:                  idleTimeout,
+		Handler:                      boundBodyReads(h, t.body),
+		ReadHeaderTimeout:            t.readHeader,
+		IdleTimeout:                  t.idle,
 		MaxHeaderBytes:               maxHeaderBytes,
 		DisableGeneralOptionsHandler: true,
 		ErrorLog:                     newStdLogger(log),
 	}
+}
+
+// boundBodyReads sets a read deadline d from now on requests that have a
+// body, so a client sending one slowly cannot hold a handler; requests
+// without a body (every credential request) pass untouched, setting no
+// deadline. d <= 0 sets none.
+func boundBodyReads(h http.Handler, d time.Duration) http.Handler {
+	if d <= 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // newStdLogger adapts log to the *log.Logger net/http writes its own errors

@@ -20,8 +20,8 @@ import (
 // no p99.9 and rounds its units).
 const reportLua = `done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("BENCH rps=%.1f p50=%d p99=%d p999=%d max=%d errors=%d non2xx=%d\n",
-    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
+  io.write(string.format("BENCH rps=%.1f reqs=%d p50=%d p99=%d p999=%d max=%d errors=%d non2xx=%d\n",
+    summary.requests / (summary.duration / 1e6), summary.requests, latency:percentile(50), latency:percentile(99),
     latency:percentile(99.9), latency.max, e.connect + e.read + e.write + e.timeout, e.status))
 end
 `
@@ -29,24 +29,32 @@ end
 // target is one server the hit phase loads.
 type target struct {
 	name, url, token string
+	pid              int // the server's process, for its CPU time (0: not measured)
 }
 
 // hitResults: per target, per connection count, one wrk summary per round.
 type hitResults map[string]map[int][]map[string]string
 
 type hitPhase struct {
-	res         hitResults
-	peer        bool
-	base        target
-	baseProc    *proc
-	baseRSS     int // KiB, after the hit phase
-	baseHWM     int
-	genWrk      float64 // the load-generator check: req/s on the bare baseline at 64 connections
-	genGo       float64
-	auditLines  int
-	auditDetail string
-	auditReqs   float64
-	hitDaemon   *daemon
+	res        hitResults
+	peer       bool
+	base       target
+	baseProc   *proc
+	baseRSS    int // KiB, after the hit phase
+	baseHWM    int
+	genWrk     float64 // the load-generator check: req/s on the bare baseline at 64 connections
+	genGo      float64
+	audits     map[string]*auditResult // per daemon at info: audit, peer, workload
+	wlTokenLen int                     // the workload's OIDC token, bytes
+	hitDaemon  *daemon
+}
+
+// auditResult is one info-level daemon's audit trail, checked against the
+// requests its /metrics counted (checkAudit).
+type auditResult struct {
+	lines  int
+	detail string
+	reqs   float64
 }
 
 // wrk runs one wrk load and returns its summary (nil on failure, recorded).
@@ -60,7 +68,9 @@ func (b *bench) wrk(t target, conns, secs int, script string) map[string]string 
 	cmd := exec.CommandContext(ctx, "wrk", fmt.Sprintf("-t%d", threads), fmt.Sprintf("-c%d", conns),
 		fmt.Sprintf("-d%ds", secs), "--timeout", "5s", "--latency", "-s", script,
 		"-H", "Host: 127.0.0.1", "-H", "Authorization: "+t.token, t.url)
+	cpu0 := cpuNS(t.pid)
 	out, err := cmd.CombinedOutput()
+	cpu := cpuNS(t.pid) - cpu0
 	if err != nil {
 		b.fail("wrk %s c%d failed: %v", t.name, conns, err)
 		return nil
@@ -71,6 +81,11 @@ func (b *bench) wrk(t target, conns, secs int, script string) map[string]string 
 			if m["errors"] != "0" || m["non2xx"] != "0" {
 				b.fail("wrk %s c%d: %s socket errors, %s non-2xx answers", t.name, conns, m["errors"], m["non2xx"])
 			}
+			// The server's CPU time per request, in µs: unlike req/s, it
+			// hardly moves with what else the machine runs.
+			if reqs := num(m, "reqs"); t.pid > 0 && cpu > 0 && reqs > 0 {
+				m["cpu_us"] = strconv.FormatFloat(float64(cpu)/1e3/reqs, 'f', 3, 64)
+			}
 			return m
 		}
 	}
@@ -79,14 +94,28 @@ func (b *bench) wrk(t target, conns, secs int, script string) map[string]string 
 }
 
 func (b *bench) hit() *hitPhase {
-	logf("hit: starting the daemon (warn), the daemon with audit (info), the daemon with the peer-uid check and the baseline")
-	h := &hitPhase{res: hitResults{}, peer: true}
-	pHit, pAud, pPeer := freePort(), freePort(), freePort()
+	logf("hit: starting the daemon (warn), the daemon with audit (info), the daemon with the peer-uid check (info), the workload daemon (info) and the baseline")
+	h := &hitPhase{res: hitResults{}, peer: true, audits: map[string]*auditResult{}}
+	pHit, pAud, pPeer, pWl := freePort(), freePort(), freePort(), freePort()
 	dHit := b.startDaemon("hit", pHit, b.daemonEnv("hit", pHit, "warn", "1h", "hit"))
 	dAud := b.startDaemon("audit", pAud, b.daemonEnv("audit", pAud, "info", "1h", "hit"))
-	// The same daemon with the peer-uid check on (ALLOWED_UIDS = our uid), where the build has it.
-	dPeer := b.startDaemon("peer", pPeer, append(b.daemonEnv("peer", pPeer, "warn", "1h", "hit"),
+	// The same daemon with the peer-uid check on (ALLOWED_UIDS = our uid),
+	// at the default level, as users run it, where the build has it.
+	dPeer := b.startDaemon("peer", pPeer, append(b.daemonEnv("peer", pPeer, "info", "1h", "hit"),
 		"CWCREDS_PROFILE_HIT_ALLOWED_UIDS="+strconv.Itoa(os.Getuid())))
+	// A workload-oidc profile (SHARE=token, the default) trusting the
+	// emulator's own OIDC issuer, at the default level: every request
+	// presents the workload's own token, as a pod's SDK would.
+	dWl := b.startDaemon("workload", pWl, b.workloadEnv("workload", pWl, "info", "wl"))
+	// -compare: another build of the daemon, configured as the audit one.
+	var dOther *daemon
+	if b.otherBin != "" {
+		pOther := freePort()
+		dOther = b.startDaemon("other", pOther, b.daemonEnv("other", pOther, "info", "1h", "hit"))
+		if !dOther.ready(15 * time.Second) {
+			die("the -compare daemon not ready: %s", tail(dOther.log(), 3))
+		}
+	}
 	h.hitDaemon = dHit
 	if !dHit.ready(15 * time.Second) {
 		die("daemon not ready: %s", tail(dHit.log(), 3))
@@ -99,6 +128,11 @@ func (b *bench) hit() *hitPhase {
 		logf("peer-uid check not measured: this build's daemon did not start with ALLOWED_UIDS (%s)", tail(dPeer.log(), 1))
 		dPeer.proc.stop()
 	}
+	if !dWl.ready(15 * time.Second) {
+		die("workload daemon not ready: %s", tail(dWl.log(), 3))
+	}
+	wlToken := b.oidcToken("system:serviceaccount:bench:loader", "bench", "loader", "loader-0", 2*3600)
+	h.wlTokenLen = len(wlToken)
 	// The baseline answers with the daemon's exact bytes and headers.
 	body, hdr := b.get(dHit.url("/v1/credentials/hit"), dHit.token("hit"))
 	if body == nil {
@@ -119,7 +153,7 @@ func (b *bench) hit() *hitPhase {
 	if base == "" {
 		die("baseline did not start")
 	}
-	h.base = target{"baseline", "http://" + base + "/v1/credentials/hit", dHit.token("hit")}
+	h.base = target{"baseline", "http://" + base + "/v1/credentials/hit", dHit.token("hit"), h.baseProc.pid()}
 	if !b.wait200(h.base.url, 10*time.Second, h.baseProc) {
 		die("baseline not answering")
 	}
@@ -135,24 +169,43 @@ func (b *bench) hit() *hitPhase {
 	script := filepath.Join(b.work, "report.lua")
 	os.WriteFile(script, []byte(reportLua), 0o600)
 	targets := map[string]target{
-		"daemon":   {"daemon", dHit.url("/v1/credentials/hit"), dHit.token("hit")},
-		"audit":    {"audit", dAud.url("/v1/credentials/hit"), dAud.token("hit")},
-		"peer":     {"peer", dPeer.url("/v1/credentials/hit"), dPeer.token("hit")},
-		"baseline": h.base,
+		"daemon":   {"daemon", dHit.url("/v1/credentials/hit"), dHit.token("hit"), dHit.proc.pid()},
+		"audit":    {"audit", dAud.url("/v1/credentials/hit"), dAud.token("hit"), dAud.proc.pid()},
+		"peer":     {"peer", dPeer.url("/v1/credentials/hit"), dPeer.token("hit"), dPeer.proc.pid()},
+		"workload": {"workload", dWl.url("/v1/credentials/wl"), wlToken, dWl.proc.pid()},
+		"baseline": {"baseline", h.base.url, h.base.token, h.baseProc.pid()},
+		// The bare baseline sent the workload's request (its ~1 KB
+		// Authorization header): what a bigger request costs the client,
+		// the kernel and net/http, which no server code can save.
+		"baseline-wl": {"baseline-wl", h.base.url, wlToken, h.baseProc.pid()},
+	}
+	if dOther != nil {
+		targets["other"] = target{"other", dOther.url("/v1/credentials/hit"), dOther.token("hit"), dOther.proc.pid()}
+	}
+	if wb, _ := b.get(targets["workload"].url, wlToken); wb == nil {
+		die("workload daemon: the first request with the workload's token failed: %s", tail(dWl.log(), 3))
 	}
 	for r := 1; r <= b.p.rounds; r++ {
 		for _, c := range b.p.hitConns {
 			// Alternate the order each round so neither side always runs first.
-			// The audit and peer-uid daemons run at 64 connections only, to keep rounds short.
+			// The info-level daemons run at 64 connections only, to keep
+			// rounds short, their order reversed each round too.
 			order := []string{"daemon", "baseline"}
 			if r%2 == 0 {
 				order = []string{"baseline", "daemon"}
 			}
 			if c == 64 {
-				order = append(order, "audit")
+				extra := []string{"audit", "workload", "baseline-wl"}
 				if h.peer {
-					order = append(order, "peer")
+					extra = []string{"audit", "peer", "workload", "baseline-wl"}
 				}
+				if b.otherBin != "" {
+					extra = append([]string{"other"}, extra...)
+				}
+				if r%2 == 0 {
+					slices.Reverse(extra)
+				}
+				order = append(order, extra...)
 			}
 			for _, tg := range order {
 				if b.p.warmSecs > 0 {
@@ -187,13 +240,21 @@ func (b *bench) hit() *hitPhase {
 	if h.peer {
 		want = 3
 	}
-	if _, keys := b.emuStats(); keys["hit"] != want {
+	if b.otherBin != "" {
+		want++
+	}
+	_, keys := b.emuStats()
+	if keys["hit"] != want {
 		b.fail("hit phase: expected %d keys for profile hit (one per daemon), emulator says %d", want, keys["hit"])
 	}
-	b.checkAudit(h, dAud)
-	if h.peer {
-		dPeer.proc.stop()
+	if keys["wl"] != 1 {
+		b.fail("hit phase: expected 1 key for the workload profile (one token), emulator says %d", keys["wl"])
 	}
+	h.audits["audit"] = b.checkAudit(dAud)
+	if h.peer {
+		h.audits["peer"] = b.checkAudit(dPeer)
+	}
+	h.audits["workload"] = b.checkAudit(dWl)
 	return h
 }
 
@@ -240,30 +301,104 @@ func (h *hitPhase) stat(tg string, c int, field string) float64 {
 	return median(xs)
 }
 
-func (h *hitPhase) ratios(tg string, c int) []float64 {
+// ratiosTo: per round, target tg's req/s ÷ ref's.
+func (h *hitPhase) ratiosTo(tg, ref string, c int) []float64 {
 	var rs []float64
 	for i, m := range h.res[tg][c] {
 		a, bb := num(m, "rps"), math.NaN()
-		if i < len(h.res["baseline"][c]) {
-			bb = num(h.res["baseline"][c][i], "rps")
+		if i < len(h.res[ref][c]) {
+			bb = num(h.res[ref][c][i], "rps")
 		}
 		rs = append(rs, a/bb)
 	}
 	return rs
 }
 
+// cpuNS is the CPU time process pid has used, in nanoseconds: the sum over
+// its threads of /proc/PID/task/TID/schedstat's first field (time on a
+// CPU, ns resolution). 0 for pid 0 or when unreadable.
+func cpuNS(pid int) int64 {
+	if pid <= 0 {
+		return 0
+	}
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	for _, t := range tasks {
+		f := strings.Fields(readFile(filepath.Join(dir, t.Name(), "schedstat")))
+		if len(f) > 0 {
+			n, _ := strconv.ParseInt(f[0], 10, 64)
+			sum += n
+		}
+	}
+	return sum
+}
+
+// cpuRatios: per round, ref's server CPU per request ÷ tg's (so, like the
+// req/s ratios, 1 is as cheap as ref and lower is costlier).
+func (h *hitPhase) cpuRatios(tg, ref string, c int) []float64 {
+	var rs []float64
+	for i, m := range h.res[tg][c] {
+		bb := math.NaN()
+		if i < len(h.res[ref][c]) {
+			bb = num(h.res[ref][c][i], "cpu_us")
+		}
+		rs = append(rs, bb/num(m, "cpu_us"))
+	}
+	return rs
+}
+
+// cpuRatio is the median of cpuRatios with the rounds listed.
+func (h *hitPhase) cpuRatio(tg, ref string, c int) string {
+	rs := h.cpuRatios(tg, ref, c)
+	var ss []string
+	for _, r := range rs {
+		ss = append(ss, fmt.Sprintf("%.2f", r))
+	}
+	m := median(rs)
+	if math.IsNaN(m) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.3f (rounds: %s)", m, strings.Join(ss, " "))
+}
+
+// ownRatio: per round, (tg ÷ ref) ÷ (other ÷ otherRef), the median and
+// the rounds: target tg's cost relative to other, each against the bare
+// baseline sent its own request.
+func (h *hitPhase) ownRatio(tg, ref, other, otherRef string, c int) (string, string) {
+	a, o := h.ratiosTo(tg, ref, c), h.ratiosTo(other, otherRef, c)
+	var rs []float64
+	var ss []string
+	for i := range min(len(a), len(o)) {
+		rs = append(rs, a[i]/o[i])
+		ss = append(ss, fmt.Sprintf("%.2f", a[i]/o[i]))
+	}
+	m := median(rs)
+	if math.IsNaN(m) {
+		return "n/a", strings.Join(ss, " ")
+	}
+	return fmt.Sprintf("%.3f", m), strings.Join(ss, " ")
+}
+
 // ratio: the median of the per-round ratios target/baseline.
-func (h *hitPhase) ratio(tg string, c int) string {
-	r := median(h.ratios(tg, c))
+func (h *hitPhase) ratio(tg string, c int) string { return h.ratioTo(tg, "baseline", c) }
+
+func (h *hitPhase) ratioTo(tg, ref string, c int) string {
+	r := median(h.ratiosTo(tg, ref, c))
 	if math.IsNaN(r) {
 		return "n/a"
 	}
 	return fmt.Sprintf("%.3f", r)
 }
 
-func (h *hitPhase) roundRatios(tg string, c int) string {
+func (h *hitPhase) roundRatios(tg string, c int) string { return h.roundRatiosTo(tg, "baseline", c) }
+
+func (h *hitPhase) roundRatiosTo(tg, ref string, c int) string {
 	var s []string
-	for _, r := range h.ratios(tg, c) {
+	for _, r := range h.ratiosTo(tg, ref, c) {
 		if math.IsNaN(r) || math.IsInf(r, 0) {
 			s = append(s, "n/a")
 		} else {
@@ -281,14 +416,15 @@ func (h *hitPhase) roundRatios(tg string, c int) string {
 // goes to one peer (every wrk connection is this uid), so: exactly one
 // grant line; the counts of the grant and summary lines add up to the
 // requests served; no refusal and no overflow line.
-func (b *bench) checkAudit(h *hitPhase, d *daemon) {
+func (b *bench) checkAudit(d *daemon) *auditResult {
+	h := &auditResult{}
 	ms, err := b.scrapeMetrics(d.url("/metrics"))
 	if err != nil {
-		b.fail("audit: /metrics: %v", err)
+		b.fail("audit: %s /metrics: %v", d.name, err)
 		d.proc.stop()
-		return
+		return h
 	}
-	h.auditReqs = ms.sum("cwcreds_credential_requests_total", nil)
+	h.reqs = ms.sum("cwcreds_credential_requests_total", nil)
 	served := ms.sum("cwcreds_credential_requests_total", labelIs("outcome", "ok"))
 	d.proc.stop()
 	events := map[string]int{}
@@ -303,7 +439,7 @@ func (b *bench) checkAudit(h *hitPhase, d *daemon) {
 			continue
 		}
 		events[rec.Event]++
-		h.auditLines++
+		h.lines++
 		if rec.Event == "credential_grant" || rec.Event == "credential_grant_summary" {
 			counted += rec.Count
 		}
@@ -313,20 +449,21 @@ func (b *bench) checkAudit(h *hitPhase, d *daemon) {
 		names = append(names, fmt.Sprintf("%d %s", v, k))
 	}
 	slices.Sort(names)
-	h.auditDetail = strings.Join(names, ", ")
-	logf("audit: %d audit lines (%s) for %.0f requests counted (%.0f served)", h.auditLines, h.auditDetail, h.auditReqs, served)
-	if served == 0 || served != h.auditReqs {
-		b.fail("audit: the audit daemon counted %.0f requests, %.0f served: want all served, at least one", h.auditReqs, served)
+	h.detail = strings.Join(names, ", ")
+	logf("audit: %s: %d audit lines (%s) for %.0f requests counted (%.0f served)", d.name, h.lines, h.detail, h.reqs, served)
+	if served == 0 || served != h.reqs {
+		b.fail("audit: the %s daemon counted %.0f requests, %.0f served: want all served, at least one", d.name, h.reqs, served)
 	}
 	if events["credential_grant"] != 1 {
-		b.fail("audit: %d credential_grant lines for one key served to one peer, want 1 (%s)", events["credential_grant"], h.auditDetail)
+		b.fail("audit: %s: %d credential_grant lines for one key served to one peer, want 1 (%s)", d.name, events["credential_grant"], h.detail)
 	}
 	if counted != served {
-		b.fail("audit: the grant and summary lines count %.0f requests, the daemon served %.0f", counted, served)
+		b.fail("audit: %s: the grant and summary lines count %.0f requests, the daemon served %.0f", d.name, counted, served)
 	}
 	for _, e := range []string{"credential_refusal", "credential_refusal_summary", "audit_overflow"} {
 		if events[e] > 0 {
-			b.fail("audit: %d %s lines, want none", events[e], e)
+			b.fail("audit: %s: %d %s lines, want none", d.name, events[e], e)
 		}
 	}
+	return h
 }

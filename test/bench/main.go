@@ -88,10 +88,13 @@ type fatal struct{ msg string }
 type bench struct {
 	p               params
 	quick, write    bool
+	hitOnly         bool
+	otherBin        string // -compare
 	mode            string
 	root, work, run string
 	runfs, bin      string
 	emu             string
+	issuer          string // the emulator's own OIDC issuer (its URL, the iss of its tokens)
 	emuProc         *proc
 	start           time.Time
 	mu              sync.Mutex
@@ -121,6 +124,8 @@ func die(format string, a ...any) { panic(fatal{fmt.Sprintf(format, a...)}) }
 func main() {
 	quick := flag.Bool("quick", false, "smoke run for CI: same phases, shorter, no refresh phase")
 	soak := flag.Bool("soak", false, "only the soak")
+	hitOnly := flag.Bool("hit", false, "only the hit phase (full rounds), printing its rows; with -write nothing is written")
+	other := flag.String("compare", "", "with -hit: also measure this cwcreds binary (another build) at 64 connections with the defaults, beside this tree's")
 	write := flag.Bool("write", false, "rewrite BENCHMARKS.md (the table, or with -soak its soak section)")
 	root := flag.String("root", ".", "the repository root")
 	flag.Parse()
@@ -128,7 +133,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: --write needs the full mode")
 		os.Exit(2)
 	}
-	b := &bench{p: paramsFor(*quick, *soak), quick: *quick, write: *write, mode: "full", start: time.Now(),
+	if *hitOnly && (*write || *soak) || *other != "" && !*hitOnly {
+		fmt.Fprintln(os.Stderr, "bench: --hit takes neither --write nor --soak; --compare needs --hit")
+		os.Exit(2)
+	}
+	b := &bench{p: paramsFor(*quick, *soak), quick: *quick, write: *write, hitOnly: *hitOnly, otherBin: *other, mode: "full", start: time.Now(),
 		httpc: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}}
 	if *quick {
 		b.mode = "quick"
@@ -498,12 +507,13 @@ func (b *bench) setup(soak bool) {
 	rand.Read(rb)
 	b.apiToken = filepath.Join(b.work, "api-token")
 	os.WriteFile(b.apiToken, []byte("CW-BENCH-"+hex.EncodeToString(rb)), 0o600)
-	urlFile := filepath.Join(b.work, "emu.url")
+	urlFile, issFile := filepath.Join(b.work, "emu.url"), filepath.Join(b.work, "emu.issuer")
 	b.emuProc = b.spawn(nil, b.logPath("emulator.out"), b.logPath("emulator.log"), b.bin+"/emulator",
-		"--listen", "127.0.0.1:0", "--url-file", urlFile, "--api-token-file", b.apiToken, "--org-id", "cw-bench")
+		"--listen", "127.0.0.1:0", "--url-file", urlFile, "--api-token-file", b.apiToken, "--org-id", "cw-bench",
+		"--oidc-issuer-file", issFile)
 	for range 100 {
-		if s := readFile(urlFile); s != "" {
-			b.emu = strings.TrimSpace(s)
+		if s, i := readFile(urlFile), readFile(issFile); s != "" && i != "" {
+			b.emu, b.issuer = strings.TrimSpace(s), strings.TrimSpace(i)
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -637,9 +647,45 @@ func (b *bench) daemonEnv(name string, port int, level, dur string, profiles ...
 	return env
 }
 
+// workloadEnv is the environment of a daemon serving workload-oidc
+// profiles (SHARE=token, the default; 1-hour keys, the default) that trust
+// the emulator's OIDC issuer.
+func (b *bench) workloadEnv(name string, port int, level string, profiles ...string) []string {
+	env := b.daemonEnv(name, port, level, "1h")
+	env = slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, "CWCREDS_PROFILES=") })
+	env = append(env, "CWCREDS_PROFILES="+strings.Join(profiles, ","))
+	for _, p := range profiles {
+		up := "CWCREDS_PROFILE_" + strings.ReplaceAll(strings.ToUpper(p), "-", "_") + "_"
+		env = append(env, up+"SOURCE=workload-oidc", up+"ORG_ID=cw-bench", up+"ISSUERS="+b.issuer)
+	}
+	return env
+}
+
+// oidcToken has the emulator's issuer sign a Kubernetes-style projected
+// service-account token (audience https://coreweave.com/iam) for subject.
+func (b *bench) oidcToken(subject, namespace, sa, pod string, ttlSeconds int) string {
+	req, _ := json.Marshal(map[string]any{"subject": subject, "namespace": namespace, "serviceAccount": sa, "pod": pod, "ttlSeconds": ttlSeconds})
+	resp, err := b.httpc.Post(b.emu+"/_emulator/oidc-tokens", "application/json", strings.NewReader(string(req)))
+	if err != nil {
+		die("emulator oidc-tokens: %v", err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Token string `json:"token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK || out.Token == "" {
+		die("emulator oidc-tokens: %s %v", resp.Status, err)
+	}
+	return out.Token
+}
+
 func (b *bench) startDaemon(name string, port int, env []string) *daemon {
 	d := &daemon{name: name, port: port, b: b}
-	d.proc = b.spawn(env, b.logPath(name+".out"), d.log(), b.bin+"/cwcreds", "serve")
+	bin := b.bin + "/cwcreds"
+	if name == "other" {
+		bin = b.otherBin
+	}
+	d.proc = b.spawn(env, b.logPath(name+".out"), d.log(), bin, "serve")
 	return d
 }
 

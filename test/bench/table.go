@@ -303,7 +303,10 @@ func (b *bench) memory(h *hitPhase, script string) *memPhase {
 		}
 		name := fmt.Sprintf("mem%d", n)
 		port := freePort()
-		env := b.daemonEnv(name, port, "warn", "1h", names...)
+		// The upstream budget at its maximum: with the default (10 mints
+		// a second) n profiles are ready after about n/10 s by design; the
+		// rows measure the daemon itself.
+		env := append(b.daemonEnv(name, port, "warn", "1h", names...), "CWCREDS_UPSTREAM_QPS=1000")
 		t0 := time.Now()
 		d := b.startDaemon(name, port, env)
 		if !b.wait200(d.url("/healthz"), 20*time.Second, d.proc) {
@@ -333,7 +336,7 @@ func (b *bench) memory(h *hitPhase, script string) *memPhase {
 				}
 			}
 		}()
-		b.wrk(target{name, d.url("/v1/credentials/p0001"), d.token("p0001")}, 64, b.p.memLoadSecs, script)
+		b.wrk(target{name, d.url("/v1/credentials/p0001"), d.token("p0001"), 0}, 64, b.p.memLoadSecs, script)
 		close(stop)
 		<-sampled
 		r.load[n] = max(procKiB(pid, "VmHWM"), peak)
@@ -366,6 +369,16 @@ func (b *bench) memory(h *hitPhase, script string) *memPhase {
 // table runs the phases but the soak and prints (with -write, writes) the table.
 func (b *bench) table() {
 	h := b.hit()
+	if b.hitOnly {
+		h.baseProc.stop()
+		var t strings.Builder
+		row := func(cells ...string) { fmt.Fprintf(&t, "| %s |\n", strings.Join(cells, " | ")) }
+		row("Measure", "cwcreds", "Baseline", "Ratio / target")
+		row("---", "---", "---", "---")
+		b.hitRows(h, row)
+		fmt.Printf("\ncwcreds benchmark, hit phase only (%s mode, %d cores, response %d bytes, %ds)\n\n%s\n", b.mode, runtime.NumCPU(), b.bodyBytes, int(time.Since(b.start).Seconds()), t.String())
+		return
+	}
 	hd := b.herd(h)
 	m := b.many()
 	mem := b.memory(h, filepath.Join(b.work, "report.lua"))
@@ -376,35 +389,7 @@ func (b *bench) table() {
 	row := func(cells ...string) { fmt.Fprintf(&t, "| %s |\n", strings.Join(cells, " | ")) }
 	row("Measure", "cwcreds", "Baseline", "Ratio / target")
 	row("---", "---", "---", "---")
-	for _, c := range p.hitConns {
-		target := ""
-		if c == 64 {
-			target = "; target ≥ 0.8"
-		}
-		row(fmt.Sprintf("Cache hit, %d conn: req/s", c), krps(h.stat("daemon", c, "rps")), krps(h.stat("baseline", c, "rps")),
-			fmt.Sprintf("**%s** (rounds: %s)%s", h.ratio("daemon", c), h.roundRatios("daemon", c), target))
-		lat := func(tg string) string {
-			return us(h.stat(tg, c, "p50")) + " / " + us(h.stat(tg, c, "p99")) + " / " + us(h.stat(tg, c, "p999"))
-		}
-		row(fmt.Sprintf("Cache hit, %d conn: p50 / p99 / p99.9", c), lat("daemon"), lat("baseline"), "")
-	}
-	short := func(tg string) string {
-		return fmt.Sprintf("%s, %s / %s", krps(h.stat(tg, 64, "rps")), us(h.stat(tg, 64, "p50")), us(h.stat(tg, 64, "p99")))
-	}
-	row(fmt.Sprintf("Cache hit with the audit trail on (the default `info`; grant and summary lines, to a file: %d audit lines (%s) for %.0f requests), 64 conn: req/s, p50 / p99", h.auditLines, h.auditDetail, h.auditReqs),
-		short("audit"), short("baseline"), fmt.Sprintf("**%s** (rounds: %s); target ≥ 0.90", h.ratio("audit", 64), h.roundRatios("audit", 64)))
-	if h.peer {
-		row("Cache hit with the peer-uid check on (ALLOWED_UIDS; uid looked up once per connection), 64 conn: req/s, p50 / p99",
-			short("peer"), short("baseline"), fmt.Sprintf("%s (rounds: %s); target ≥ 0.85", h.ratio("peer", 64), h.roundRatios("peer", 64)))
-	} else {
-		row("Cache hit with the peer-uid check on", "not available in this build", "", "")
-	}
-	faster := "wrk"
-	if h.genGo > h.genWrk {
-		faster = "the Go generator"
-	}
-	row("Load generator check: the bare baseline, 64 conn, one run each: wrk -t2 / Go (`test/bench/herd load`, net/http clients) req/s",
-		krps(h.genWrk)+" / "+krps(h.genGo), "", fmt.Sprintf("%s drives it harder (%.2f×); the hit figures use wrk", faster, math.Max(h.genWrk, h.genGo)/math.Min(h.genWrk, h.genGo)))
+	b.hitRows(h, row)
 	row(fmt.Sprintf("Herd: %d cold clients, upstream %d ms: upstream mints", p.herdN, p.upstreamLatencyMS), strconv.Itoa(hd.mints),
 		fmt.Sprintf("%d (each calling upstream)", p.herdN), "target 1")
 	baseMax, _ := strconv.ParseFloat(hd.base["max_ms"], 64)
@@ -445,7 +430,7 @@ func (b *bench) table() {
 			mib(h.baseRSS)+" / "+mib(h.baseHWM)+" MiB", tg)
 	}
 	for _, n := range p.memProfiles {
-		row(fmt.Sprintf("Start-up, %d profiles (client token files created on %s): first /healthz 200 / /readyz 200", n, b.runfs),
+		row(fmt.Sprintf("Start-up, %d profiles (client token files created on %s; `CWCREDS_UPSTREAM_QPS=1000`, the maximum: with the default, 10 mints a second, /readyz needs about %.1f s): first /healthz 200 / /readyz 200", n, b.runfs, float64(n)/10),
 			fmt.Sprintf("%d / %d ms", mem.healthz[n], mem.ready[n]), fmt.Sprintf("first 200: %d ms", mem.baseStart), "")
 	}
 	fmt.Printf("\ncwcreds benchmark (%s mode, %d cores, response %d bytes, %ds)\n\n%s\n", b.mode, runtime.NumCPU(), b.bodyBytes, total, t.String())
@@ -455,4 +440,77 @@ func (b *bench) table() {
 		b.rewrite("<!-- table -->", section, "<!-- soak -->")
 		logf("wrote BENCHMARKS.md")
 	}
+}
+
+// cpuUS formats a CPU time per request.
+func cpuUS(u float64) string {
+	if math.IsNaN(u) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f µs", u)
+}
+
+// hitRows writes the hit phase's rows.
+func (b *bench) hitRows(h *hitPhase, row func(...string)) {
+	for _, c := range b.p.hitConns {
+		target := ""
+		if c == 64 {
+			target = "; target ≥ 0.8"
+		}
+		row(fmt.Sprintf("Cache hit, %d conn: req/s", c), krps(h.stat("daemon", c, "rps")), krps(h.stat("baseline", c, "rps")),
+			fmt.Sprintf("**%s** (rounds: %s)%s", h.ratio("daemon", c), h.roundRatios("daemon", c), target))
+		row(fmt.Sprintf("Cache hit, %d conn: server CPU per request", c), cpuUS(h.stat("daemon", c, "cpu_us")), cpuUS(h.stat("baseline", c, "cpu_us")),
+			"baseline ÷ cwcreds: "+h.cpuRatio("daemon", "baseline", c))
+		lat := func(tg string) string {
+			return us(h.stat(tg, c, "p50")) + " / " + us(h.stat(tg, c, "p99")) + " / " + us(h.stat(tg, c, "p999"))
+		}
+		row(fmt.Sprintf("Cache hit, %d conn: p50 / p99 / p99.9", c), lat("daemon"), lat("baseline"), "")
+	}
+	short := func(tg string) string {
+		return fmt.Sprintf("%s, %s / %s", krps(h.stat(tg, 64, "rps")), us(h.stat(tg, 64, "p50")), us(h.stat(tg, 64, "p99")))
+	}
+	aud := func(tg string) string {
+		a := h.audits[tg]
+		if a == nil {
+			return "not checked"
+		}
+		return fmt.Sprintf("%d audit lines (%s) for %.0f requests", a.lines, a.detail, a.reqs)
+	}
+	row(fmt.Sprintf("Cache hit with the audit trail on (the default `info`; grant and summary lines, to a file: %s), 64 conn: req/s, p50 / p99", aud("audit")),
+		short("audit"), short("baseline"), fmt.Sprintf("**%s** (rounds: %s); target ≥ 0.90", h.ratio("audit", 64), h.roundRatios("audit", 64)))
+	if h.peer {
+		row(fmt.Sprintf("Cache hit with the peer-uid check on (ALLOWED_UIDS; uid looked up once per connection) at the default `info` (audit on: %s), 64 conn: req/s, p50 / p99", aud("peer")),
+			short("peer"), short("baseline"), fmt.Sprintf("**%s** (rounds: %s); target ≥ 0.85", h.ratio("peer", 64), h.roundRatios("peer", 64)))
+	} else {
+		row("Cache hit with the peer-uid check on", "not available in this build", "", "")
+	}
+	own, ownRounds := h.ownRatio("workload", "baseline-wl", "audit", "baseline", 64)
+	row(fmt.Sprintf("Cache hit of a workload identity (source `workload-oidc`, SHARE=token: the caller's own %d-byte OIDC token as Authorization, hashed per request) at the default `info` (audit on: %s), 64 conn: req/s, p50 / p99", h.wlTokenLen, aud("workload")),
+		short("workload"), short("baseline")+"; sent the workload's request: "+short("baseline-wl"),
+		fmt.Sprintf("÷ the operator profile (the audit row, same rounds): **%s** (rounds: %s); the bigger request alone, bare ÷ bare: %s (rounds: %s); cwcreds' own part, (workload ÷ bare with its request) ÷ (operator ÷ bare): **%s** (rounds: %s); target ≥ 0.90 of the operator profile",
+			h.ratioTo("workload", "audit", 64), h.roundRatiosTo("workload", "audit", 64),
+			h.ratioTo("baseline-wl", "baseline", 64), h.roundRatiosTo("baseline-wl", "baseline", 64), own, ownRounds))
+	cpuTargets := []string{"audit", "peer", "workload"}
+	if !h.peer {
+		cpuTargets = []string{"audit", "workload"}
+	}
+	var cpus []string
+	for _, tg := range cpuTargets {
+		cpus = append(cpus, tg+" "+cpuUS(h.stat(tg, 64, "cpu_us")))
+	}
+	row("Server CPU per request at 64 conn, the rows above (the server process's CPU time ÷ the requests wrk counted, median of rounds: hardly moved by the machine's other load, unlike req/s): audit = the default `info`, peer = peer-uid check at `info`, workload",
+		strings.Join(cpus, ", "), "bare "+cpuUS(h.stat("baseline", 64, "cpu_us"))+"; sent the workload's request "+cpuUS(h.stat("baseline-wl", 64, "cpu_us")),
+		fmt.Sprintf("bare ÷ default: **%s**; bare ÷ peer-uid: **%s**; operator ÷ workload: **%s**; bare with the workload's request ÷ workload: %s",
+			h.cpuRatio("audit", "baseline", 64), h.cpuRatio("peer", "baseline", 64), h.cpuRatio("workload", "audit", 64), h.cpuRatio("workload", "baseline-wl", 64)))
+	if b.otherBin != "" {
+		row(fmt.Sprintf("The other build (`-compare %s`), defaults (`info`), 64 conn: req/s, p50 / p99; server CPU per request", b.otherBin),
+			short("other")+"; "+cpuUS(h.stat("other", 64, "cpu_us")), "this build: "+short("audit")+"; "+cpuUS(h.stat("audit", 64, "cpu_us")),
+			fmt.Sprintf("req/s this ÷ other: %s (rounds: %s); CPU other ÷ this: %s", h.ratioTo("audit", "other", 64), h.roundRatiosTo("audit", "other", 64), h.cpuRatio("audit", "other", 64)))
+	}
+	faster := "wrk"
+	if h.genGo > h.genWrk {
+		faster = "the Go generator"
+	}
+	row("Load generator check: the bare baseline, 64 conn, one run each: wrk -t2 / Go (`test/bench/herd load`, net/http clients) req/s",
+		krps(h.genWrk)+" / "+krps(h.genGo), "", fmt.Sprintf("%s drives it harder (%.2f×); the hit figures use wrk", faster, math.Max(h.genWrk, h.genGo)/math.Min(h.genWrk, h.genGo)))
 }
