@@ -391,18 +391,7 @@ func BenchmarkLoopbackNewConn(b *testing.B) {
 			client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 			req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/v1/credentials/"+testProfile, nil)
 			req.Header.Set("Authorization", testToken)
-			b.ReportAllocs()
-			for b.Loop() {
-				resp, err := client.Do(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					b.Fatalf("status = %d", resp.StatusCode)
-				}
-			}
+			benchRoundTrips(b, client, req)
 		})
 	}
 }

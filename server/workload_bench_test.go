@@ -89,18 +89,7 @@ func BenchmarkLoopbackHitWorkload(b *testing.B) {
 				req.Header.Set("X-Pad", c.pad)
 			}
 			client := ts.Client()
-			b.ReportAllocs()
-			for b.Loop() {
-				resp, err := client.Do(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					b.Fatalf("status = %d", resp.StatusCode)
-				}
-			}
+			benchRoundTrips(b, client, req)
 		})
 	}
 }

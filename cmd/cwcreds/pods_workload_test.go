@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -77,13 +76,7 @@ type podNode struct {
 func newPodNode(t *testing.T) *podNode {
 	t.Helper()
 	clearEnv(t, "CWCREDS_")
-	emu := cwapitest.New(cwapitest.Options{})
-	emuSrv := httptest.NewServer(emu)
-	t.Cleanup(emuSrv.Close)
-	iss, err := emu.StartIssuer(emuSrv.URL, cwapitest.OIDCIssuer{OrgID: "cw123", Audience: cwapitest.DefaultAudience})
-	if err != nil {
-		t.Fatal(err)
-	}
+	emu, emuSrv, iss := issuingUpstream(t)
 	dir := t.TempDir()
 	apiToken := "CW-SECRET-" + randomHex(16)
 	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u-ops", OrgID: "cw123"})

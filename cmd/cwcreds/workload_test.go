@@ -26,13 +26,7 @@ import (
 func workloadDaemon(t *testing.T) (*daemon, *cwapitest.Issuer) {
 	t.Helper()
 	clearEnv(t, "CWCREDS_")
-	emu := cwapitest.New(cwapitest.Options{})
-	emuSrv := httptest.NewServer(emu)
-	t.Cleanup(emuSrv.Close)
-	iss, err := emu.StartIssuer(emuSrv.URL, cwapitest.OIDCIssuer{OrgID: "cw123", Audience: cwapitest.DefaultAudience})
-	if err != nil {
-		t.Fatal(err)
-	}
+	emu, emuSrv, iss := issuingUpstream(t)
 	dir := t.TempDir()
 	env := map[string]string{
 		"CWCREDS_LISTEN_ADDR":          "127.0.0.1:0",
@@ -50,6 +44,21 @@ func workloadDaemon(t *testing.T) (*daemon, *cwapitest.Issuer) {
 		"CWCREDS_PROFILE_TEAM_SHARE":   "identity",
 	}
 	return runWithEnv(t, emu, emuSrv.URL, dir, env), iss
+}
+
+// issuingUpstream starts an emulated CoreWeave API that is also the OIDC
+// issuer workloads' tokens come from (at <its URL>/oidc), trusted for
+// organization cw123 with CoreWeave's audience.
+func issuingUpstream(t *testing.T) (*cwapitest.Emulator, *httptest.Server, *cwapitest.Issuer) {
+	t.Helper()
+	emu := cwapitest.New(cwapitest.Options{})
+	emuSrv := httptest.NewServer(emu)
+	t.Cleanup(emuSrv.Close)
+	iss, err := emu.StartIssuer(emuSrv.URL, cwapitest.OIDCIssuer{OrgID: "cw123", Audience: cwapitest.DefaultAudience})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return emu, emuSrv, iss
 }
 
 // oidcMints is how many OIDC mints the emulator has made.
