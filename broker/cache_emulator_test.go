@@ -2,7 +2,6 @@ package broker_test
 
 import (
 	"errors"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,25 +13,17 @@ import (
 )
 
 const (
-	apiToken = "CW-SECRET-emulated"
-	orgID    = "cw123"
-	audience = "https://coreweave.com/iam"
+	apiToken = cwapitest.FixtureAPIToken
+	orgID    = cwapitest.FixtureOrgID
+	audience = cwapitest.DefaultAudience
 )
 
-// newEmulated returns a client talking to a fresh emulator over loopback.
+// newEmulated returns a client talking to a fresh emulator over loopback
+// (cwapitest.StartFixture).
 func newEmulated(t *testing.T) (*cwapi.Client, *cwapitest.Emulator) {
 	t.Helper()
-	emu := cwapitest.New(cwapitest.Options{})
-	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u1", OrgID: orgID})
-	emu.AddAPIToken("CW-SECRET-denied", cwapitest.Identity{Principal: "coreweave/u2", OrgID: orgID, Denied: true})
-	emu.AddSAMLConfig("cfg1", cwapitest.SAMLConfig{OrgID: orgID})
-	srv := httptest.NewServer(emu)
-	t.Cleanup(srv.Close)
-	// The emulator's own issuer signs the OIDC tokens and is trusted.
-	if _, err := emu.StartIssuer(srv.URL, cwapitest.OIDCIssuer{OrgID: orgID, Audience: audience}); err != nil {
-		t.Fatal(err)
-	}
-	c, err := cwapi.NewClient(srv.URL)
+	emu, url := cwapitest.StartFixture(t)
+	c, err := cwapi.NewClient(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +146,7 @@ func TestCacheRevokeAgainstEmulator(t *testing.T) {
 	t.Run("token without permission", func(t *testing.T) {
 		old, _ := cache.Get(ctx, "ak")
 		var api *cwapi.APIError
-		if _, err := cache.Revoke(ctx, "ak", "CW-SECRET-denied"); !errors.As(err, &api) || api.StatusCode != 403 {
+		if _, err := cache.Revoke(ctx, "ak", cwapitest.FixtureDeniedAPIToken); !errors.As(err, &api) || api.StatusCode != 403 {
 			t.Errorf("Revoke with a denied token = %v, want a 403 APIError", err)
 		}
 		if k, _ := cache.Get(ctx, "ak"); k != old {

@@ -2,7 +2,6 @@ package cwapi_test
 
 import (
 	"errors"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -12,25 +11,17 @@ import (
 )
 
 const (
-	apiToken = "CW-SECRET-emulated"
-	orgID    = "cw123"
-	audience = "https://coreweave.com/iam"
+	apiToken = cwapitest.FixtureAPIToken
+	orgID    = cwapitest.FixtureOrgID
+	audience = cwapitest.DefaultAudience
 )
 
-// newEmulated returns a client talking to a fresh emulator over loopback.
+// newEmulated returns a client talking to a fresh emulator over loopback
+// (cwapitest.StartFixture).
 func newEmulated(t *testing.T) (*cwapi.Client, *cwapitest.Emulator) {
 	t.Helper()
-	emu := cwapitest.New(cwapitest.Options{})
-	emu.AddAPIToken(apiToken, cwapitest.Identity{Principal: "coreweave/u1", OrgID: orgID})
-	emu.AddAPIToken("CW-SECRET-denied", cwapitest.Identity{Principal: "coreweave/u2", OrgID: orgID, Denied: true})
-	emu.AddSAMLConfig("cfg1", cwapitest.SAMLConfig{OrgID: orgID})
-	srv := httptest.NewServer(emu)
-	t.Cleanup(srv.Close)
-	// The emulator's own issuer signs the OIDC tokens and is trusted.
-	if _, err := emu.StartIssuer(srv.URL, cwapitest.OIDCIssuer{OrgID: orgID, Audience: audience}); err != nil {
-		t.Fatal(err)
-	}
-	c, err := cwapi.NewClient(srv.URL)
+	emu, url := cwapitest.StartFixture(t)
+	c, err := cwapi.NewClient(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +50,7 @@ func TestClientAgainstEmulatorEveryEndpoint(t *testing.T) {
 		},
 			cwapitest.EndpointOIDC, "role/" + emu.Issuer().URL() + ":system:serviceaccount:ml:trainer", 30 * time.Minute},
 		{"saml", func() (*cwapi.Credentials, error) {
-			return c.CreateAccessKeyFromSAML(ctx, orgID, "cfg1", saml, 12*time.Hour, attrs)
+			return c.CreateAccessKeyFromSAML(ctx, orgID, cwapitest.FixtureSAMLConfig, saml, 12*time.Hour, attrs)
 		}, cwapitest.EndpointSAML, "saml/researchers", 12 * time.Hour},
 	}
 	for _, tc := range tests {
@@ -119,12 +110,15 @@ func TestClientAgainstEmulatorErrors(t *testing.T) {
 	}{
 		{"unknown API token", func() error { _, err := c.CreateAccessKey(ctx, "CW-SECRET-nope", time.Hour, nil); return err }, 401, 16, false, 0},
 		{"api-token exchange unknown token", func() error { _, err := c.CreateAccessKeyFromAPIToken(ctx, "CW-SECRET-nope"); return err }, 401, 16, false, 0},
-		{"permission denied", func() error { _, err := c.CreateAccessKey(ctx, "CW-SECRET-denied", time.Hour, nil); return err }, 403, 7, false, 0},
+		{"permission denied", func() error {
+			_, err := c.CreateAccessKey(ctx, cwapitest.FixtureDeniedAPIToken, time.Hour, nil)
+			return err
+		}, 403, 7, false, 0},
 		{"expired OIDC token", func() error { _, err := c.CreateAccessKeyFromOIDC(ctx, orgID, expired, time.Hour, nil); return err }, 400, 3, false, 0},
 		{"wrong audience", func() error { _, err := c.CreateAccessKeyFromOIDC(ctx, orgID, wrongAud, time.Hour, nil); return err }, 400, 3, false, 0},
 		{"not a JWT", func() error { _, err := c.CreateAccessKeyFromOIDC(ctx, orgID, "garbage", time.Hour, nil); return err }, 400, 3, false, 0},
 		{"SAML not base64", func() error {
-			_, err := c.CreateAccessKeyFromSAML(ctx, orgID, "cfg1", "%%%", time.Hour, nil)
+			_, err := c.CreateAccessKeyFromSAML(ctx, orgID, cwapitest.FixtureSAMLConfig, "%%%", time.Hour, nil)
 			return err
 		}, 400, 3, false, 0},
 		{"SAML unknown config", func() error {

@@ -162,16 +162,9 @@ func (e *Emulator) revokeKey(w http.ResponseWriter, r *http.Request, id Identity
 // revokePrincipal is POST /v1/cwobject/revoke-access-key/principal: it
 // revokes every key of the principal in the caller's organization.
 func (e *Emulator) revokePrincipal(w http.ResponseWriter, r *http.Request, id Identity) (any, *apiError) {
-	f, aerr := readFields(w, r)
+	_, principal, aerr := readPrincipal(w, r)
 	if aerr != nil {
 		return nil, aerr
-	}
-	principal, aerr := f.str("principalName", "principal_name")
-	if aerr != nil {
-		return nil, aerr
-	}
-	if principal == "" {
-		return nil, invalid("principalName required")
 	}
 	var revoked []string
 	e.mu.Lock()
@@ -194,16 +187,9 @@ func (e *Emulator) revokePrincipal(w http.ResponseWriter, r *http.Request, id Id
 // reactivates every unrevoked key the principal has in the caller's
 // organization now. Keys minted later start active.
 func (e *Emulator) updateStatus(w http.ResponseWriter, r *http.Request, id Identity) (any, *apiError) {
-	f, aerr := readFields(w, r)
+	f, principal, aerr := readPrincipal(w, r)
 	if aerr != nil {
 		return nil, aerr
-	}
-	principal, aerr := f.str("principalName", "principal_name")
-	if aerr != nil {
-		return nil, aerr
-	}
-	if principal == "" {
-		return nil, invalid("principalName required")
 	}
 	raw, _ := f.raw("status")
 	active, ok := parseStatusEnum(raw)
@@ -247,4 +233,21 @@ func parseStatusName(s string) (active, ok bool) {
 		return false, true
 	}
 	return false, false
+}
+
+// readPrincipal reads a request body that names a principal (principalName,
+// or principal_name), which is required, and returns its fields too.
+func readPrincipal(w http.ResponseWriter, r *http.Request) (fields, string, *apiError) {
+	f, aerr := readFields(w, r)
+	if aerr != nil {
+		return f, "", aerr
+	}
+	principal, aerr := f.str("principalName", "principal_name")
+	if aerr != nil {
+		return f, "", aerr
+	}
+	if principal == "" {
+		return f, "", invalid("principalName required")
+	}
+	return f, principal, nil
 }
