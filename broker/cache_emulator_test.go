@@ -1,4 +1,4 @@
-package broker_test
+package broker
 
 import (
 	"errors"
@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cwcreds/cwcreds/broker"
 	"github.com/cwcreds/cwcreds/broker/cwapi"
 	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
@@ -43,7 +42,7 @@ func TestCacheAgainstEmulatorHerd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache, err := broker.NewCache([]broker.CacheProfile{{Name: "p", Source: cwapi.SourceAccessKey, Minter: m}})
+	cache, err := NewCache([]CacheProfile{{Name: "p", Source: cwapi.SourceAccessKey, Minter: m}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,15 +83,15 @@ func TestCacheRevokeAgainstEmulator(t *testing.T) {
 		{Name: "wif", Source: cwapi.SourceOIDC, OrgID: orgID, Duration: time.Hour,
 			TokenFile: write("jwt", emu.Issuer().Token(cwapitest.TokenSpec{Namespace: "ml", ServiceAccount: "trainer"}))},
 	}
-	var cps []broker.CacheProfile
+	var cps []CacheProfile
 	for _, p := range profiles {
 		m, err := c.Minter(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cps = append(cps, broker.CacheProfile{Name: p.Name, Source: p.Source, Minter: m, Revoker: c.Revoker(p)})
+		cps = append(cps, CacheProfile{Name: p.Name, Source: p.Source, Minter: m, Revoker: c.Revoker(p)})
 	}
-	cache, err := broker.NewCache(cps)
+	cache, err := NewCache(cps)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,15 +1,12 @@
-package broker_test
+package broker
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -17,7 +14,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/cwcreds/cwcreds/broker"
 	"github.com/cwcreds/cwcreds/broker/cwapi"
 	"github.com/cwcreds/cwcreds/broker/cwapi/cwapitest"
 )
@@ -34,35 +30,6 @@ func (d handlerDoer) Do(r *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("%s %s: %w", r.Method, r.URL.Path, err)
 	}
 	return rec.Result(), nil
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// events returns the logged lines whose event is event.
-func (s *syncBuffer) events(t *testing.T, event string) []map[string]any {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []map[string]any
-	for line := range strings.Lines(s.b.String()) {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		if m["event"] == event {
-			out = append(out, m)
-		}
-	}
-	return out
 }
 
 // TestReapOrphanAfterTimedOutRefresh: a refresh mint times out client-side
@@ -94,10 +61,10 @@ func TestReapOrphanAfterTimedOutRefresh(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		logs := &syncBuffer{}
-		cache, err := broker.NewCache([]broker.CacheProfile{{Name: "train", Source: spec.Source, Minter: minter,
+		logs := &logLines{}
+		cache, err := NewCache([]CacheProfile{{Name: "train", Source: spec.Source, Minter: minter,
 			Revoker: client.Revoker(spec), Lister: client.Lister(spec), KeyLifetime: spec.Duration}},
-			func(o *broker.CacheOptions) {
+			func(o *CacheOptions) {
 				o.Rand = func() float64 { return 0 }
 				o.Logger = zerolog.New(logs)
 			})
@@ -116,12 +83,12 @@ func TestReapOrphanAfterTimedOutRefresh(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		stop := startRunExt(cache)
+		stop := startRun(cache)
 		defer stop()
 
 		// The refresh, 40 min after the first key, meets a reply latency.
 		emu.SetReplyLatency(time.Minute)
-		time.Sleep(40*time.Minute + broker.MintTimeout + time.Second)
+		time.Sleep(40*time.Minute + MintTimeout + time.Second)
 		synctest.Wait()
 
 		mu.Lock()
@@ -160,13 +127,13 @@ func TestReapOrphanAfterTimedOutRefresh(t *testing.T) {
 // mint the cache only logs that an orphan may live until it expires.
 func TestReapOIDCOnlyLogs(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		logs := &syncBuffer{}
+		logs := &logLines{}
 		m := cwapi.MinterFunc(func(ctx context.Context) (*cwapi.Credentials, error) {
 			<-ctx.Done()
 			return nil, ctx.Err()
 		})
-		cache, err := broker.NewCache([]broker.CacheProfile{{Name: "wif", Source: cwapi.SourceOIDC, Minter: m, KeyLifetime: time.Hour}},
-			func(o *broker.CacheOptions) { o.Logger = zerolog.New(logs) })
+		cache, err := NewCache([]CacheProfile{{Name: "wif", Source: cwapi.SourceOIDC, Minter: m, KeyLifetime: time.Hour}},
+			func(o *CacheOptions) { o.Logger = zerolog.New(logs) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,11 +145,4 @@ func TestReapOIDCOnlyLogs(t *testing.T) {
 			t.Errorf("orphan_possible lines = %v, want one warning", lines)
 		}
 	})
-}
-
-func startRunExt(c *broker.Cache) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
-	return func() { cancel(); <-done }
 }
