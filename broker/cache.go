@@ -69,7 +69,8 @@ type CacheOptions struct {
 	// DefaultMaxConcurrentRefreshes.
 	MaxConcurrentRefreshes int
 	// MaxWorkloadIdentities bounds the workload identities cached across
-	// all workload profiles; the least recently used is dropped past it.
+	// all workload profiles; past it the least recently used identity with
+	// no key to serve is dropped, else the least recently used.
 	// Zero or less means DefaultMaxWorkloadIdentities.
 	MaxWorkloadIdentities int
 	// UpstreamQPS is the most mints per second started upstream, across

@@ -244,8 +244,8 @@ func workloadErr(err error) error {
 var ErrTokenExpired = errors.New("the workload token expired")
 
 // adopt records the checked token held (hash sum) and returns the
-// entry of its identity, creating it, and evicting the least recently
-// used identity when the table is full.
+// entry of its identity, creating it, and evicting one when the table is
+// full (see victim).
 func (c *Cache) adopt(pe *entry, sum [sha256.Size]byte, held *heldToken, now time.Time) (*entry, error) {
 	id := held.id
 	key := string(sum[:])
@@ -263,7 +263,7 @@ func (c *Cache) adopt(pe *entry, sum [sha256.Size]byte, held *heldToken, now tim
 	created := ie == nil
 	if created {
 		if len(t.byKey) >= t.max {
-			evicted = t.leastRecent()
+			evicted = t.victim(now)
 			t.removeLocked(evicted)
 		}
 		ie = c.newIdentityEntry(pe, key)
@@ -314,15 +314,29 @@ func (c *Cache) newIdentityEntry(pe *entry, key string) *entry {
 	return e
 }
 
-// leastRecent returns the identity used longest ago; under t.mu, with at
-// least one identity.
-func (t *identityTable) leastRecent() *entry {
-	var oldest *entry
-	var at int64
+// victim returns the identity to drop for a new one; under t.mu, with at
+// least one identity. It is the least recently used of those with no key
+// to serve at now (never minted: upstream refused the token, or its first
+// mint is still waiting), else the least recently used of all. In token
+// mode the daemon checks a token's claims but not its signature, so anyone
+// who can reach it can present any number of well-formed forged tokens,
+// each a new identity that upstream then refuses: those only ever displace
+// each other, never an identity holding a key (a local user's flood used
+// to evict every workload's cached key and make each mint again).
+func (t *identityTable) victim(now time.Time) *entry {
+	var oldest, oldestKeyless *entry
+	var at, atKeyless int64
 	for _, e := range t.byKey {
-		if u := e.ident.lastUsed.Load(); oldest == nil || u < at {
+		u := e.ident.lastUsed.Load()
+		if oldest == nil || u < at {
 			oldest, at = e, u
 		}
+		if k, _ := e.state.Load().serve(now); k == nil && (oldestKeyless == nil || u < atKeyless) {
+			oldestKeyless, atKeyless = e, u
+		}
+	}
+	if oldestKeyless != nil {
+		return oldestKeyless
 	}
 	return oldest
 }

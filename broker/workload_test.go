@@ -324,6 +324,64 @@ func TestWorkloadLRUBound(t *testing.T) {
 	})
 }
 
+// TestWorkloadForgedTokensKeepCachedKeys: in token mode the daemon checks a
+// token's claims, not its signature, so a local user can present any
+// number of well-formed forged tokens, each a new identity that upstream
+// refuses. Those used to evict, by LRU, every identity holding a key (a
+// live flood of 400 forged tokens as another uid dropped a real
+// workload's key, whose next request then waited 1.3 s for a mint behind
+// the forged ones). Now a full table drops identities with no key first:
+// the forged ones displace each other and the cached key stays.
+func TestWorkloadForgedTokensKeepCachedKeys(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const max = 8
+		f := &workloadFixture{check: &fakeCheck{}, up: &fakeUpstream{fakeMinter{lifetime: time.Hour}}, obs: &countingObserver{}}
+		var mu sync.Mutex
+		good := 0
+		mint := func(ctx context.Context, token string, id Identity) (*cwapi.Credentials, error) {
+			if strings.HasPrefix(id.Subject, "forged") {
+				return nil, &cwapi.APIError{StatusCode: http.StatusForbidden}
+			}
+			mu.Lock()
+			good++
+			mu.Unlock()
+			return f.up.mint(ctx, token, id)
+		}
+		c, err := NewCache([]CacheProfile{{Name: "pods", Source: cwapi.SourceWorkloadOIDC,
+			Workload: &WorkloadSpec{Check: f.check.check, Mint: mint}}},
+			func(o *CacheOptions) {
+				o.Rand = func() float64 { return 0 }
+				o.Observer = f.obs
+				o.MaxWorkloadIdentities = max
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.c = c
+		exp := time.Now().Add(time.Hour)
+		legit := wtoken("https://issuer", "legit", exp, 0)
+		if _, err := f.get(t.Context(), legit); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 10 * max {
+			time.Sleep(time.Millisecond) // every forged identity is used after the legit one
+			_, err := f.get(t.Context(), wtoken("https://issuer", fmt.Sprintf("forged-%d", i), exp, i))
+			if err == nil {
+				t.Fatalf("forged token %d was served", i)
+			}
+		}
+		if n := f.identities(); n != max {
+			t.Errorf("identities = %d, want the bound %d", n, max)
+		}
+		if _, err := f.get(t.Context(), legit); err != nil {
+			t.Fatalf("legit token after the flood: %v", err)
+		}
+		if good != 1 {
+			t.Errorf("legit identity minted %d times, want 1: the flood dropped its cached key", good)
+		}
+	})
+}
+
 func TestWorkloadLocalRefusalsCallNothingUpstream(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newWorkloadCache(t, false)

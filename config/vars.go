@@ -244,8 +244,10 @@ var globalVars = []globalVar{
 		func(o, n *Config) bool { return o.EnvFile != n.EnvFile }},
 	{varMaxIdentities, "10000",
 		"Most workload identities (see source workload-oidc) the daemon caches a key for, across all profiles, " +
-			"from 1 to 1000000. Past it the least recently used identity is dropped: its key is forgotten (it stays " +
-			"valid upstream until it expires) and its next request mints again. Each costs a few kilobytes. " + reloadRestart,
+			"from 1 to 1000000. Past it an identity is dropped, the least recently used of those with no key to serve " +
+			"(a token upstream refused, a first mint still waiting) if any, else the least recently used: its key is " +
+			"forgotten (it stays valid upstream until it expires) and its next request mints again. Each costs a few " +
+			"kilobytes. " + reloadRestart,
 		func(o, n *Config) bool { return o.MaxWorkloadIdentities != n.MaxWorkloadIdentities }},
 	{varUpstreamQPS, "50",
 		"Most mints per second the daemon starts upstream, across all profiles (a token bucket with a burst of " +

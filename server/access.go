@@ -189,13 +189,13 @@ func (s *Server) checkAccess(r *http.Request, p *profile) *requestError {
 		return nil
 	}
 	if s.peers == nil {
-		s.log.Warn().Str("profile", p.name).Str("remote", r.RemoteAddr).
+		s.lines.event(s.now(), s.log.Warn).Str("profile", p.name).Str("remote", r.RemoteAddr).
 			Msg("refused: profile is restricted to some users but the daemon cannot identify peers")
 		return errUnknownPeer
 	}
 	uid, err := s.peers.PeerUID(r)
 	if err != nil {
-		s.log.Warn().Str("profile", p.name).Str("remote", r.RemoteAddr).Err(err).
+		s.lines.event(s.now(), s.log.Warn).Str("profile", p.name).Str("remote", r.RemoteAddr).Err(err).
 			Msg("refused: cannot identify the local user of the connection")
 		return errUnknownPeer
 	}
@@ -205,7 +205,7 @@ func (s *Server) checkAccess(r *http.Request, p *profile) *requestError {
 	if len(p.access.GIDs) > 0 {
 		gids, err := s.groups.groups(s.peers, uid, s.now())
 		if err != nil {
-			s.log.Warn().Str("profile", p.name).Str("remote", r.RemoteAddr).Uint32("peer_uid", uid).Err(err).
+			s.lines.event(s.now(), s.log.Warn).Str("profile", p.name).Str("remote", r.RemoteAddr).Uint32("peer_uid", uid).Err(err).
 				Msg("refused: cannot read the groups of the connection's user")
 			return errUnknownPeer
 		}

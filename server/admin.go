@@ -72,7 +72,7 @@ func validKeyID(id string) bool {
 func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 	auth := r.Header["Authorization"]
 	if s.revoker == nil || len(auth) != 1 || !tokenMatches(auth[0], s.adminToken) {
-		s.log.Warn().Bool("audit", true).Str("event", "revoke_refused").Str("peer", r.RemoteAddr).
+		s.lines.event(s.now(), s.log.Warn).Bool("audit", true).Str("event", "revoke_refused").Str("peer", r.RemoteAddr).
 			Int("authorization_headers", len(auth)).Msg("refused revoke request: wrong or missing admin token")
 		s.writeError(w, r, errAdminUnauthorized)
 		return
@@ -93,7 +93,7 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.APIToken != nil {
 		clear(body)
-		s.log.Warn().Bool("audit", true).Str("event", "revoke_refused").Str("peer", r.RemoteAddr).
+		s.lines.event(s.now(), s.log.Warn).Bool("audit", true).Str("event", "revoke_refused").Str("peer", r.RemoteAddr).
 			Msg("refused revoke request carrying an upstream API token; the token was not used")
 		s.writeError(w, r, errUpstreamTokenRefused)
 		return

@@ -238,7 +238,7 @@ func (s *Server) imdsAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		vals := r.Header[hdrIMDSToken]
 		if len(vals) != 1 || !s.imds.valid(vals[0]) {
-			s.log.Warn().Str("remote", r.RemoteAddr).Int("token_headers", len(vals)).
+			s.lines.event(s.now(), s.log.Warn).Str("remote", r.RemoteAddr).Int("token_headers", len(vals)).
 				Msg("refused IMDS request: missing, unknown or expired session token")
 			s.writeError(w, r, errIMDSToken)
 			return

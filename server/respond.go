@@ -146,23 +146,25 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 
 // logError logs a refused or failed request: 5xx with the error (at debug
 // when the client already went away), 403 at warn, other 4xx at debug.
-// 401s are logged by the handler, which knows the profile.
+// 401s are logged by the handler, which knows the profile. Lines above
+// debug are bounded by s.lines (anyone who can connect can cause them) and
+// carry the request's Host and path clipped.
 func (s *Server) logError(r *http.Request, err error, status int, msg string) {
 	var ev *zerolog.Event
 	switch {
 	case status == http.StatusInternalServerError:
-		ev = s.log.Error().Err(err)
+		ev = s.lines.event(s.now(), func() *zerolog.Event { return s.log.Error().Err(err) })
 	case status >= 500 && r.Context().Err() != nil:
 		ev = s.log.Debug().Err(err) // the client gave up; nobody reads the answer
 	case status >= 500:
-		ev = s.log.Warn().Err(err)
+		ev = s.lines.event(s.now(), func() *zerolog.Event { return s.log.Warn().Err(err) })
 	case status == http.StatusForbidden:
-		ev = s.log.Warn().Str("host", r.Host).Str("reason", msg)
+		ev = s.lines.event(s.now(), func() *zerolog.Event { return s.log.Warn().Str("host", clip(r.Host)).Str("reason", msg) })
 	default:
 		ev = s.log.Debug()
 	}
 	if ev.Enabled() {
-		ev.Int("status", status).Str("method", r.Method).Str("path", r.URL.Path).
+		ev.Int("status", status).Str("method", clip(r.Method)).Str("path", clip(r.URL.Path)).
 			Str("remote", r.RemoteAddr).Msg("request not served")
 	}
 }

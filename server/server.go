@@ -99,6 +99,8 @@ type Server struct {
 	metrics      http.Handler
 	revoker      KeyRevoker
 	adminToken   string
+	// lines bounds the log lines requests cause one by one (loglimit.go).
+	lines *lineLimiter
 }
 
 // profile is one served profile: its client token and the last rendered
@@ -128,6 +130,7 @@ func New(log zerolog.Logger, keys KeyGetter, opts Options) *Server {
 		keys:  keys,
 		anyIP: opts.AllowNonLoopbackHosts,
 		now:   time.Now,
+		lines: newLineLimiter(),
 	}
 	if opts.Requests == nil {
 		opts.Requests = nopRequests{}
