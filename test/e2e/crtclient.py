@@ -4,6 +4,7 @@ for Amazon S3 and s3torchconnector.
 
     crtclient.py version
     crtclient.py roundtrip PROVIDER BUCKET KEY FILE
+    crtclient.py token-shapes
 
 PROVIDER is "default-chain" (env, profile, then the container endpoint from
 AWS_CONTAINER_CREDENTIALS_FULL_URI, as Mountpoint's default) or "process"
@@ -13,9 +14,18 @@ compared byte for byte; the last line is "ok key=ACCESS_KEY_ID bytes=N".
 The S3 endpoint is E2E_ENDPOINT (http://host:port), the region AWS_REGION.
 CRT logs (error level and up) go to stderr, so a refused credential shows
 the CRT's own reason.
+
+token-shapes asks whether any other answer of the container endpoint would
+do for this CRT: a server in this process answers the default chain's
+container provider with the "Token" key absent, null, "" and non-empty (the
+only form S3 refuses for a plain key: InvalidToken). It prints one line per
+shape and exits 1; the last line says "no Token shape a plain key can have
+is accepted" when the first three are refused and the fourth accepted.
 """
+import json
 import os
 import sys
+import threading
 import urllib.parse
 from concurrent.futures import Future
 
@@ -109,13 +119,52 @@ def roundtrip(provider_name, bucket, key, path):
     return 0
 
 
+def token_shapes():
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    base = {"AccessKeyId": "AKIDSHAPE", "SecretAccessKey": "secret", "Expiration": "2099-01-01T00:00:00Z"}
+    shapes = {"absent": {}, "null": {"Token": None}, "empty": {"Token": ""}, "non-empty": {"Token": "session"}}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({**base, **shapes[self.path.lstrip("/")]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    io.init_logging(io.LogLevel.Error, "stderr")
+    bootstrap = io.ClientBootstrap(io.EventLoopGroup(1), io.DefaultHostResolver(io.EventLoopGroup(1)))
+    accepted = {}
+    for name in shapes:
+        os.environ["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = f"http://127.0.0.1:{server.server_port}/{name}"
+        os.environ.setdefault("AWS_CONTAINER_AUTHORIZATION_TOKEN", "e2e")
+        try:
+            creds = auth.AwsCredentialsProvider.new_default_chain(bootstrap).get_credentials().result(timeout=30)
+            accepted[name] = creds.access_key_id == "AKIDSHAPE"
+            print(f"Token {name}: accepted (session_token={creds.session_token!r})", flush=True)
+        except Exception as e:
+            accepted[name] = False
+            print(f"Token {name}: refused ({e})", flush=True)
+    server.shutdown()
+    if accepted == {"absent": False, "null": False, "empty": False, "non-empty": True}:
+        print("no Token shape a plain key can have is accepted: absent, null and empty refused, only a non-empty session token accepted")
+    return 1
+
+
 def main(argv):
     if argv[:1] == ["version"]:
         print(version())
         return 0
+    if argv == ["token-shapes"]:
+        return token_shapes()
     if len(argv) == 5 and argv[0] == "roundtrip":
         return roundtrip(*argv[1:])
-    raise SystemExit("usage: crtclient.py version | roundtrip default-chain|process BUCKET KEY FILE")
+    raise SystemExit("usage: crtclient.py version | roundtrip default-chain|process BUCKET KEY FILE | token-shapes")
 
 
 if __name__ == "__main__":
