@@ -10,7 +10,8 @@ PROVIDER is "default-chain" (env, profile, then the container endpoint from
 AWS_CONTAINER_CREDENTIALS_FULL_URI, as Mountpoint's default) or "process"
 (credential_process from the profile in AWS_CONFIG_FILE). The CRT's S3
 client lists the bucket, uploads FILE, downloads it, and the copy is
-compared byte for byte; the last line is "ok key=ACCESS_KEY_ID bytes=N".
+compared byte for byte; the last line is
+"ok key=ACCESS_KEY_ID bytes=N download attempts=K".
 The S3 endpoint is E2E_ENDPOINT (http://host:port), the region AWS_REGION.
 CRT logs (error level and up) go to stderr, so a refused credential shows
 the CRT's own reason.
@@ -115,7 +116,7 @@ def roundtrip(provider_name, bucket, key, path):
     with open(path, "rb") as f:
         if code != 200 or body != f.read():
             raise SystemExit(f"download: HTTP {code}: {len(body)} bytes differ from the {size} uploaded")
-    print(f"ok key={creds.access_key_id} bytes={size}")
+    print(f"ok key={creds.access_key_id} bytes={size} download attempts={attempt}")
     return 0
 
 
