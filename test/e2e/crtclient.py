@@ -100,7 +100,7 @@ def roundtrip(provider_name, bucket, key, path):
     # connection right after the response; the CRT's trace logs "closed
     # remotely" while body bytes are still queued on the socket, reads one
     # more 16 KiB message and shuts the channel down (awslabs/aws-c-io#642,
-    # "Fix bug where last few bytes on socket go unread", merged 2024-05-30;
+    # "Fix bug where last few bytes on socket go unread", opened 2024-05-30;
     # Debian's 0.16.8 is older). Fresh clients, 30 GETs each, on an idle
     # machine: 16 KiB 0 failed, 128 KiB 13, 256 KiB 20, 1 MiB 30. So: one
     # plain GET on a client of its own, scripts/e2e gives it a 16 KiB file,
