@@ -363,6 +363,7 @@ var shadowingVars = []struct{ name, why string }{
 	{"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "wins over AWS_CONTAINER_CREDENTIALS_FULL_URI in botocore, the CRT, the C++, Java and minio-go SDKs"},
 	{"AWS_ACCESS_KEY_ID", "environment keys come before the container endpoint in every SDK's chain"},
 	{"AWS_PROFILE", "a profile's keys or credential_process come before the container endpoint in every SDK's chain"},
+	{"AWS_WEB_IDENTITY_TOKEN_FILE", "web identity (with AWS_ROLE_ARN; minio-go needs only the file) comes before the container endpoint in every SDK's chain"},
 }
 
 // warnShadowing tells on stderr (never in the eval'd output) which

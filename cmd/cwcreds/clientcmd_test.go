@@ -253,6 +253,16 @@ func TestEnvWarnsAboutShadowingVariables(t *testing.T) {
 		t.Errorf("stderr %q, want a warning for AWS_PROFILE too", errOut)
 	}
 
+	t.Setenv("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/secrets/eks.amazonaws.com/serviceaccount/token")
+	_, errOut, err = runClient(t, "env", "--profile", "train")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errOut, "warning: AWS_WEB_IDENTITY_TOKEN_FILE is set") ||
+		!strings.HasSuffix(errOut, "to fix: unset AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_ACCESS_KEY_ID AWS_PROFILE AWS_WEB_IDENTITY_TOKEN_FILE\n") {
+		t.Errorf("stderr %q, want a warning for AWS_WEB_IDENTITY_TOKEN_FILE too", errOut)
+	}
+
 	// --keys exports keys of its own, which win over all of these.
 	out, errOut, err = runClient(t, "env", "--profile", "train", "--keys")
 	if err != nil || errOut != "" || !strings.Contains(out, "export AWS_ACCESS_KEY_ID=") {

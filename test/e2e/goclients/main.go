@@ -6,6 +6,7 @@
 //	goclients version
 //	goclients minio-iam   BUCKET KEY FILE  minio-go's IAM provider alone (container endpoint from the environment)
 //	goclients minio-chain BUCKET KEY FILE  minio-go's chain as restic builds it: EnvAWS, EnvMinio, FileAWSCredentials, FileMinioClient, IAM
+//	goclients minio-imds  BUCKET KEY FILE  minio-go's IAM provider with IAM.Endpoint = E2E_IMDS_ENDPOINT (IMDSv2; minio-go reads no variable for it)
 //	goclients awsv1       BUCKET KEY FILE  aws-sdk-go v1's default chain (session.NewSession)
 //
 // Each lists the bucket, uploads FILE, downloads it, compares it byte for
@@ -13,6 +14,8 @@
 // E2E_ENDPOINT (http://host:port), the region from AWS_REGION; addressing is
 // path-style.
 package main
+
+//lint:file-ignore SA1019 aws-sdk-go v1 is deprecated; it is the client under test (s5cmd, goofys and JuiceFS <= 1.2 still ship it)
 
 import (
 	"bytes"
@@ -47,7 +50,7 @@ func run(args []string) error {
 		return nil
 	}
 	if len(args) != 4 {
-		return errors.New("usage: goclients version | minio-iam|minio-chain|awsv1 BUCKET KEY FILE")
+		return errors.New("usage: goclients version | minio-iam|minio-chain|minio-imds|awsv1 BUCKET KEY FILE")
 	}
 	data, err := os.ReadFile(args[3])
 	if err != nil {
@@ -63,6 +66,14 @@ func run(args []string) error {
 	case "minio-iam":
 		// Endpoint "" makes the provider read the AWS_* container variables.
 		return minioRoundtrip(ctx, credentials.NewIAM(""), endpoint, args[1], args[2], data)
+	case "minio-imds":
+		// No environment variable moves minio-go's instance metadata
+		// endpoint: only the IAM.Endpoint field does.
+		ep := os.Getenv("E2E_IMDS_ENDPOINT")
+		if ep == "" {
+			return errors.New("minio-imds needs E2E_IMDS_ENDPOINT")
+		}
+		return minioRoundtrip(ctx, credentials.NewIAM(ep), endpoint, args[1], args[2], data)
 	case "minio-chain":
 		return minioRoundtrip(ctx, credentials.NewChainCredentials([]credentials.Provider{
 			&credentials.EnvAWS{},
