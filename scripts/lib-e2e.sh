@@ -8,7 +8,9 @@
 
 CACHE=${CWCREDS_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cwcreds-e2e}
 VGW_VERSION=v1.8.0
-NPM_PACKAGE=@aws-sdk/client-s3
+# Pinned, like every other client: the README matrix names this version.
+JS_SDK_VERSION=3.1178.0
+NPM_PACKAGE=@aws-sdk/client-s3@$JS_SDK_VERSION
 # Rust's object_store through nodejs-polars (its native module embeds polars-io
 # and object_store, whose own credential chain it uses). The platform package is
 # named too: npm skips it as an optional dependency (its engines field asks for
@@ -56,12 +58,13 @@ prepare() {
   ln -sf "$CACHE/bin/versitygw-$VGW_VERSION" "$WORK/bin/versitygw"
 
   # JS SDK v3 from npm, cached.
-  if [[ ! -f $CACHE/npm/node_modules/@aws-sdk/client-s3/package.json ]]; then
+  # Installed again when the cached copy is not the pinned version.
+  if ! grep -qs "\"version\": \"$JS_SDK_VERSION\"" "$CACHE/npm/node_modules/@aws-sdk/client-s3/package.json"; then
     if command -v npm >/dev/null; then
       log "npm install $NPM_PACKAGE"
       mkdir -p "$CACHE/npm"
       [[ -f $CACHE/npm/package.json ]] || echo '{"private":true}' >"$CACHE/npm/package.json"
-      (cd "$CACHE/npm" && timeout 300 npm install --no-audit --no-fund --loglevel=error "$NPM_PACKAGE" >"$WORK/npm.log" 2>&1) ||
+      (cd "$CACHE/npm" && timeout 300 npm install --no-audit --no-fund --loglevel=error -E "$NPM_PACKAGE" >"$WORK/npm.log" 2>&1) ||
         { tail -n 20 "$WORK/npm.log" >&2; log "npm install failed: the JS client will fail"; }
     else
       log "no npm: the JS client will fail"
