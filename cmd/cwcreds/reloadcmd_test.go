@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,8 @@ import (
 // ExecReload runs it. A changed file is applied (exit 0, the new profile
 // serves, same PID); a broken one makes reload exit 1 printing the problem
 // with its variable, while the daemon keeps serving the old profiles.
+// Both reloads are told to systemd (a fake NOTIFY_SOCKET) as RELOADING=1
+// with MONOTONIC_USEC=, then READY=1 (see expectReloadNotified).
 func TestReloadCommand(t *testing.T) {
 	dir := t.TempDir()
 	apiURL, tokenFile, apiToken := apiTokenUpstream(t, dir, nil)
@@ -33,8 +36,9 @@ func TestReloadCommand(t *testing.T) {
 	writeEnv("", "a")
 
 	env := []string{execMainVar + "=1", "CWCREDS_ENV_FILE=" + envFile, "PATH=" + os.Getenv("PATH")}
+	sock := listenNotifySocket(t) // systemd's end of Type=notify, for the daemon only
 	daemon := exec.Command(os.Args[0], "serve")
-	daemon.Env = env
+	daemon.Env = append(slices.Clone(env), "NOTIFY_SOCKET="+os.Getenv("NOTIFY_SOCKET"))
 	stderr, err := daemon.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +58,7 @@ func TestReloadCommand(t *testing.T) {
 		<-exited
 	})
 	addr := waitLogField(t, &logs, "cwcreds serving", "listen")
+	sock.expect("READY=1")
 	get := func(profile string) int {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/credentials/"+profile, nil)
@@ -88,7 +93,9 @@ func TestReloadCommand(t *testing.T) {
 
 	// A new profile: applied, served by the same process.
 	writeEnv("", "a", "b")
+	before := monotonicNow(t)
 	code, out, errOut := reload("--pid", pid)
+	expectReloadNotified(t, sock, before, monotonicNow(t))
 	if code != 0 || !strings.Contains(out, "cwcreds pid "+pid+" applied the configuration") || !strings.Contains(out, "added b") {
 		t.Fatalf("reload = exit %d, stdout %q, stderr %q; want 0 and the applied line\nlogs:\n%s", code, out, errOut, logs.String())
 	}
@@ -101,7 +108,9 @@ func TestReloadCommand(t *testing.T) {
 
 	// A broken file: rejected, the problem printed, the old profiles kept.
 	writeEnv("CWCREDS_PROFILE_C_DURATION=forever\n", "a", "b", "c")
+	before = monotonicNow(t)
 	code, out, errOut = reload("--pid", pid, "--timeout", "20s")
+	expectReloadNotified(t, sock, before, monotonicNow(t))
 	if code != 1 || !strings.Contains(errOut, "configuration rejected") ||
 		!strings.Contains(errOut, "CWCREDS_PROFILE_C_DURATION: ") || !strings.Contains(errOut, "previous configuration") {
 		t.Fatalf("reload of a broken file = exit %d, stdout %q, stderr %q; want 1 naming CWCREDS_PROFILE_C_DURATION", code, out, errOut)
@@ -138,6 +147,49 @@ func TestReloadCommand(t *testing.T) {
 	}
 	if code, _, errOut := reload(); code != 2 || !strings.Contains(errOut, "MAINPID") {
 		t.Errorf("reload without a pid = exit %d, %q; want 2 naming $MAINPID", code, errOut)
+	}
+}
+
+func monotonicNow(t *testing.T) int64 {
+	t.Helper()
+	usec, err := monotonicUsec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return usec
+}
+
+// expectReloadNotified reads the daemon's sd_notify messages up to the end
+// of a reload that `cwcreds reload` ran between before and after
+// (CLOCK_MONOTONIC microseconds, the same clock in every process): a
+// RELOADING=1 whose MONOTONIC_USEC= lies within them, as
+// Type=notify-reload requires, then READY=1 with a STATUS=, which the
+// daemon sends before it records the outcome `cwcreds reload` waits for,
+// so both are already queued on the socket. STATUS= updates may come
+// between the two.
+func expectReloadNotified(t *testing.T, sock *notifySocket, before, after int64) {
+	t.Helper()
+	msg, _ := sock.expect("RELOADING=1")
+	usec := int64(-1)
+	for l := range strings.SplitSeq(msg, "\n") {
+		if v, ok := strings.CutPrefix(l, "MONOTONIC_USEC="); ok {
+			usec, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	if usec < before || usec > after {
+		t.Errorf("reload notification %q: MONOTONIC_USEC= is not within the reload [%d, %d]", msg, before, after)
+	}
+	for {
+		msg := sock.next(10 * time.Second)
+		switch {
+		case hasLine(msg, "READY=1"):
+			if !strings.Contains(msg, "\nSTATUS=") {
+				t.Errorf("reload's READY=1 %q carries no STATUS=", msg)
+			}
+			return
+		case msg == "" || hasLine(msg, "RELOADING=1"):
+			t.Fatalf("after RELOADING=1: %q, want READY=1 ending the reload", msg)
+		}
 	}
 }
 
