@@ -70,7 +70,9 @@ type CacheOptions struct {
 	MaxConcurrentRefreshes int
 	// MaxWorkloadIdentities bounds the workload identities cached across
 	// all workload profiles; past it the least recently used identity with
-	// no key to serve is dropped, else the least recently used.
+	// no key to serve is dropped, else the least recently used. Those that
+	// never held a key (a token upstream refused, a first mint still
+	// waiting) go before one that held a key and lost it.
 	// Zero or less means DefaultMaxWorkloadIdentities.
 	MaxWorkloadIdentities int
 	// UpstreamQPS is the most mints per second started upstream, across

@@ -8,6 +8,7 @@ package broker
 // identity refreshes, when it is dropped) are in policy.go.
 
 import (
+	"container/heap"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -106,6 +107,10 @@ type identity struct {
 	// Guarded by identityTable.mu.
 	hashes  [][sha256.Size]byte
 	dropped bool
+	// unkeyedAt is the identity's index in identityTable.unkeyed, -1 once
+	// it left; unkeyedUsed is the lastUsed it is ordered there by.
+	unkeyedAt   int
+	unkeyedUsed int64
 	// looping: its loop was started; guarded by Cache.mu.
 	looping bool
 }
@@ -136,6 +141,10 @@ type identityTable struct {
 	mu     sync.RWMutex
 	tokens map[[sha256.Size]byte]tokenRecord
 	byKey  map[identityKey]*entry
+	// unkeyed holds the identities not yet seen holding a key, for victim:
+	// a flood of forged tokens makes each new one drop one of these, so
+	// that choice must not cost a pass over the table.
+	unkeyed unkeyedHeap
 }
 
 func newIdentityTable(max int) *identityTable {
@@ -271,6 +280,10 @@ func (c *Cache) adopt(pe *entry, sum [sha256.Size]byte, held *heldToken, now tim
 	}
 	ident := ie.ident
 	ident.lastUsed.Store(now.UnixNano())
+	if created {
+		ident.unkeyedUsed = now.UnixNano()
+		heap.Push(&t.unkeyed, ie)
+	}
 	if cur := ident.newest.Load(); cur == nil || id.Expires.After(cur.id.Expires) {
 		ident.newest.Store(held)
 	}
@@ -302,7 +315,7 @@ func (c *Cache) adopt(pe *entry, sum [sha256.Size]byte, held *heldToken, now tim
 // newIdentityEntry builds the entry of one identity of the workload
 // profile pe: its mints use the newest token held.
 func (c *Cache) newIdentityEntry(pe *entry, key string) *entry {
-	ident := &identity{profile: pe, key: key}
+	ident := &identity{profile: pe, key: key, unkeyedAt: -1}
 	spec := pe.workload
 	e := &entry{name: pe.name, source: pe.source, obs: pe.obs, mints: pe.mints, changed: make(chan struct{}, 1), ident: ident}
 	e.minter = cwapi.MinterFunc(func(ctx context.Context) (*cwapi.Credentials, error) {
@@ -323,7 +336,37 @@ func (c *Cache) newIdentityEntry(pe *entry, key string) *entry {
 // each a new identity that upstream then refuses: those only ever displace
 // each other, never an identity holding a key (a local user's flood used
 // to evict every workload's cached key and make each mint again).
+//
+// The identities with no key are looked for first among those never seen
+// holding one (t.unkeyed), in O(log n) amortized: a forged token never
+// gets a key, so in a flood each new identity costs that, not a pass over
+// the table under the write lock, which stalled every workload's hits
+// (their read lock) for as long. Only when none is left (every identity
+// has held a key: the table outgrew its bound with real workloads) does
+// victim scan the table. So an identity that held a key and lost it (its
+// refreshes failed until it expired) is dropped after the never-keyed
+// ones, however recently they were used; an identity holding a key still
+// never goes while one without does.
 func (t *identityTable) victim(now time.Time) *entry {
+	// Each identity leaves t.unkeyed at most once, and is moved within it
+	// at most once per request made with its token since it last moved
+	// (lastUsed changed); the bound stops a loop on clocks going back.
+	for moves := len(t.unkeyed); len(t.unkeyed) > 0; {
+		e := t.unkeyed[0]
+		if e.state.Load().servable(now) {
+			heap.Pop(&t.unkeyed) // it holds a key: the scan's, from now on
+			continue
+		}
+		if u := e.ident.lastUsed.Load(); u != e.ident.unkeyedUsed && moves > 0 {
+			moves--
+			e.ident.unkeyedUsed = u // used since it was ordered: reorder it
+			heap.Fix(&t.unkeyed, 0)
+			continue
+		}
+		// The exact least recently used: every other member's lastUsed is
+		// at least its own unkeyedUsed, which is at least e's.
+		return e
+	}
 	var oldest, oldestKeyless *entry
 	var at, atKeyless int64
 	for _, e := range t.byKey {
@@ -341,6 +384,34 @@ func (t *identityTable) victim(now time.Time) *entry {
 	return oldest
 }
 
+// unkeyedHeap orders identities by the lastUsed they were last placed
+// with (identity.unkeyedUsed, at most their lastUsed), least first; it
+// keeps each one's index in identity.unkeyedAt. Under identityTable.mu.
+type unkeyedHeap []*entry
+
+func (h unkeyedHeap) Len() int { return len(h) }
+func (h unkeyedHeap) Less(i, j int) bool {
+	return h[i].ident.unkeyedUsed < h[j].ident.unkeyedUsed
+}
+func (h unkeyedHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].ident.unkeyedAt = i
+	h[j].ident.unkeyedAt = j
+}
+func (h *unkeyedHeap) Push(x any) {
+	e := x.(*entry)
+	e.ident.unkeyedAt = len(*h)
+	*h = append(*h, e)
+}
+func (h *unkeyedHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.ident.unkeyedAt = -1
+	return e
+}
+
 // removeLocked takes e and its tokens out of the table; under t.mu. It
 // reports whether e was still there.
 func (t *identityTable) removeLocked(e *entry) bool {
@@ -349,6 +420,9 @@ func (t *identityTable) removeLocked(e *entry) bool {
 	}
 	e.ident.dropped = true
 	delete(t.byKey, identityKey{e.ident.profile, e.ident.key})
+	if e.ident.unkeyedAt >= 0 {
+		heap.Remove(&t.unkeyed, e.ident.unkeyedAt)
+	}
 	for _, h := range e.ident.hashes {
 		if t.tokens[h].ent == e {
 			delete(t.tokens, h)

@@ -7,11 +7,15 @@ package broker
 import (
 	"container/heap"
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -345,4 +349,174 @@ func TestWorkloadMintsSimulated(t *testing.T) {
 			float64(r.mints)/(simWorkloads*simRun.Hours()), ident, r.shortestLeft.Round(time.Second))
 	}
 	t.Log(s.String())
+}
+
+// The forged-token flood (token mode): the daemon checks a token's claims,
+// not its signature, so a local user can present any number of
+// well-formed forged tokens, each a new identity that upstream refuses.
+// floodLegit workloads hold a key; forged identities fill the rest of a
+// table of the default size, as after a flood has begun.
+const floodLegit = 100
+
+// forgedToken is a well-formed token (simCheck accepts it) of a forged
+// identity, n-th of a flood; floodMint refuses it.
+func forgedToken(n int, exp time.Time) string {
+	s := fmt.Sprintf("sim|forged%d|0|%d|", n, exp.Unix())
+	return s + strings.Repeat("x", 1024-len(s))
+}
+
+// floodMint mints for the legit workloads and refuses forged tokens at
+// once, as upstream does (403), without a network round trip: what is
+// measured is the identity table.
+func floodMint(m *simMinter) func(context.Context, string, Identity) (*cwapi.Credentials, error) {
+	return func(ctx context.Context, token string, id Identity) (*cwapi.Credentials, error) {
+		if strings.Contains(id.Subject, "forged") {
+			return nil, &cwapi.APIError{Endpoint: cwapi.PathOIDCCreds, StatusCode: http.StatusForbidden}
+		}
+		return m.mint(ctx, token, id)
+	}
+}
+
+// floodTable returns a token-mode cache whose identity table of the
+// default size is full: floodLegit identities holding a key, the rest
+// forged, refused, and more recently used. It returns the legit tokens.
+func floodTable(b *testing.B) (*Cache, []string) {
+	b.Helper()
+	m := &simMinter{lifetime: time.Hour}
+	c, err := NewCache([]CacheProfile{{Name: "pods", Source: cwapi.SourceWorkloadOIDC,
+		Workload: &WorkloadSpec{Check: simCheck, Mint: floodMint(m)}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pe := c.Lookup("pods")
+	exp := time.Now().Add(time.Hour)
+	legit := make([]string, floodLegit)
+	for w := range legit {
+		legit[w] = simToken(w, 0, exp)
+		if _, _, err := pe.GetFor(b.Context(), legit[w]); err != nil {
+			b.Fatalf("legit identity %d: %v", w, err)
+		}
+	}
+	for n := range DefaultMaxWorkloadIdentities - floodLegit {
+		if _, _, err := pe.GetFor(b.Context(), forgedToken(-1-n, exp)); err == nil {
+			b.Fatalf("forged token %d was served", n)
+		}
+	}
+	if got := c.Status()[0].Workload.Identities; got != DefaultMaxWorkloadIdentities {
+		b.Fatalf("table holds %d identities, want it full (%d)", got, DefaultMaxWorkloadIdentities)
+	}
+	return c, legit
+}
+
+// BenchmarkWorkloadAdoptFullTable is a new forged identity into a full
+// table of the default size (floodTable), which drops one identity for
+// it: "request" is the whole request (GetFor with a token never seen:
+// Check, adopt, upstream's refusal); "adopt" is the table's part alone
+// (Cache.adopt: the write-locked choice of the identity to drop and the
+// insertion, then the drop).
+func BenchmarkWorkloadAdoptFullTable(b *testing.B) {
+	b.Run("request", func(b *testing.B) {
+		c, _ := floodTable(b)
+		pe := c.Lookup("pods")
+		exp := time.Now().Add(time.Hour)
+		b.ReportAllocs()
+		n := 0
+		for b.Loop() {
+			n++
+			if _, _, err := pe.GetFor(b.Context(), forgedToken(n, exp)); err == nil {
+				b.Fatalf("forged token %d was served", n)
+			}
+		}
+		if got := c.Status()[0].Workload.Identities; got != DefaultMaxWorkloadIdentities {
+			b.Fatalf("table holds %d identities, want %d", got, DefaultMaxWorkloadIdentities)
+		}
+	})
+	b.Run("adopt", func(b *testing.B) {
+		c, _ := floodTable(b)
+		pe := c.lookup("pods")
+		exp := time.Now().Add(time.Hour)
+		// The checked tokens, made in batches outside the timer.
+		type checked struct {
+			sum  [sha256.Size]byte
+			held *heldToken
+		}
+		batch := make([]checked, 0, 4096)
+		b.ReportAllocs()
+		n := 0
+		for b.Loop() {
+			if len(batch) == 0 {
+				b.StopTimer()
+				for range cap(batch) {
+					n++
+					tok := forgedToken(n, exp)
+					id, err := simCheck(b.Context(), tok)
+					if err != nil {
+						b.Fatal(err)
+					}
+					batch = append(batch, checked{tokenHash(tok), &heldToken{raw: tok, id: id}})
+				}
+				b.StartTimer()
+			}
+			ct := batch[len(batch)-1]
+			batch = batch[:len(batch)-1]
+			if _, err := c.adopt(pe, ct.sum, ct.held, time.Now()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if got := c.Status()[0].Workload.Identities; got != DefaultMaxWorkloadIdentities {
+			b.Fatalf("table holds %d identities, want %d", got, DefaultMaxWorkloadIdentities)
+		}
+	})
+}
+
+// BenchmarkWorkloadHitDuringFlood is a legit workload's cache hit (its
+// known token: one read lock of the identity table) while flooders
+// goroutines present new forged tokens into the full table (floodTable)
+// as fast as they can, each at most floodMax of them, until the hits end.
+// Besides ns/op it reports the hits' latency percentiles and how many
+// forged identities were adopted per hit. allocs/op counts the flooders'
+// too; the hit alone allocates nothing (TestWorkloadHitAllocs).
+func BenchmarkWorkloadHitDuringFlood(b *testing.B) {
+	const floodMax = 1 << 20
+	for _, flooders := range []int{0, 1, 2} {
+		b.Run(fmt.Sprintf("flooders=%d", flooders), func(b *testing.B) {
+			c, legit := floodTable(b)
+			pe := c.Lookup("pods")
+			exp := time.Now().Add(time.Hour)
+			var stop atomic.Bool
+			var forged atomic.Int64
+			var wg sync.WaitGroup
+			for f := range flooders {
+				wg.Go(func() {
+					for i := 0; i < floodMax && !stop.Load(); i++ {
+						if _, _, err := pe.GetFor(context.Background(), forgedToken(f*floodMax+i, exp)); err == nil {
+							b.Errorf("forged token %d was served", i)
+							return
+						}
+						forged.Add(1)
+					}
+				})
+			}
+			lat := make([]time.Duration, 0, 1<<20)
+			i := 0
+			for b.Loop() {
+				t0 := time.Now()
+				k, _, err := pe.GetFor(b.Context(), legit[i%len(legit)])
+				lat = append(lat, time.Since(t0))
+				if err != nil || k == nil {
+					b.Fatalf("legit hit: %v", err)
+				}
+				i++
+			}
+			stop.Store(true)
+			wg.Wait()
+			slices.Sort(lat)
+			q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Nanoseconds()) }
+			b.ReportMetric(q(0.5), "p50-ns")
+			b.ReportMetric(q(0.99), "p99-ns")
+			b.ReportMetric(q(0.999), "p99.9-ns")
+			b.ReportMetric(q(1), "max-ns")
+			b.ReportMetric(float64(forged.Load())/float64(len(lat)), "forged/op")
+		})
+	}
 }

@@ -382,6 +382,143 @@ func TestWorkloadForgedTokensKeepCachedKeys(t *testing.T) {
 	})
 }
 
+// newFloodCache is a token-mode cache of at most max identities whose
+// upstream refuses (403) the tokens of subjects starting "forged".
+func newFloodCache(t *testing.T, max int) *workloadFixture {
+	t.Helper()
+	f := &workloadFixture{check: &fakeCheck{}, up: &fakeUpstream{fakeMinter{lifetime: time.Hour}}, obs: &countingObserver{}}
+	mint := func(ctx context.Context, token string, id Identity) (*cwapi.Credentials, error) {
+		if strings.HasPrefix(id.Subject, "forged") {
+			return nil, &cwapi.APIError{StatusCode: http.StatusForbidden}
+		}
+		return f.up.mint(ctx, token, id)
+	}
+	c, err := NewCache([]CacheProfile{{Name: "pods", Source: cwapi.SourceWorkloadOIDC,
+		Workload: &WorkloadSpec{Check: f.check.check, Mint: mint}}},
+		func(o *CacheOptions) {
+			o.Rand = func() float64 { return 0 }
+			o.Observer = f.obs
+			o.MaxWorkloadIdentities = max
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.c = c
+	return f
+}
+
+// cached reports whether the table holds token (its identity was not
+// dropped).
+func (f *workloadFixture) cached(token string) bool {
+	f.c.idents.mu.RLock()
+	defer f.c.idents.mu.RUnlock()
+	_, ok := f.c.idents.tokens[tokenHash(token)]
+	return ok
+}
+
+// TestWorkloadEvictsLeastRecentlyUsedKeyless: a full table drops the
+// least recently used identity with no key (by last use, not creation),
+// and an identity that got its key after joining the table is kept over
+// every keyless one, though it is the least recently used of all.
+func TestWorkloadEvictsLeastRecentlyUsedKeyless(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFloodCache(t, 4)
+		exp := time.Now().Add(time.Hour)
+		tok := func(sub string) string { return wtoken("https://issuer", sub, exp, 0) }
+		use := func(sub string) {
+			t.Helper()
+			_, err := f.get(t.Context(), tok(sub))
+			if forged := strings.HasPrefix(sub, "forged"); forged != (err != nil) {
+				t.Fatalf("%s: err = %v", sub, err)
+			}
+			time.Sleep(time.Second)
+		}
+		use("legit")    // keyed, least recently used of all from here on
+		use("forged-a") // a is then used again, after b and c
+		use("forged-b")
+		use("forged-c")
+		use("forged-a")
+		// Keyless by last use: b, c, a.
+		for _, step := range []struct{ add, dropped string }{
+			{"forged-d", "forged-b"},
+			{"forged-e", "forged-c"},
+			{"forged-f", "forged-a"},
+			{"forged-g", "forged-d"},
+		} {
+			use(step.add)
+			if f.cached(tok(step.dropped)) {
+				t.Errorf("after %s: %s still cached, want it dropped (least recently used without a key)", step.add, step.dropped)
+			}
+			if !f.cached(tok("legit")) {
+				t.Fatalf("after %s: the identity holding a key was dropped", step.add)
+			}
+			if n := f.identities(); n != 4 {
+				t.Errorf("after %s: identities = %d, want 4", step.add, n)
+			}
+		}
+		for _, sub := range []string{"forged-e", "forged-f", "forged-g"} {
+			if !f.cached(tok(sub)) {
+				t.Errorf("%s dropped, want kept: more recently used than the ones dropped", sub)
+			}
+		}
+		mints := f.up.count()
+		if _, err := f.get(t.Context(), tok("legit")); err != nil || f.up.count() != mints {
+			t.Errorf("legit after the flood: err %v, mints %d -> %d, want its cached key", err, mints, f.up.count())
+		}
+		if got := f.obs.get("pods")["identity_lru"]; got != 4 {
+			t.Errorf("lru evictions = %d, want 4", got)
+		}
+	})
+}
+
+// TestWorkloadEvictsExpiredKeyFirst: in a table of identities that all
+// held a key, the one whose key expired (no refresh: Run is not running)
+// goes before the least recently used one that still holds its key.
+func TestWorkloadEvictsExpiredKeyFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFloodCache(t, 3)
+		exp := time.Now().Add(3 * time.Hour)
+		tok := func(sub string) string { return wtoken("https://issuer", sub, exp, 0) }
+		for _, sub := range []string{"a", "b", "short"} {
+			f.up.mu.Lock()
+			f.up.lifetime = map[bool]time.Duration{true: 5 * time.Minute, false: time.Hour}[sub == "short"]
+			f.up.mu.Unlock()
+			if _, err := f.get(t.Context(), tok(sub)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+		}
+		time.Sleep(10 * time.Minute) // "short"'s key has expired; a is the least recently used
+		if _, err := f.get(t.Context(), tok("new")); err != nil {
+			t.Fatal(err)
+		}
+		if f.cached(tok("short")) || !f.cached(tok("a")) || !f.cached(tok("b")) {
+			t.Errorf("cached a %v, b %v, short %v: want short (no key to serve) dropped, a and b kept",
+				f.cached(tok("a")), f.cached(tok("b")), f.cached(tok("short")))
+		}
+		// Then, every identity holding a key: the least recently used, a.
+		if _, err := f.get(t.Context(), tok("newer")); err != nil {
+			t.Fatal(err)
+		}
+		if f.cached(tok("a")) || !f.cached(tok("b")) {
+			t.Errorf("cached a %v, b %v: want a (least recently used) dropped", f.cached(tok("a")), f.cached(tok("b")))
+		}
+	})
+}
+
+// TestWorkloadHitAllocs: a hit of a known token allocates nothing.
+func TestWorkloadHitAllocs(t *testing.T) {
+	f := newWorkloadCache(t, false)
+	tok := wtoken("https://issuer", "sa", time.Now().Add(time.Hour), 0)
+	if _, err := f.get(t.Context(), tok); err != nil {
+		t.Fatal(err)
+	}
+	pe := f.c.Lookup("pods")
+	if a := testing.AllocsPerRun(100, func() { _, _, _ = pe.GetFor(t.Context(), tok) }); a != 0 {
+		t.Errorf("a workload hit allocates %v times, want 0", a)
+	}
+}
+
 func TestWorkloadLocalRefusalsCallNothingUpstream(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newWorkloadCache(t, false)
@@ -519,7 +656,7 @@ func TestWorkloadProfileRemovedDropsIdentities(t *testing.T) {
 			t.Errorf("table still holds %d identities of no profile", n)
 		}
 		f.c.idents.mu.RLock()
-		left := len(f.c.idents.byKey) + len(f.c.idents.tokens)
+		left := len(f.c.idents.byKey) + len(f.c.idents.tokens) + len(f.c.idents.unkeyed)
 		f.c.idents.mu.RUnlock()
 		if left != 0 {
 			t.Errorf("table holds %d entries after its profile was removed", left)
