@@ -2,22 +2,18 @@ package broker
 
 import (
 	"context"
-	"errors"
-	"net/http"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
-
-	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // budget is the cache's upstream mint budget (CacheOptions.UpstreamQPS):
-// a token bucket shared by every mint. A mint a client is waiting for
-// takes the next token; background mints take one only while no client
-// mint is queued, and not at all while a 429 reply's Retry-After lasts.
-// A nil limiter spends nothing (no budget), but a 429 still pauses
-// background mints.
+// a token bucket shared by every mint, applying the order policy.go sets
+// (a mint a client is waiting for takes the next token; background mints
+// take one only while no client mint is queued, and not at all during a
+// rateLimitPause). A nil limiter spends nothing (no budget), but a 429
+// still pauses background mints.
 type budget struct {
 	lim *rate.Limiter
 	now func() time.Time
@@ -27,10 +23,6 @@ type budget struct {
 	// in unix nanoseconds (0: not paused).
 	pausedUntil atomic.Int64
 }
-
-// backgroundPoll is how long a background mint waits before looking at
-// the budget again while client mints are queued.
-const backgroundPoll = 100 * time.Millisecond
 
 func newBudget(qps float64, now func() time.Time) *budget {
 	b := &budget{now: now}
@@ -89,16 +81,12 @@ func waitError(ctx context.Context, err error) error {
 	return err
 }
 
-// pauseFor pauses background mints after a 429 reply (err) for its
-// Retry-After, capped by MaxRetryAfter; other outcomes change nothing.
+// pauseFor pauses background mints after a mint that failed with err for
+// rateLimitPause(err); other outcomes change nothing.
 func (b *budget) pauseFor(err error, now time.Time) {
-	var api *cwapi.APIError
-	if !errors.As(err, &api) || api.StatusCode != http.StatusTooManyRequests {
-		return
-	}
-	d := min(api.RetryAfter, MaxRetryAfter)
+	d := rateLimitPause(err)
 	if d <= 0 {
-		d = BackoffInitial
+		return
 	}
 	until := now.Add(d).UnixNano()
 	for {

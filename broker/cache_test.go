@@ -394,6 +394,27 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
+// A 429 pauses background mints for its Retry-After (capped), or
+// BackoffInitial without one; nothing else pauses them.
+func TestRateLimitPause(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want time.Duration
+	}{
+		{"429 with retry-after", fmt.Errorf("mint: %w", &cwapi.APIError{StatusCode: 429, RetryAfter: 7 * time.Second}), 7 * time.Second},
+		{"429 capped", &cwapi.APIError{StatusCode: 429, RetryAfter: 24 * time.Hour}, MaxRetryAfter},
+		{"429 without retry-after", &cwapi.APIError{StatusCode: 429}, BackoffInitial},
+		{"503 with retry-after", &cwapi.APIError{StatusCode: 503, RetryAfter: time.Minute}, 0},
+		{"network", errors.New("connection refused"), 0},
+		{"success", nil, 0},
+	} {
+		if got := rateLimitPause(tc.err); got != tc.want {
+			t.Errorf("%s: rateLimitPause = %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestGetDuringBackoffDoesNotCallUpstream(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := &fakeMinter{lifetime: time.Hour, err: errors.New("connection refused")}

@@ -14,8 +14,12 @@ import (
 // The cache's policy: every number (below) and every decision (the state
 // methods further down) the broker applies: which key to serve, when to
 // mint, when a new key takes over (warm-up), the minimum usable lifetime,
-// permanent keys, backoff. Nothing else in the package decides these; the
-// rest of the package is plumbing (cache.go), reporting (status.go) and
+// permanent keys, backoff, the upstream budget's order, when a workload
+// identity refreshes or is dropped, the S3 check's verdicts and swap, and
+// which keys count as orphans. Nothing else in the package decides these;
+// the rest is plumbing: the cache and its refresh loops (cache.go,
+// workload.go), the budget's token bucket (budget.go), the S3 check's and
+// the reaper's calls (verify.go, reap.go), reporting (status.go) and
 // revocation (revoke.go).
 const (
 	// RefreshAfter is the fraction of a key's lifetime after which the
@@ -75,7 +79,32 @@ const (
 	// (CacheOptions.MaxWorkloadIdentities): ten thousand is far more than
 	// the pods of one node, and a few tens of megabytes at most.
 	DefaultMaxWorkloadIdentities = 10000
+	// maxTokensPerIdentity bounds the token hashes remembered per identity
+	// (identity sharing: rotated tokens and other pods' tokens of one
+	// service account). A forgotten token is checked again on its next use.
+	maxTokensPerIdentity = 16
+
+	// The upstream budget (CacheOptions.UpstreamQPS) serves a mint a
+	// client is waiting for first: a background mint (refresh, warm-up,
+	// retry) takes a token only while no client mint is queued, looking
+	// again every backgroundPoll, and none at all during a rateLimitPause.
+	backgroundPoll = 100 * time.Millisecond
 )
+
+// rateLimitPause is how long background mints stop after a mint failed
+// with err: for a 429, its Retry-After capped by MaxRetryAfter, or
+// BackoffInitial without one; 0 for every other outcome. Client mints are
+// not paused: each profile's own backoff spaces them.
+func rateLimitPause(err error) time.Duration {
+	var api *cwapi.APIError
+	if !errors.As(err, &api) || api.StatusCode != http.StatusTooManyRequests {
+		return 0
+	}
+	if d := min(api.RetryAfter, MaxRetryAfter); d > 0 {
+		return d
+	}
+	return BackoffInitial
+}
 
 // state is an immutable snapshot of one profile; a new one replaces it
 // after every mint attempt.

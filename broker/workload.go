@@ -91,11 +91,6 @@ const (
 	EvictRemoved = "removed" // its profile was removed or replaced, or the cache stopped
 )
 
-// maxTokensPerIdentity bounds the token hashes remembered per identity
-// (identity sharing: rotated tokens and other pods' tokens of one service
-// account). A forgotten token is checked again on its next use.
-const maxTokensPerIdentity = 16
-
 // identity is the workload part of an identity entry.
 type identity struct {
 	profile *entry

@@ -163,21 +163,18 @@ func localAddr(list string) string {
 }
 
 // loadAllowPods parses the ALLOW_PODS variable v of profile p (its source
-// and restriction decoded): unset is false, except for an unrestricted
-// workload-oidc profile, which is always served to pods.
+// and restriction decoded), reporting only a value that is not a boolean:
+// unset is false, except for an unrestricted workload-oidc profile, which
+// is always served to pods. The rules on the value are checkAllowPods',
+// applied by validate to a loaded Config as to one built in code.
 func loadAllowPods(ps *problems, v string, p Profile, val string) bool {
 	if val == "" {
 		return p.Source == sourceWorkload && !p.Restricted()
 	}
+	ps.record(v, val)
 	b, ok := parseBool(val)
-	switch {
-	case !ok:
+	if !ok {
 		ps.add(v, "%s is not a boolean; use true or false (or 1 or 0)", show(val))
-	case b && p.Restricted():
-		ps.add(v, "%s", msgPodsRestricted)
-		return false
-	case !b && p.Source == sourceWorkload:
-		ps.add(v, "a workload-oidc profile is always served to pods (each caller's own token is its identity); remove it")
 	}
 	return b
 }
@@ -186,11 +183,18 @@ func loadAllowPods(ps *problems, v string, p Profile, val string) bool {
 const msgPodsRestricted = "a profile restricted by ALLOWED_UIDS or ALLOWED_GIDS is never served to pods (a pod's connection " +
 	"has no local user the daemon can check); remove ALLOW_PODS, or the restriction"
 
-// checkAllowPods reports, for a Config built in code, a profile served to
-// pods that is also restricted to some local users.
+// msgPodsWorkloadOff: ALLOW_PODS=false on a workload-oidc profile.
+const msgPodsWorkloadOff = "a workload-oidc profile is always served to pods (each caller's own token is its identity); remove it"
+
+// checkAllowPods reports a profile served to pods that is also restricted
+// to some local users, and a workload-oidc profile whose ALLOW_PODS was
+// set to false (a restricted one is not served to pods without it).
 func checkAllowPods(ps *problems, v string, p Profile) {
-	if p.AllowPods && p.Restricted() {
+	switch {
+	case p.AllowPods && p.Restricted():
 		ps.check(v, msgPodsRestricted)
+	case !p.AllowPods && p.Workload() && ps.isSet(v):
+		ps.check(v, msgPodsWorkloadOff)
 	}
 }
 

@@ -130,8 +130,11 @@ func TestLoadAllowPodsWorkload(t *testing.T) {
 		{"workload restricted", restricted, "", false, false},
 		{"operator default", Profile{Source: sourceAPIToken}, "", false, false},
 	} {
+		// Load parses the value, then validate checks it.
 		var ps problems
 		got := loadAllowPods(&ps, "V", tc.p, tc.val)
+		tc.p.AllowPods = got
+		checkAllowPods(&ps, "V", tc.p)
 		if got != tc.want && !tc.bad {
 			t.Errorf("%s: AllowPods = %v, want %v", tc.name, got, tc.want)
 		}

@@ -228,13 +228,10 @@ func (a *auditor) event(k auditPair, grant, refusal string) *zerolog.Event {
 	return ev
 }
 
-// FlushAudit writes a summary line for every pair with requests since its last
+// flush writes a summary line for every pair with requests since its last
 // line, and the overflow count, and forgets pairs idle for auditForget
 // intervals. RunAudit calls it every AuditInterval and once more when it
-// returns; call it after the HTTP server has drained, so that no count is
-// lost.
-func (s *Server) FlushAudit() { s.audit.flush() }
-
+// returns (after the HTTP server has drained), so that no count is lost.
 func (a *auditor) flush() {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -28,11 +28,11 @@
 // AuditInterval per (key, peer) with the count served since. Refusals are
 // summarised the same way per (profile, peer, reason)
 // ("credential_refusal", "credential_refusal_summary"). The counts of a
-// pair's lines add up to its requests once Server.RunAudit (or
-// Server.FlushAudit) has flushed them. At most maxAuditPairs pairs are
-// tracked; requests of others are counted in "audit_overflow" lines. A
-// tracked pair's request costs an atomic load, a map lookup and an atomic
-// add: no lock, no allocation, no line.
+// pair's lines add up to its requests once Server.RunAudit has flushed
+// them. At most maxAuditPairs pairs are tracked; requests of others are
+// counted in "audit_overflow" lines. A tracked pair's request costs an
+// atomic load, a map lookup and an atomic add: no lock, no allocation, no
+// line.
 //
 // # Wire format
 //

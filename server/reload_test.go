@@ -1,12 +1,20 @@
 package server
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/cwcreds/cwcreds/broker"
+	"github.com/cwcreds/cwcreds/broker/cwapi"
 )
 
 // TestSetProfiles: after SetProfiles returns, an unchanged profile is the
@@ -184,5 +192,55 @@ func TestSetProfilesConcurrent(t *testing.T) {
 		if got := serve(s, credsRequest(pr.name, pr.token)).Code; got != pr.want {
 			t.Errorf("after the last reload %s with %s: %d, want %d", pr.name, pr.token, got, pr.want)
 		}
+	}
+}
+
+// TestReloadPinsCacheEntry: the server reads a profile's client token and
+// key from one reload. Between Cache.Update replacing a profile (another
+// identity, another client token) and SetProfiles, a request with the old
+// token still gets the old identity's key, never the new one's; after
+// SetProfiles the new token gets the new key and the old one is refused.
+// Without the pinned broker.Entry the old token would buy the new key.
+func TestReloadPinsCacheEntry(t *testing.T) {
+	minter := func(id string) cwapi.Minter {
+		return cwapi.MinterFunc(func(context.Context) (*cwapi.Credentials, error) {
+			return &cwapi.Credentials{AccessKeyID: id, SecretAccessKey: "cwoSECRET" + id, Principal: "coreweave/" + id,
+				Expires: time.Now().Add(time.Hour)}, nil
+		})
+	}
+	cache, err := broker.NewCache([]broker.CacheProfile{
+		{Name: "p", Source: cwapi.SourceAccessKey, Fingerprint: "old", Minter: minter("CWKEYOLD")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(zerolog.Nop(), cache, Options{ClientTokens: map[string]string{"p": "tok-old"}})
+	key := func(token string) string {
+		t.Helper()
+		rec := serve(s, credsRequest("p", token))
+		if rec.Code != http.StatusOK {
+			return fmt.Sprint(rec.Code)
+		}
+		var body credentialsBody
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatal(err)
+		}
+		return body.AccessKeyID
+	}
+	if got := key("tok-old"); got != "CWKEYOLD" {
+		t.Fatalf("before the reload: %s, want CWKEYOLD", got)
+	}
+	if _, err := cache.Update([]broker.CacheProfile{
+		{Name: "p", Source: cwapi.SourceAccessKey, Fingerprint: "new", Minter: minter("CWKEYNEW")}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := key("tok-old"); got != "CWKEYOLD" {
+		t.Errorf("between Update and SetProfiles, the old token got %s, want the old identity's CWKEYOLD", got)
+	}
+	s.SetProfiles(map[string]string{"p": "tok-new"}, nil)
+	if got := key("tok-new"); got != "CWKEYNEW" {
+		t.Errorf("after SetProfiles, the new token got %s, want CWKEYNEW", got)
+	}
+	if got := key("tok-old"); got != "401" {
+		t.Errorf("after SetProfiles, the old token got %s, want 401", got)
 	}
 }

@@ -3,9 +3,9 @@
 // without checking its signature, Policy checks its claims, and a Verifier
 // also checks its signature against the issuer's published keys (JWKS).
 //
-// Every refusal is an *Error whose Reason is one of a closed set (Reasons),
-// so callers can map it to an HTTP status, a JSON error code and a metric
-// label. No error text ever contains the token or any of its signature.
+// Every refusal is an *Error whose Reason is one of a closed set (the
+// Reason constants), so callers can map it to an HTTP status, a JSON error
+// code and a metric label. No error text ever contains the token or any of its signature.
 //
 // The JOSE work (JWS parsing, JWK decoding, signature checks) is done by
 // github.com/go-jose/go-jose/v4; this package only decodes the claims,
@@ -77,14 +77,6 @@ const (
 	// fault: a 503-class condition, worth retrying.
 	ReasonKeys Reason = "keys_unavailable"
 )
-
-// Reasons returns every Reason, for pre-registering metric label values.
-func Reasons() []Reason {
-	return []Reason{
-		ReasonMalformed, ReasonIssuer, ReasonAudience, ReasonExpired,
-		ReasonNotYetValid, ReasonAlgorithm, ReasonSignature, ReasonKeys,
-	}
-}
 
 // Error is every refusal from this package. Its text names the reason and a
 // short detail (offending claim values are quoted and truncated to
