@@ -75,6 +75,13 @@ type CacheOptions struct {
 	// waiting) go before one that held a key and lost it.
 	// Zero or less means DefaultMaxWorkloadIdentities.
 	MaxWorkloadIdentities int
+	// MaxPendingTokensPerPeer bounds the workload identities each peer
+	// (GetFor's Peer) has in the cache that never held a key; a new
+	// token of a peer at the bound is refused (ErrTooManyPendingTokens)
+	// with no upstream call. An identity that leaves without a key counts
+	// for PendingTokenHold more. Zero means DefaultMaxPendingTokensPerPeer;
+	// negative means no bound.
+	MaxPendingTokensPerPeer int
 	// UpstreamQPS is the most mints per second started upstream, across
 	// all profiles (a token bucket with a burst of as many, at least 1).
 	// Zero or less means no limit (the library default; the daemon's is
@@ -191,6 +198,9 @@ func NewCache(profiles []CacheProfile, opts ...func(*CacheOptions)) (*Cache, err
 	if o.MaxConcurrentRefreshes <= 0 {
 		o.MaxConcurrentRefreshes = DefaultMaxConcurrentRefreshes
 	}
+	if o.MaxPendingTokensPerPeer == 0 {
+		o.MaxPendingTokensPerPeer = DefaultMaxPendingTokensPerPeer
+	}
 	if o.MaxWorkloadIdentities <= 0 {
 		o.MaxWorkloadIdentities = DefaultMaxWorkloadIdentities
 	}
@@ -201,7 +211,7 @@ func NewCache(profiles []CacheProfile, opts ...func(*CacheOptions)) (*Cache, err
 		log:          o.Logger,
 		obs:          o.Observer,
 		keyWarmup:    max(o.KeyWarmup, 0),
-		idents:       newIdentityTable(o.MaxWorkloadIdentities),
+		idents:       newIdentityTable(o.MaxWorkloadIdentities, o.MaxPendingTokensPerPeer),
 		verifier:     o.Verifier,
 	}
 	if c.verifier != nil {

@@ -89,6 +89,31 @@ const (
 	// retry) takes a token only while no client mint is queued, looking
 	// again every backgroundPoll, and none at all during a rateLimitPause.
 	backgroundPoll = 100 * time.Millisecond
+
+	// DefaultMaxPendingTokensPerPeer bounds, per peer (a local user, or a
+	// pod's address; see Peer), the workload identities it brought into
+	// the cache that hold no key: their first mint is queued or in flight,
+	// or upstream refused it (CacheOptions.MaxPendingTokensPerPeer). In
+	// token mode the daemon checks a token's claims but not its signature,
+	// so this bound is what limits the upstream mints (and budget) one peer
+	// can spend on forged tokens, and the place in the queue it can take
+	// ahead of other workloads' first mints. A pod presents one token at a
+	// time, two around its rotation, each holding no key for the second its
+	// first mint takes (or for its life if CoreWeave refuses it); a local
+	// user, or the node's address that host-network pods share, may front
+	// several workloads starting at once. Sixteen leaves room for eight
+	// such workloads in the middle of a rotation while upstream refuses them
+	// all, and costs a flooding peer's victims at most sixteen upstream
+	// calls of queue (a third of a second of the default budget).
+	DefaultMaxPendingTokensPerPeer = 16
+	// PendingTokenHold is how long an identity that leaves the cache
+	// without ever holding a key (its token expired, or the table was
+	// full) still counts against its peer's bound: without it a peer could
+	// free its bound at once with tokens that expire in a second, and spend
+	// sixteen mints a second. With it a peer starts at most
+	// DefaultMaxPendingTokensPerPeer refused mints per hold, and the hold
+	// matches the backoff of a refused token (RejectedBackoffInitial).
+	PendingTokenHold = RejectedBackoffInitial
 )
 
 // rateLimitPause is how long background mints stop after a mint failed
@@ -105,6 +130,13 @@ func rateLimitPause(err error) time.Duration {
 	}
 	return BackoffInitial
 }
+
+// chargesPeer reports whether an identity in state s counts against the
+// bound of the peer that brought it (DefaultMaxPendingTokensPerPeer): it
+// has never held a key. Once it has (a successful mint; a key S3 has not
+// accepted yet counts, upstream having accepted the token), it no longer
+// does, even after that key expires: its token proved genuine.
+func (s *state) chargesPeer() bool { return s.key == nil }
 
 // state is an immutable snapshot of one profile; a new one replaces it
 // after every mint attempt.

@@ -13,6 +13,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,6 +83,26 @@ type WorkloadSpec struct {
 // only served to a caller presenting its own token (GetFor).
 var ErrTokenRequired = errors.New("this profile serves keys only to a caller presenting its own OIDC token")
 
+// ErrTooManyPendingTokens: GetFor refused a token it had not seen, with no
+// upstream call, because the peer presenting it already brought
+// MaxPendingTokensPerPeer identities into the cache that hold no key (their
+// first mint is waiting, or upstream refused their token; see
+// DefaultMaxPendingTokensPerPeer). Its text is for the client.
+var ErrTooManyPendingTokens = errors.New("too many new workload tokens from this client are waiting for their first key " +
+	"or were refused by CoreWeave; retry in a minute, and check that each process presents its pod's own current " +
+	"projected service account token")
+
+// Peer identifies who presents a workload token to GetFor, for the bound
+// on the identities without a key each peer may bring
+// (CacheOptions.MaxPendingTokensPerPeer): a local user by UID (HasUID),
+// else a remote address, a pod's. Peers are compared as values; the zero
+// Peer is one peer like any other.
+type Peer struct {
+	UID    uint32
+	HasUID bool
+	Addr   netip.Addr // when !HasUID
+}
+
 // errEvicted is the cancellation cause of a dropped identity.
 var errEvicted = errors.New("workload identity dropped from the cache")
 
@@ -108,6 +130,10 @@ type identity struct {
 	unkeyedUsed int64
 	// looping: its loop was started; guarded by Cache.mu.
 	looping bool
+	// peer brought the identity into the table; charged: it is in that
+	// peer's peerCharge.idents. Guarded by identityTable.mu.
+	peer    Peer
+	charged bool
 }
 
 // heldToken is one token the cache accepted for an identity.
@@ -140,10 +166,102 @@ type identityTable struct {
 	// a flood of forged tokens makes each new one drop one of these, so
 	// that choice must not cost a pass over the table.
 	unkeyed unkeyedHeap
+	// maxPending bounds each peer's charge (MaxPendingTokensPerPeer; < 0:
+	// no bound, nothing charged). peers holds the charge of every peer
+	// with one; released the end of each hold (PendingTokenHold), oldest
+	// first.
+	maxPending int
+	peers      map[Peer]*peerCharge
+	released   []heldCharge
 }
 
-func newIdentityTable(max int) *identityTable {
-	return &identityTable{max: max, tokens: map[[sha256.Size]byte]tokenRecord{}, byKey: map[identityKey]*entry{}}
+// peerCharge is what one peer counts against its bound: the identities it
+// brought into the table, while they may never have held a key (pruned
+// when seen holding one: chargesPeer), and those that left the table
+// without one, for PendingTokenHold.
+type peerCharge struct {
+	idents []*entry
+	held   int
+}
+
+// heldCharge ends one of peer's held charges at at.
+type heldCharge struct {
+	peer Peer
+	at   time.Time
+}
+
+func newIdentityTable(max, maxPending int) *identityTable {
+	return &identityTable{max: max, maxPending: maxPending, tokens: map[[sha256.Size]byte]tokenRecord{},
+		byKey: map[identityKey]*entry{}, peers: map[Peer]*peerCharge{}}
+}
+
+// admitLocked reports whether peer may bring one more identity into the
+// table at now: its charge is below the bound. Under t.mu.
+func (t *identityTable) admitLocked(peer Peer, now time.Time) bool {
+	if t.maxPending < 0 {
+		return true
+	}
+	for len(t.released) > 0 && !now.Before(t.released[0].at) {
+		t.peers[t.released[0].peer].held--
+		t.tidyLocked(t.released[0].peer)
+		t.released[0] = heldCharge{}
+		t.released = t.released[1:]
+	}
+	pc := t.peers[peer]
+	if pc == nil {
+		return true
+	}
+	pc.idents = slices.DeleteFunc(pc.idents, func(e *entry) bool {
+		if e.state.Load().chargesPeer() {
+			return false
+		}
+		e.ident.charged = false
+		return true
+	})
+	t.tidyLocked(peer)
+	return len(pc.idents)+pc.held < t.maxPending
+}
+
+// chargeLocked counts e, just created, against peer's bound. Under t.mu.
+func (t *identityTable) chargeLocked(e *entry, peer Peer) {
+	e.ident.peer = peer
+	if t.maxPending < 0 {
+		return
+	}
+	pc := t.peers[peer]
+	if pc == nil {
+		pc = &peerCharge{}
+		t.peers[peer] = pc
+	}
+	pc.idents = append(pc.idents, e)
+	e.ident.charged = true
+}
+
+// dischargeLocked takes e, leaving the table at now, out of its peer's
+// charge: at once if it held a key, else after PendingTokenHold. Under
+// t.mu.
+func (t *identityTable) dischargeLocked(e *entry, now time.Time) {
+	if !e.ident.charged {
+		return
+	}
+	e.ident.charged = false
+	peer := e.ident.peer
+	pc := t.peers[peer]
+	if i := slices.Index(pc.idents, e); i >= 0 {
+		pc.idents = slices.Delete(pc.idents, i, i+1)
+	}
+	if e.state.Load().chargesPeer() {
+		pc.held++
+		t.released = append(t.released, heldCharge{peer: peer, at: now.Add(PendingTokenHold)})
+	}
+	t.tidyLocked(peer)
+}
+
+// tidyLocked forgets peer once it has no charge left. Under t.mu.
+func (t *identityTable) tidyLocked(peer Peer) {
+	if pc := t.peers[peer]; pc != nil && len(pc.idents) == 0 && pc.held == 0 {
+		delete(t.peers, peer)
+	}
 }
 
 // tokenHash hashes the token without copying it: sha256 only reads its
@@ -174,21 +292,27 @@ func (t *identityTable) count(profile *entry) int {
 // returns the caller's identity (its token's claims), for the audit trail:
 // immutable, and the same pointer for every request with one token. Only
 // workload profiles (Workload) answer; others take Get.
-func (h Entry) GetFor(ctx context.Context, token string) (*cwapi.Credentials, *Identity, error) {
+//
+// peer is who presents the token. A token that would bring a new identity
+// into the cache is refused with ErrTooManyPendingTokens, with no upstream
+// call, while peer has MaxPendingTokensPerPeer identities there that never
+// held a key: one peer's forged tokens cannot spend the upstream budget
+// other peers' first mints wait for.
+func (h Entry) GetFor(ctx context.Context, peer Peer, token string) (*cwapi.Credentials, *Identity, error) {
 	if h.e == nil {
 		return nil, nil, ErrUnknownProfile
 	}
 	if h.e.workload == nil {
 		return nil, nil, fmt.Errorf("profile %q is not a workload profile: it takes a client token", h.e.name)
 	}
-	return h.c.getFor(ctx, h.e, token)
+	return h.c.getFor(ctx, h.e, peer, token)
 }
 
 // Workload reports whether the entry is a workload profile's, whose keys
 // are served by GetFor.
 func (h Entry) Workload() bool { return h.e != nil && h.e.workload != nil }
 
-func (c *Cache) getFor(ctx context.Context, pe *entry, token string) (*cwapi.Credentials, *Identity, error) {
+func (c *Cache) getFor(ctx context.Context, pe *entry, peer Peer, token string) (*cwapi.Credentials, *Identity, error) {
 	now := c.now()
 	sum := tokenHash(token)
 	t := c.idents
@@ -225,7 +349,11 @@ func (c *Cache) getFor(ctx context.Context, pe *entry, token string) (*cwapi.Cre
 		return nil, nil, err
 	}
 	held := &heldToken{raw: token, id: id}
-	ie, err := c.adopt(pe, sum, held, now)
+	ie, err := c.adopt(pe, peer, sum, held, now)
+	if errors.Is(err, ErrTooManyPendingTokens) {
+		pe.obs.TokenRefused(err)
+		return nil, nil, err
+	}
 	if err != nil {
 		return nil, &held.id, &UnavailableError{Profile: pe.name, Err: err}
 	}
@@ -247,10 +375,11 @@ func workloadErr(err error) error {
 // clock skew; the cache never serves an expired token).
 var ErrTokenExpired = errors.New("the workload token expired")
 
-// adopt records the checked token held (hash sum) and returns the
-// entry of its identity, creating it, and evicting one when the table is
-// full (see victim).
-func (c *Cache) adopt(pe *entry, sum [sha256.Size]byte, held *heldToken, now time.Time) (*entry, error) {
+// adopt records the checked token held (hash sum), presented by peer, and
+// returns the entry of its identity, creating it (when peer's bound allows:
+// else ErrTooManyPendingTokens, and nothing changes), and evicting one when
+// the table is full (see victim).
+func (c *Cache) adopt(pe *entry, peer Peer, sum [sha256.Size]byte, held *heldToken, now time.Time) (*entry, error) {
 	id := held.id
 	key := string(sum[:])
 	if pe.workload.ShareIdentity {
@@ -266,12 +395,17 @@ func (c *Cache) adopt(pe *entry, sum [sha256.Size]byte, held *heldToken, now tim
 	var evicted *entry
 	created := ie == nil
 	if created {
+		if !t.admitLocked(peer, now) {
+			t.mu.Unlock()
+			return nil, ErrTooManyPendingTokens
+		}
 		if len(t.byKey) >= t.max {
 			evicted = t.victim(now)
-			t.removeLocked(evicted)
+			t.removeLocked(evicted, now)
 		}
 		ie = c.newIdentityEntry(pe, key)
 		t.byKey[identityKey{pe, key}] = ie
+		t.chargeLocked(ie, peer)
 	}
 	ident := ie.ident
 	ident.lastUsed.Store(now.UnixNano())
@@ -407,13 +541,14 @@ func (h *unkeyedHeap) Pop() any {
 	return e
 }
 
-// removeLocked takes e and its tokens out of the table; under t.mu. It
-// reports whether e was still there.
-func (t *identityTable) removeLocked(e *entry) bool {
+// removeLocked takes e and its tokens out of the table at now; under t.mu.
+// It reports whether e was still there.
+func (t *identityTable) removeLocked(e *entry, now time.Time) bool {
 	if e.ident.dropped {
 		return false
 	}
 	e.ident.dropped = true
+	t.dischargeLocked(e, now)
 	delete(t.byKey, identityKey{e.ident.profile, e.ident.key})
 	if e.ident.unkeyedAt >= 0 {
 		heap.Remove(&t.unkeyed, e.ident.unkeyedAt)
@@ -432,7 +567,7 @@ func (t *identityTable) removeLocked(e *entry) bool {
 func (c *Cache) dropIdentity(e *entry, why string) {
 	t := c.idents
 	t.mu.Lock()
-	removed := t.removeLocked(e)
+	removed := t.removeLocked(e, c.now())
 	t.mu.Unlock()
 	e.cancel(errEvicted)
 	if !removed && why != EvictLRU {

@@ -121,7 +121,7 @@ func fillIdentities(b *testing.B, share bool, n int) (heapB, stackB, goroutines 
 	pe := c.Lookup("pods")
 	for w := range n {
 		// Built here and not kept: the cache's own copy is what counts.
-		if _, _, err := pe.GetFor(ctx, simToken(w, 0, exp)); err != nil {
+		if _, _, err := pe.GetFor(ctx, Peer{}, simToken(w, 0, exp)); err != nil {
 			b.Fatalf("identity %d: %v", w, err)
 		}
 	}
@@ -276,7 +276,7 @@ func simulateCwcreds(t *testing.T, sdk simSDK, share bool) simResult {
 		pe := c.Lookup("pods")
 		start := time.Now()
 		r.fetches = simClients(start, sdk, func(proc int, token string, at time.Time) time.Time {
-			k, _, err := pe.GetFor(ctx, token)
+			k, _, err := pe.GetFor(ctx, Peer{}, token)
 			if err != nil {
 				t.Fatalf("process %d at %s: %v", proc, at.Sub(start), err)
 			}
@@ -380,11 +380,14 @@ func floodMint(m *simMinter) func(context.Context, string, Identity) (*cwapi.Cre
 // floodTable returns a token-mode cache whose identity table of the
 // default size is full: floodLegit identities holding a key, the rest
 // forged, refused, and more recently used. It returns the legit tokens.
+// One peer can no longer bring more than DefaultMaxPendingTokensPerPeer
+// forged identities: these stand for as many peers' (the bound is off,
+// and every request comes from the zero Peer).
 func floodTable(b *testing.B) (*Cache, []string) {
 	b.Helper()
 	m := &simMinter{lifetime: time.Hour}
 	c, err := NewCache([]CacheProfile{{Name: "pods", Source: cwapi.SourceWorkloadOIDC,
-		Workload: &WorkloadSpec{Check: simCheck, Mint: floodMint(m)}}})
+		Workload: &WorkloadSpec{Check: simCheck, Mint: floodMint(m)}}}, func(o *CacheOptions) { o.MaxPendingTokensPerPeer = -1 })
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -393,12 +396,12 @@ func floodTable(b *testing.B) (*Cache, []string) {
 	legit := make([]string, floodLegit)
 	for w := range legit {
 		legit[w] = simToken(w, 0, exp)
-		if _, _, err := pe.GetFor(b.Context(), legit[w]); err != nil {
+		if _, _, err := pe.GetFor(b.Context(), Peer{}, legit[w]); err != nil {
 			b.Fatalf("legit identity %d: %v", w, err)
 		}
 	}
 	for n := range DefaultMaxWorkloadIdentities - floodLegit {
-		if _, _, err := pe.GetFor(b.Context(), forgedToken(-1-n, exp)); err == nil {
+		if _, _, err := pe.GetFor(b.Context(), Peer{}, forgedToken(-1-n, exp)); err == nil {
 			b.Fatalf("forged token %d was served", n)
 		}
 	}
@@ -423,7 +426,7 @@ func BenchmarkWorkloadAdoptFullTable(b *testing.B) {
 		n := 0
 		for b.Loop() {
 			n++
-			if _, _, err := pe.GetFor(b.Context(), forgedToken(n, exp)); err == nil {
+			if _, _, err := pe.GetFor(b.Context(), Peer{}, forgedToken(n, exp)); err == nil {
 				b.Fatalf("forged token %d was served", n)
 			}
 		}
@@ -459,7 +462,7 @@ func BenchmarkWorkloadAdoptFullTable(b *testing.B) {
 			}
 			ct := batch[len(batch)-1]
 			batch = batch[:len(batch)-1]
-			if _, err := c.adopt(pe, ct.sum, ct.held, time.Now()); err != nil {
+			if _, err := c.adopt(pe, Peer{}, ct.sum, ct.held, time.Now()); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -489,7 +492,7 @@ func BenchmarkWorkloadHitDuringFlood(b *testing.B) {
 			for f := range flooders {
 				wg.Go(func() {
 					for i := 0; i < floodMax && !stop.Load(); i++ {
-						if _, _, err := pe.GetFor(context.Background(), forgedToken(f*floodMax+i, exp)); err == nil {
+						if _, _, err := pe.GetFor(context.Background(), Peer{}, forgedToken(f*floodMax+i, exp)); err == nil {
 							b.Errorf("forged token %d was served", i)
 							return
 						}
@@ -501,7 +504,7 @@ func BenchmarkWorkloadHitDuringFlood(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				t0 := time.Now()
-				k, _, err := pe.GetFor(b.Context(), legit[i%len(legit)])
+				k, _, err := pe.GetFor(b.Context(), Peer{}, legit[i%len(legit)])
 				lat = append(lat, time.Since(t0))
 				if err != nil || k == nil {
 					b.Fatalf("legit hit: %v", err)

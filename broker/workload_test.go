@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,7 +89,12 @@ func newWorkloadCache(t *testing.T, share bool, opts ...func(*CacheOptions)) *wo
 }
 
 func (f *workloadFixture) get(ctx context.Context, token string) (*cwapi.Credentials, error) {
-	k, _, err := f.c.Lookup("pods").GetFor(ctx, token)
+	return f.getAs(ctx, Peer{}, token)
+}
+
+// getAs is get by peer.
+func (f *workloadFixture) getAs(ctx context.Context, peer Peer, token string) (*cwapi.Credentials, error) {
+	k, _, err := f.c.Lookup("pods").GetFor(ctx, peer, token)
 	return k, err
 }
 
@@ -113,9 +119,10 @@ func TestWorkloadTokenModeMintsOncePerToken(t *testing.T) {
 		var mu sync.Mutex
 		for i := range tokens {
 			tok := wtoken("https://issuer", "system:serviceaccount:ns:sa", exp, i) // one subject, distinct tokens
+			pod := Peer{Addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(i)})}         // each its pod's
 			for range perToken {
 				wg.Go(func() {
-					k, err := f.get(t.Context(), tok)
+					k, err := f.getAs(t.Context(), pod, tok)
 					if err != nil {
 						errs <- err
 						return
@@ -514,7 +521,7 @@ func TestWorkloadHitAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	pe := f.c.Lookup("pods")
-	if a := testing.AllocsPerRun(100, func() { _, _, _ = pe.GetFor(t.Context(), tok) }); a != 0 {
+	if a := testing.AllocsPerRun(100, func() { _, _, _ = pe.GetFor(t.Context(), Peer{}, tok) }); a != 0 {
 		t.Errorf("a workload hit allocates %v times, want 0", a)
 	}
 }
@@ -707,7 +714,7 @@ func TestWorkloadNeverServesAnExpiredToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := c.Lookup("pods").GetFor(t.Context(), "jwt"); !errors.Is(err, ErrTokenExpired) {
+	if _, _, err := c.Lookup("pods").GetFor(t.Context(), Peer{}, "jwt"); !errors.Is(err, ErrTokenExpired) {
 		t.Errorf("err = %v, want ErrTokenExpired", err)
 	}
 	if up.count() != 0 || obs.get("pods")["token_refused"] != 1 {

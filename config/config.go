@@ -80,6 +80,9 @@ type Config struct {
 	// UpstreamQPS is the daemon's upstream mint budget, in mints per
 	// second (CWCREDS_UPSTREAM_QPS).
 	UpstreamQPS float64
+	// MaxPendingWorkloadTokens bounds, per peer, the workload identities
+	// cached that never held a key (CWCREDS_MAX_PENDING_WORKLOAD_TOKENS).
+	MaxPendingWorkloadTokens int
 	// Profiles are the configured profiles, in CWCREDS_PROFILES order.
 	Profiles []Profile
 }
@@ -253,6 +256,10 @@ func (c *Config) validate(ps *problems) {
 	if c.UpstreamQPS != 0 && !(c.UpstreamQPS >= 0.1 && c.UpstreamQPS <= maxUpstreamQPS) || ps.isSet(varUpstreamQPS) && c.UpstreamQPS == 0 {
 		ps.check(varUpstreamQPS, fmt.Sprintf("%s is out of range; use a number of mints per second from 0.1 to %g",
 			ps.shown(varUpstreamQPS, fmt.Sprint(c.UpstreamQPS)), maxUpstreamQPS))
+	}
+	if c.MaxPendingWorkloadTokens < 0 || c.MaxPendingWorkloadTokens > maxMaxPending || ps.isSet(varMaxPending) && c.MaxPendingWorkloadTokens == 0 {
+		ps.check(varMaxPending, fmt.Sprintf("%s is out of range; use a whole number from 1 to %d",
+			ps.shown(varMaxPending, fmt.Sprint(c.MaxPendingWorkloadTokens)), maxMaxPending))
 	}
 	if len(c.Profiles) == 0 {
 		ps.check(varProfiles, msgNoProfiles)

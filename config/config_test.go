@@ -127,8 +127,9 @@ func TestLoadDefaults(t *testing.T) {
 		NodeName:   hostname(t),
 		KeyWarmup:  5 * time.Second,
 
-		MaxWorkloadIdentities: 10000,
-		UpstreamQPS:           50,
+		MaxWorkloadIdentities:    10000,
+		UpstreamQPS:              50,
+		MaxPendingWorkloadTokens: 16,
 		Profiles: []Profile{{
 			Name:            "train",
 			EnvName:         "TRAIN",
@@ -158,6 +159,7 @@ func TestLoadEveryVariable(t *testing.T) {
 		"CWCREDS_PROFILES":                          " train , fast-eval,,wif,sso,pods ",
 		"CWCREDS_MAX_WORKLOAD_IDENTITIES":           "500",
 		"CWCREDS_UPSTREAM_QPS":                      "2.5",
+		"CWCREDS_MAX_PENDING_WORKLOAD_TOKENS":       "4",
 		"CWCREDS_PROFILE_PODS_SOURCE":               "workload-oidc",
 		"CWCREDS_PROFILE_PODS_ORG_ID":               "cw123",
 		"CWCREDS_PROFILE_PODS_ISSUERS":              "https://oidc.example.com/c1, http://127.0.0.1:8080/oidc",
@@ -222,8 +224,9 @@ func TestLoadEveryVariable(t *testing.T) {
 				Issuers: []string{"https://oidc.example.com/c1", "http://127.0.0.1:8080/oidc"}, Audience: "sts.example",
 				Share: "identity", JWKSURL: "https://oidc.example.com/keys", AllowPods: true},
 		},
-		MaxWorkloadIdentities: 500,
-		UpstreamQPS:           2.5,
+		MaxWorkloadIdentities:    500,
+		UpstreamQPS:              2.5,
+		MaxPendingWorkloadTokens: 4,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("Load =\n%+v\nwant\n%+v", cfg, want)
@@ -492,6 +495,10 @@ func TestLoadProblems(t *testing.T) {
 			[]wantProblem{{"CWCREDS_MAX_WORKLOAD_IDENTITIES", `"0" is out of range; use a whole number from 1 to 1000000`}}},
 		{"max identities not a number", with(minimal, map[string]string{"CWCREDS_MAX_WORKLOAD_IDENTITIES": "10k"}),
 			[]wantProblem{{"CWCREDS_MAX_WORKLOAD_IDENTITIES", `"10k" is not a whole number`}}},
+		{"max pending tokens zero", with(minimal, map[string]string{"CWCREDS_MAX_PENDING_WORKLOAD_TOKENS": "0"}),
+			[]wantProblem{{"CWCREDS_MAX_PENDING_WORKLOAD_TOKENS", `"0" is out of range; use a whole number from 1 to 10000`}}},
+		{"max pending tokens not a number", with(minimal, map[string]string{"CWCREDS_MAX_PENDING_WORKLOAD_TOKENS": "many"}),
+			[]wantProblem{{"CWCREDS_MAX_PENDING_WORKLOAD_TOKENS", `"many" is not a whole number`}}},
 		{"upstream qps too small", with(minimal, map[string]string{"CWCREDS_UPSTREAM_QPS": "0"}),
 			[]wantProblem{{"CWCREDS_UPSTREAM_QPS", `"0" is out of range`}}},
 		{"upstream qps not a number", with(minimal, map[string]string{"CWCREDS_UPSTREAM_QPS": "fast"}),

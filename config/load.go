@@ -36,6 +36,7 @@ type globalEnv struct {
 	EnvFile                string `split_words:"true"`
 	MaxWorkloadIdentities  string `split_words:"true"`
 	UpstreamQps            string `split_words:"true"` // not UpstreamQPS, which split_words spells UPSTREAM_Q_PS
+	MaxPendingTokens       string `envconfig:"MAX_PENDING_WORKLOAD_TOKENS"`
 }
 
 // profileEnv receives one profile's variables, CWCREDS_PROFILE_<NAME>_<FIELD>.
@@ -127,6 +128,15 @@ func Load(environ []string) (*Config, error) {
 			ps.add(varUpstreamQPS, "%s is not a number; use mints per second, e.g. 10 or 0.5", show(g.UpstreamQps))
 		}
 		c.UpstreamQPS = q
+	}
+	c.MaxPendingWorkloadTokens = defaultMaxPending
+	if g.MaxPendingTokens != "" {
+		ps.record(varMaxPending, g.MaxPendingTokens)
+		n, err := strconv.Atoi(g.MaxPendingTokens)
+		if err != nil {
+			ps.add(varMaxPending, "%s is not a whole number; use e.g. %d", show(g.MaxPendingTokens), defaultMaxPending)
+		}
+		c.MaxPendingWorkloadTokens = n
 	}
 	var runtimeDirOK bool
 	c.RuntimeDir, runtimeDirOK = runtimeDir(&ps, e, g.RuntimeDir)

@@ -93,7 +93,7 @@ func TestRestartOnlyMatchesVars(t *testing.T) {
 	next.ListenAddr, next.APIURL, next.LogLevel, next.LogFormat = "127.0.0.1:1", "https://other", "debug", "console"
 	next.AllowNonLoopback, next.RuntimeDir, next.NodeName = true, "/run/other", "node-2"
 	next.AllowInsecureFileModes, next.KeyWarmup, next.EnvFile = true, 0, "/etc/other.env"
-	next.MaxWorkloadIdentities, next.UpstreamQPS = 5, 2
+	next.MaxWorkloadIdentities, next.UpstreamQPS, next.MaxPendingWorkloadTokens = 5, 2, 3
 	next.S3Endpoint, next.S3Region = "https://s3.other", "OTHER-1"
 	next.MetricsListenAddr = "0.0.0.0:7913"
 	next.Profiles[0] = Profile{Name: "train", EnvName: "TRAIN", Source: "saml", TokenFile: "/x", OrgID: "o", ConfigID: "c",

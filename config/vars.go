@@ -26,6 +26,7 @@ const (
 	varEnvFile          = "CWCREDS_ENV_FILE"
 	varMaxIdentities    = "CWCREDS_MAX_WORKLOAD_IDENTITIES"
 	varUpstreamQPS      = "CWCREDS_UPSTREAM_QPS"
+	varMaxPending       = "CWCREDS_MAX_PENDING_WORKLOAD_TOKENS"
 )
 
 // Per-profile variables are profileVarPrefix + EnvName + "_" + suffix.
@@ -71,6 +72,8 @@ const (
 	maxMaxIdentities     = 1000000
 	defaultUpstreamQPS   = 50.0
 	maxUpstreamQPS       = 1000.0
+	defaultMaxPending    = 16 // broker.DefaultMaxPendingTokensPerPeer
+	maxMaxPending        = 10000
 	defaultAudience      = "https://coreweave.com/iam"
 )
 
@@ -255,6 +258,15 @@ var globalVars = []globalVar{
 			"429 reply pauses background mints for its Retry-After. The default keeps a node's start-up (a key per " +
 			"profile, a first key per pod) within seconds while a runaway or flooded node cannot storm the API. " + reloadRestart,
 		func(o, n *Config) bool { return o.UpstreamQPS != n.UpstreamQPS }},
+	{varMaxPending, "16",
+		"Most workload identities (see source workload-oidc) each peer (a local user, or a pod's address) may have " +
+			"in the cache that never held a key (a first mint waiting, or a token CoreWeave refused; one that leaves " +
+			"counts a minute more), from 1 to 10000. A new token from a peer at the bound is refused (429 " +
+			"TooManyPendingTokens) without an upstream call, so one peer's forged tokens cannot spend the mint budget " +
+			"other workloads' first keys wait for. A pod needs two at most (its token, and the next around a rotation); " +
+			"raise it only when more workloads than that share a peer and start at once (host-network pods, or " +
+			"processes of one local user). " + reloadRestart,
+		func(o, n *Config) bool { return o.MaxPendingWorkloadTokens != n.MaxPendingWorkloadTokens }},
 }
 
 var profileVars = []profileSetting{

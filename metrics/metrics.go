@@ -117,7 +117,8 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		tokensRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "workload_tokens_refused_total",
 			Help: "Workload tokens refused locally, with no upstream call, by profile and reason (malformed, " +
-				"issuer, audience, expired, not_yet_valid, algorithm, signature, keys_unavailable).",
+				"issuer, audience, expired, not_yet_valid, algorithm, signature, keys_unavailable, " +
+				"or too_many_pending: the peer already has its bound of new tokens that hold no key).",
 		}, []string{"profile", "reason"}),
 	}
 	m.keyChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -337,13 +338,17 @@ func (c *profileCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // tokenReason is the reason label of a refused workload token: one of
-// idtoken.Reasons, or "other".
+// idtoken.Reasons, too_many_pending (broker.ErrTooManyPendingTokens), or
+// "other".
 func tokenReason(err error) string {
 	if r := idtoken.ReasonOf(err); r != "" {
 		return string(r)
 	}
 	if errors.Is(err, broker.ErrTokenExpired) {
 		return string(idtoken.ReasonExpired)
+	}
+	if errors.Is(err, broker.ErrTooManyPendingTokens) {
+		return "too_many_pending"
 	}
 	return "other"
 }

@@ -114,7 +114,7 @@ func (s *Server) serveWorkload(w http.ResponseWriter, r *http.Request, p *profil
 		s.refuse(w, r, p.requests, p.name, errNoWorkloadToken, "credential request refused: no workload token")
 		return
 	}
-	creds, id, err := p.entry.GetFor(r.Context(), auth[0])
+	creds, id, err := p.entry.GetFor(r.Context(), s.workloadPeer(r), auth[0])
 	if err != nil {
 		s.refuse(w, r, p.requests, p.name, fmt.Errorf("get key for profile %q: %w", p.name, err), workloadRefusal(err))
 		return
@@ -133,6 +133,14 @@ func (s *Server) serveWorkload(w http.ResponseWriter, r *http.Request, p *profil
 	writeBody(w, http.StatusOK, body)
 }
 
+// workloadPeer is r's peer as the broker bounds it (broker.Peer): its
+// local user, else its address (a pod's); every loopback peer whose user
+// is unknown is one (see peerOf).
+func (s *Server) workloadPeer(r *http.Request) broker.Peer {
+	k := s.peerOf(r)
+	return broker.Peer{UID: k.uid, HasUID: k.hasUID, Addr: k.addr}
+}
+
 // workloadRefusal is the audit trail's reason for a workload request that
 // got no key: the token's refusal reason, or the broker's failure.
 func workloadRefusal(err error) string {
@@ -141,6 +149,9 @@ func workloadRefusal(err error) string {
 	}
 	if errors.Is(err, broker.ErrTokenExpired) {
 		return "token refused: " + string(idtoken.ReasonExpired)
+	}
+	if errors.Is(err, broker.ErrTooManyPendingTokens) {
+		return "token refused: too many new tokens from this peer without a key"
 	}
 	return "credential request not served"
 }

@@ -35,6 +35,9 @@ const (
 	codeInvalidToken  = "InvalidToken"  // refused locally: malformed, wrong issuer or audience, expired, bad signature
 	codeTokenRejected = "TokenRejected" // CoreWeave refused the token at the mint
 	codeIssuerKeys    = "IssuerKeysUnavailable"
+	// codeTooManyPendingTokens: the peer has too many new tokens without
+	// a key (broker.ErrTooManyPendingTokens); refused with no upstream call.
+	codeTooManyPendingTokens = "TooManyPendingTokens"
 )
 
 // requestError is a refusal decided by the server itself. Its message is
@@ -90,6 +93,8 @@ func errorStatus(err error) (status int, code, msg string) {
 		return http.StatusUnauthorized, codeInvalidToken, te.Error()
 	case errors.Is(err, broker.ErrTokenExpired):
 		return http.StatusUnauthorized, codeInvalidToken, broker.ErrTokenExpired.Error()
+	case errors.Is(err, broker.ErrTooManyPendingTokens):
+		return http.StatusTooManyRequests, codeTooManyPendingTokens, broker.ErrTooManyPendingTokens.Error()
 	case errors.As(err, &ue) && rejectedToken(ue):
 		return http.StatusForbidden, codeTokenRejected, ue.Error()
 	case errors.Is(err, broker.ErrUnknownProfile):

@@ -245,6 +245,7 @@ func newNode(cfg *config.Config, log zerolog.Logger, o nodeOptions) (*node, map[
 		co.KeyWarmup = cfg.KeyWarmup
 		co.MaxWorkloadIdentities = cfg.MaxWorkloadIdentities
 		co.UpstreamQPS = cfg.UpstreamQPS
+		co.MaxPendingTokensPerPeer = cfg.MaxPendingWorkloadTokens
 		co.Rand = o.rand
 		if verifier != nil {
 			co.Verifier = verifier
