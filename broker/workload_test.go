@@ -342,29 +342,7 @@ func TestWorkloadLRUBound(t *testing.T) {
 func TestWorkloadForgedTokensKeepCachedKeys(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const max = 8
-		f := &workloadFixture{check: &fakeCheck{}, up: &fakeUpstream{fakeMinter{lifetime: time.Hour}}, obs: &countingObserver{}}
-		var mu sync.Mutex
-		good := 0
-		mint := func(ctx context.Context, token string, id Identity) (*cwapi.Credentials, error) {
-			if strings.HasPrefix(id.Subject, "forged") {
-				return nil, &cwapi.APIError{StatusCode: http.StatusForbidden}
-			}
-			mu.Lock()
-			good++
-			mu.Unlock()
-			return f.up.mint(ctx, token, id)
-		}
-		c, err := NewCache([]CacheProfile{{Name: "pods", Source: cwapi.SourceWorkloadOIDC,
-			Workload: &WorkloadSpec{Check: f.check.check, Mint: mint}}},
-			func(o *CacheOptions) {
-				o.Rand = func() float64 { return 0 }
-				o.Observer = f.obs
-				o.MaxWorkloadIdentities = max
-			})
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.c = c
+		f := newFloodCache(t, max)
 		exp := time.Now().Add(time.Hour)
 		legit := wtoken("https://issuer", "legit", exp, 0)
 		if _, err := f.get(t.Context(), legit); err != nil {
@@ -383,7 +361,7 @@ func TestWorkloadForgedTokensKeepCachedKeys(t *testing.T) {
 		if _, err := f.get(t.Context(), legit); err != nil {
 			t.Fatalf("legit token after the flood: %v", err)
 		}
-		if good != 1 {
+		if good := len(f.up.startTimes()); good != 1 {
 			t.Errorf("legit identity minted %d times, want 1: the flood dropped its cached key", good)
 		}
 	})
