@@ -111,15 +111,7 @@ func Load(environ []string) (*Config, error) {
 	c.S3Endpoint, c.S3Region = g.S3Endpoint, g.S3Region
 	c.MetricsListenAddr = g.MetricsListenAddr
 	c.EnvFile = g.EnvFile
-	c.MaxWorkloadIdentities = defaultMaxIdentities
-	if g.MaxWorkloadIdentities != "" {
-		ps.record(varMaxIdentities, g.MaxWorkloadIdentities)
-		n, err := strconv.Atoi(g.MaxWorkloadIdentities)
-		if err != nil {
-			ps.add(varMaxIdentities, "%s is not a whole number; use e.g. %d", show(g.MaxWorkloadIdentities), defaultMaxIdentities)
-		}
-		c.MaxWorkloadIdentities = n
-	}
+	c.MaxWorkloadIdentities = loadCount(&ps, varMaxIdentities, g.MaxWorkloadIdentities, defaultMaxIdentities)
 	c.UpstreamQPS = defaultUpstreamQPS
 	if g.UpstreamQps != "" {
 		ps.record(varUpstreamQPS, g.UpstreamQps)
@@ -129,15 +121,7 @@ func Load(environ []string) (*Config, error) {
 		}
 		c.UpstreamQPS = q
 	}
-	c.MaxPendingWorkloadTokens = defaultMaxPending
-	if g.MaxPendingTokens != "" {
-		ps.record(varMaxPending, g.MaxPendingTokens)
-		n, err := strconv.Atoi(g.MaxPendingTokens)
-		if err != nil {
-			ps.add(varMaxPending, "%s is not a whole number; use e.g. %d", show(g.MaxPendingTokens), defaultMaxPending)
-		}
-		c.MaxPendingWorkloadTokens = n
-	}
+	c.MaxPendingWorkloadTokens = loadCount(&ps, varMaxPending, g.MaxPendingTokens, defaultMaxPending)
 	var runtimeDirOK bool
 	c.RuntimeDir, runtimeDirOK = runtimeDir(&ps, e, g.RuntimeDir)
 	c.NodeName = g.NodeName
@@ -261,6 +245,20 @@ func loadBool(ps *problems, v, val string) bool {
 		ps.add(v, "%s is not a boolean; use true or false (or 1 or 0)", show(val))
 	}
 	return b
+}
+
+// loadCount parses the whole-number variable v, reporting a value that is
+// not one; unset or empty is def. The validator checks its range.
+func loadCount(ps *problems, v, val string, def int) int {
+	if val == "" {
+		return def
+	}
+	ps.record(v, val)
+	n, err := strconv.Atoi(val)
+	if err != nil {
+		ps.add(v, "%s is not a whole number; use e.g. %d", show(val), def)
+	}
+	return n
 }
 
 // runtimeDir resolves CWCREDS_RUNTIME_DIR and its defaults, and says
