@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"sync"
 	"testing"
@@ -25,24 +24,13 @@ import (
 // as CoreWeave does, under testing/synctest so that the budget's waits are
 // virtual time.
 
-// inMemory sends requests to h in the calling goroutine, so that a mint
-// inside a synctest bubble has no network goroutine that would keep the
-// bubble's clock from advancing.
-type inMemory struct{ h http.Handler }
-
-func (m inMemory) Do(req *http.Request) (*http.Response, error) {
-	rec := httptest.NewRecorder()
-	m.h.ServeHTTP(rec, req)
-	return rec.Result(), nil
-}
-
 // emulatedWorkloadCache is a token-mode workload profile ("pods") as the
 // daemon wires it (cmd/cwcreds/workload.go): claims checked locally, keys
 // minted by the emulator with the caller's token. Call it inside the
 // bubble, with emu from StartFixture outside it.
 func emulatedWorkloadCache(t *testing.T, emu *cwapitest.Emulator, url string, opts ...func(*CacheOptions)) *Cache {
 	t.Helper()
-	client, err := cwapi.NewClient(url, func(o *cwapi.ClientOptions) { o.HTTPClient = inMemory{emu} })
+	client, err := cwapi.NewClient(url, func(o *cwapi.ClientOptions) { o.HTTPClient = handlerDoer{emu} })
 	if err != nil {
 		t.Fatal(err)
 	}
