@@ -203,66 +203,157 @@ func sameAddr(want string, got netip.AddrPort) bool {
 // every address: the limits count connections across all of them. A
 // connection keeps its own LocalAddr, which is how the server tells the
 // listeners apart (the Host guard, who may use what).
+//
+// It accepts a connection only when Accept is called, never ahead: a
+// goroutine per listener waits until the listener has a connection
+// queued (without taking it), and Accept then takes it. So closing merged
+// (at shutdown) leaves every connection the server has not taken in the
+// kernel's queue: with socket activation the next daemon accepts it,
+// where a connection accepted ahead would have been closed unanswered
+// (curl's "empty reply", 000, during `systemctl restart`).
 type merged struct {
-	lns    []*listener
-	conns  chan acceptResult
+	lns []*listener
+	// polls[i] is a duplicate of lns[i]'s descriptor, which the runtime's
+	// poller can wait on (a listener's own cannot be read from).
+	polls  []*os.File
+	ready  chan acceptable
 	done   chan struct{}
 	closed sync.Once
 }
 
-type acceptResult struct {
-	c   net.Conn
-	err error
+// acceptable is a listener with a connection queued (err nil), or the
+// error waiting for one returned. taken is the watching goroutine's: Accept
+// signals it once it has accepted, so the same queued connection is not
+// reported twice.
+type acceptable struct {
+	ln    *listener
+	err   error
+	taken chan struct{}
 }
 
-// mergeListeners starts accepting on every listener of lns.
-func mergeListeners(lns []*listener) *merged {
-	m := &merged{lns: lns, conns: make(chan acceptResult), done: make(chan struct{})}
+// mergeListeners starts watching every listener of lns. On an error it
+// closes nothing: the caller still owns lns.
+func mergeListeners(lns []*listener) (*merged, error) {
+	m := &merged{lns: lns, ready: make(chan acceptable), done: make(chan struct{})}
 	for _, ln := range lns {
-		go m.acceptLoop(ln)
+		f, err := pollFile(ln)
+		if err != nil {
+			for _, f := range m.polls {
+				f.Close()
+			}
+			return nil, err
+		}
+		m.polls = append(m.polls, f)
 	}
-	return m
+	for i, ln := range lns {
+		go m.watch(ln, m.polls[i])
+	}
+	return m, nil
 }
 
-// acceptLoop hands ln's connections and errors to Accept, one at a time:
-// after an error it waits for the next Accept call, which http.Server
-// makes only after its back-off, so a failing listener cannot spin. It
-// ends when ln is closed.
-func (m *merged) acceptLoop(ln net.Listener) {
+// pollFile duplicates ln's descriptor (non-blocking, as the listener's is)
+// into a file the runtime's poller waits on.
+func pollFile(ln *listener) (*os.File, error) {
+	sc, ok := ln.Listener.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("listener on %s: %T has no descriptor to poll", ln.Addr(), ln.Listener)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("listener on %s: %w", ln.Addr(), err)
+	}
+	dup, dupErr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) { dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, fmt.Errorf("listener on %s: %w", ln.Addr(), err)
+	}
+	if dupErr != nil {
+		return nil, fmt.Errorf("listener on %s: dup: %w", ln.Addr(), dupErr)
+	}
+	return os.NewFile(uintptr(dup), "listener "+ln.Addr().String()), nil
+}
+
+// watch reports to Accept, one at a time, each time ln has a connection
+// queued, and the errors waiting for one: after an error it waits for the
+// next Accept call, which http.Server makes only after its back-off, so a
+// failing listener cannot spin. It ends when m is closed.
+func (m *merged) watch(ln *listener, poll *os.File) {
+	taken := make(chan struct{}, 1)
 	for {
-		c, err := ln.Accept()
+		err := waitAcceptable(poll)
 		select {
-		case m.conns <- acceptResult{c, err}:
 		case <-m.done:
-			if c != nil {
-				c.Close()
-			}
+			return
+		default:
+		}
+		select {
+		case m.ready <- acceptable{ln: ln, err: err, taken: taken}:
+		case <-m.done:
 			return
 		}
-		if errors.Is(err, net.ErrClosed) {
+		if err != nil {
+			continue
+		}
+		select {
+		case <-taken:
+		case <-m.done:
 			return
 		}
 	}
+}
+
+// waitAcceptable returns once the listening socket poll refers to has a
+// connection queued, leaving it there. It waits in the runtime's poller,
+// so closing poll ends it.
+func waitAcceptable(poll *os.File) error {
+	rc, err := poll.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var pollErr error
+	err = rc.Read(func(fd uintptr) bool {
+		// poll(2) without waiting: true when a connection is queued;
+		// false makes Read wait until the socket is readable, then ask again.
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		if errors.Is(err, unix.EINTR) {
+			return false
+		}
+		if err != nil {
+			pollErr = fmt.Errorf("poll %s: %w", poll.Name(), err)
+			return true
+		}
+		return n > 0
+	})
+	if err != nil {
+		return fmt.Errorf("wait on %s: %w", poll.Name(), err)
+	}
+	return pollErr
 }
 
 // Accept returns the next connection of any listener.
 func (m *merged) Accept() (net.Conn, error) {
 	select {
-	case r := <-m.conns:
-		return r.c, r.err
+	case a := <-m.ready:
+		if a.err != nil {
+			return nil, a.err
+		}
+		c, err := a.ln.Accept()
+		a.taken <- struct{}{} // buffered: the watcher waits for it
+		return c, err
 	case <-m.done:
 		return nil, net.ErrClosed
 	}
 }
 
 // Close closes every listener (a socket systemd passed stays open in
-// systemd, see listener).
+// systemd, see listener), leaving the connections queued on it there.
 func (m *merged) Close() error {
 	var errs []error
 	m.closed.Do(func() {
 		close(m.done)
-		for _, ln := range m.lns {
+		for i, ln := range m.lns {
 			errs = append(errs, ln.Close())
+			m.polls[i].Close() // ends its watcher's wait
 		}
 	})
 	return errors.Join(errs...)

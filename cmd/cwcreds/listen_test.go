@@ -159,7 +159,10 @@ func TestListenSeveral(t *testing.T) {
 	if len(lns) != 2 || !strings.HasPrefix(lns[0].Addr().String(), "127.0.0.1:") || !strings.HasPrefix(lns[1].Addr().String(), "[::1]:") {
 		t.Fatalf("listeners %s, want 127.0.0.1 then [::1]", listenAddrs(lns))
 	}
-	m := mergeListeners(lns)
+	m, err := mergeListeners(lns)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer m.Close()
 	for _, ln := range lns {
 		c, err := net.Dial("tcp", ln.Addr().String())
@@ -251,5 +254,65 @@ func TestSocketActivationSeveral(t *testing.T) {
 	var ue *usageError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "systemd passed no socket for "+b.ln.Addr().String()) {
 		t.Errorf("one socket for two addresses: %v, want a configuration error naming %s", err, b.ln.Addr())
+	}
+}
+
+// TestMergedCloseLeavesQueuedConnections: the merged listener accepts a
+// connection only when the server asks for one, so closing it (SIGTERM,
+// `systemctl restart`) leaves every connection the server did not take in
+// the passed socket's queue, for the next daemon; none is accepted ahead and
+// then dropped, which a client saw as an empty reply (curl 000) during a
+// restart. Repeated, because before the fix the loss depended on which
+// goroutine ran first.
+func TestMergedCloseLeavesQueuedConnections(t *testing.T) {
+	for i := range 50 {
+		sock := newSystemdSocket(t)
+		addr := sock.ln.Addr().String()
+		lns, err := listen(addr, sock.pass(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := mergeListeners(lns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var clients []net.Conn
+		for range 3 {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			clients = append(clients, c)
+		}
+		// The server takes one connection, then the daemon stops.
+		got, err := m.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.Close()
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// The next daemon finds the other two, alive, in the socket's queue.
+		if err := sock.ln.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		for n := range 2 {
+			next, err := sock.ln.Accept()
+			if err != nil {
+				t.Fatalf("round %d: queued connection %d of 2 is gone after Close: %v (accepted ahead and dropped)", i, n+1, err)
+			}
+			if _, err := next.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			next.Close()
+		}
+		for n, c := range clients[1:] {
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err != nil {
+				t.Fatalf("round %d: client %d: %v, want the next daemon's byte", i, n+2, err)
+			}
+		}
 	}
 }

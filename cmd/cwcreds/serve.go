@@ -102,7 +102,14 @@ func serveWith(ctx context.Context, cfg *config.Config, logOut io.Writer, h serv
 			return err
 		}
 	}
-	ln := mergeListeners(lns)
+	ln, err := mergeListeners(lns)
+	if err != nil {
+		closeAll(lns)
+		if metricsLn != nil {
+			metricsLn.Close()
+		}
+		return err
+	}
 	d.addr = ln.Addr()
 	activated := lns[0].activated // all or none: listen maps every address
 	httpSrv := server.NewHTTPServer(cfg.ListenAddr, d.srv, log)
