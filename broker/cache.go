@@ -491,6 +491,9 @@ func (c *Cache) mint(ctx context.Context, e *entry, trigger string) *state {
 		return c.failedMint(e, old, err, now, trigger)
 	}
 	next := old.minted(key, start, now, c.rand(), c.keyWarmup, trigger == triggerRevoke)
+	if e.ident != nil && firstKey(old) {
+		c.idents.keyed(e) // before the key is stored: unkeyed never holds a keyed identity
+	}
 	if c.verifier != nil {
 		next = next.checking(now)
 	}

@@ -131,12 +131,13 @@ func rateLimitPause(err error) time.Duration {
 	return BackoffInitial
 }
 
-// chargesPeer reports whether an identity in state s counts against the
-// bound of the peer that brought it (DefaultMaxPendingTokensPerPeer): it
-// has never held a key. Once it has (a successful mint; a key S3 has not
-// accepted yet counts, upstream having accepted the token), it no longer
-// does, even after that key expires: its token proved genuine.
-func (s *state) chargesPeer() bool { return s.key == nil }
+// firstKey reports whether a successful mint on old gives its entry its
+// first key. For a workload identity that is when its token proved genuine
+// (upstream accepted it; S3 may not have yet): from then on it no longer
+// counts against the bound of the peer that brought it
+// (DefaultMaxPendingTokensPerPeer), even after that key expires, and a
+// full table drops it only after every identity that never held a key.
+func firstKey(old *state) bool { return old.key == nil }
 
 // state is an immutable snapshot of one profile; a new one replaces it
 // after every mint attempt.

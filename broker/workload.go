@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,15 +124,16 @@ type identity struct {
 	hashes  [][sha256.Size]byte
 	dropped bool
 	// unkeyedAt is the identity's index in identityTable.unkeyed, -1 once
-	// it left; unkeyedUsed is the lastUsed it is ordered there by.
+	// it left (its first key, or its drop); unkeyedUsed is the lastUsed it
+	// is ordered there by.
 	unkeyedAt   int
 	unkeyedUsed int64
 	// looping: its loop was started; guarded by Cache.mu.
 	looping bool
-	// peer brought the identity into the table; charged: it is in that
-	// peer's peerCharge.idents. Guarded by identityTable.mu.
-	peer    Peer
-	charged bool
+	// peer brought the identity into the table; while the identity is in
+	// identityTable.unkeyed it counts in that peer's peerCharge.pending.
+	// Guarded by identityTable.mu.
+	peer Peer
 }
 
 // heldToken is one token the cache accepted for an identity.
@@ -162,9 +162,11 @@ type identityTable struct {
 	mu     sync.RWMutex
 	tokens map[[sha256.Size]byte]tokenRecord
 	byKey  map[identityKey]*entry
-	// unkeyed holds the identities not yet seen holding a key, for victim:
-	// a flood of forged tokens makes each new one drop one of these, so
-	// that choice must not cost a pass over the table.
+	// unkeyed holds the identities that never held a key (from their
+	// creation to their first key: keyed), for victim: a flood of forged
+	// tokens makes each new one drop one of these, so that choice must not
+	// cost a pass over the table. Each also counts against its peer's
+	// bound while it is here.
 	unkeyed unkeyedHeap
 	// maxPending bounds each peer's charge (MaxPendingTokensPerPeer; < 0:
 	// no bound, nothing charged). peers holds the charge of every peer
@@ -176,12 +178,11 @@ type identityTable struct {
 }
 
 // peerCharge is what one peer counts against its bound: the identities it
-// brought into the table, while they may never have held a key (pruned
-// when seen holding one: chargesPeer), and those that left the table
-// without one, for PendingTokenHold.
+// brought into the table that hold no key yet (in identityTable.unkeyed),
+// and those that left the table without one, for PendingTokenHold.
 type peerCharge struct {
-	idents []*entry
-	held   int
+	pending int
+	held    int
 }
 
 // heldCharge ends one of peer's held charges at at.
@@ -208,23 +209,15 @@ func (t *identityTable) admitLocked(peer Peer, now time.Time) bool {
 		t.released = t.released[1:]
 	}
 	pc := t.peers[peer]
-	if pc == nil {
-		return true
-	}
-	pc.idents = slices.DeleteFunc(pc.idents, func(e *entry) bool {
-		if e.state.Load().chargesPeer() {
-			return false
-		}
-		e.ident.charged = false
-		return true
-	})
-	t.tidyLocked(peer)
-	return len(pc.idents)+pc.held < t.maxPending
+	return pc == nil || pc.pending+pc.held < t.maxPending
 }
 
-// chargeLocked counts e, just created, against peer's bound. Under t.mu.
-func (t *identityTable) chargeLocked(e *entry, peer Peer) {
+// addUnkeyedLocked enters e, just created by peer at now, in t.unkeyed and
+// in peer's charge. Under t.mu.
+func (t *identityTable) addUnkeyedLocked(e *entry, peer Peer, now time.Time) {
 	e.ident.peer = peer
+	e.ident.unkeyedUsed = now.UnixNano()
+	heap.Push(&t.unkeyed, e)
 	if t.maxPending < 0 {
 		return
 	}
@@ -233,33 +226,43 @@ func (t *identityTable) chargeLocked(e *entry, peer Peer) {
 		pc = &peerCharge{}
 		t.peers[peer] = pc
 	}
-	pc.idents = append(pc.idents, e)
-	e.ident.charged = true
+	pc.pending++
 }
 
-// dischargeLocked takes e, leaving the table at now, out of its peer's
-// charge: at once if it held a key, else after PendingTokenHold. Under
-// t.mu.
-func (t *identityTable) dischargeLocked(e *entry, now time.Time) {
-	if !e.ident.charged {
+// leaveUnkeyedLocked takes e out of t.unkeyed and of its peer's pending
+// charge, if it is still there: at its first key, or when it leaves the
+// table at now (dropped) without one, which its peer still counts for
+// PendingTokenHold. Under t.mu.
+func (t *identityTable) leaveUnkeyedLocked(e *entry, dropped bool, now time.Time) {
+	if e.ident.unkeyedAt < 0 {
 		return
 	}
-	e.ident.charged = false
+	heap.Remove(&t.unkeyed, e.ident.unkeyedAt)
+	if t.maxPending < 0 {
+		return
+	}
 	peer := e.ident.peer
 	pc := t.peers[peer]
-	if i := slices.Index(pc.idents, e); i >= 0 {
-		pc.idents = slices.Delete(pc.idents, i, i+1)
-	}
-	if e.state.Load().chargesPeer() {
+	pc.pending--
+	if dropped {
 		pc.held++
 		t.released = append(t.released, heldCharge{peer: peer, at: now.Add(PendingTokenHold)})
 	}
 	t.tidyLocked(peer)
 }
 
+// keyed records that e, a workload identity, got its first key: its token
+// proved genuine, so it is no longer among the first to drop (victim) nor
+// counted against its peer's bound.
+func (t *identityTable) keyed(e *entry) {
+	t.mu.Lock()
+	t.leaveUnkeyedLocked(e, false, time.Time{})
+	t.mu.Unlock()
+}
+
 // tidyLocked forgets peer once it has no charge left. Under t.mu.
 func (t *identityTable) tidyLocked(peer Peer) {
-	if pc := t.peers[peer]; pc != nil && len(pc.idents) == 0 && pc.held == 0 {
+	if pc := t.peers[peer]; pc != nil && pc.pending == 0 && pc.held == 0 {
 		delete(t.peers, peer)
 	}
 }
@@ -405,14 +408,10 @@ func (c *Cache) adopt(pe *entry, peer Peer, sum [sha256.Size]byte, held *heldTok
 		}
 		ie = c.newIdentityEntry(pe, key)
 		t.byKey[identityKey{pe, key}] = ie
-		t.chargeLocked(ie, peer)
+		t.addUnkeyedLocked(ie, peer, now)
 	}
 	ident := ie.ident
 	ident.lastUsed.Store(now.UnixNano())
-	if created {
-		ident.unkeyedUsed = now.UnixNano()
-		heap.Push(&t.unkeyed, ie)
-	}
 	if cur := ident.newest.Load(); cur == nil || id.Expires.After(cur.id.Expires) {
 		ident.newest.Store(held)
 	}
@@ -466,8 +465,8 @@ func (c *Cache) newIdentityEntry(pe *entry, key string) *entry {
 // each other, never an identity holding a key (a local user's flood used
 // to evict every workload's cached key and make each mint again).
 //
-// The identities with no key are looked for first among those never seen
-// holding one (t.unkeyed), in O(log n) amortized: a forged token never
+// The identities with no key are looked for first among those that never
+// held one (t.unkeyed), in O(log n) amortized: a forged token never
 // gets a key, so in a flood each new identity costs that, not a pass over
 // the table under the write lock, which stalled every workload's hits
 // (their read lock) for as long. Only when none is left (every identity
@@ -477,24 +476,19 @@ func (c *Cache) newIdentityEntry(pe *entry, key string) *entry {
 // ones, however recently they were used; an identity holding a key still
 // never goes while one without does.
 func (t *identityTable) victim(now time.Time) *entry {
-	// Each identity leaves t.unkeyed at most once, and is moved within it
-	// at most once per request made with its token since it last moved
-	// (lastUsed changed); the bound stops a loop on clocks going back.
-	for moves := len(t.unkeyed); len(t.unkeyed) > 0; {
+	// Each member is moved at most once per request made with its token
+	// since it last moved (lastUsed changed); the bound stops a loop on
+	// clocks going back.
+	for moves := len(t.unkeyed); len(t.unkeyed) > 0; moves-- {
 		e := t.unkeyed[0]
-		if e.state.Load().servable(now) {
-			heap.Pop(&t.unkeyed) // it holds a key: the scan's, from now on
-			continue
+		u := e.ident.lastUsed.Load()
+		if u == e.ident.unkeyedUsed || moves == 0 {
+			// The exact least recently used: every other member's lastUsed
+			// is at least its own unkeyedUsed, which is at least e's.
+			return e
 		}
-		if u := e.ident.lastUsed.Load(); u != e.ident.unkeyedUsed && moves > 0 {
-			moves--
-			e.ident.unkeyedUsed = u // used since it was ordered: reorder it
-			heap.Fix(&t.unkeyed, 0)
-			continue
-		}
-		// The exact least recently used: every other member's lastUsed is
-		// at least its own unkeyedUsed, which is at least e's.
-		return e
+		e.ident.unkeyedUsed = u // used since it was ordered: reorder it
+		heap.Fix(&t.unkeyed, 0)
 	}
 	var oldest, oldestKeyless *entry
 	var at, atKeyless int64
@@ -548,11 +542,8 @@ func (t *identityTable) removeLocked(e *entry, now time.Time) bool {
 		return false
 	}
 	e.ident.dropped = true
-	t.dischargeLocked(e, now)
+	t.leaveUnkeyedLocked(e, true, now)
 	delete(t.byKey, identityKey{e.ident.profile, e.ident.key})
-	if e.ident.unkeyedAt >= 0 {
-		heap.Remove(&t.unkeyed, e.ident.unkeyedAt)
-	}
 	for _, h := range e.ident.hashes {
 		if t.tokens[h].ent == e {
 			delete(t.tokens, h)
